@@ -1,0 +1,126 @@
+//! [`MirrorError`]: what can go wrong talking to a mirror, always naming the mirror (its location)
+//! and the path, and telling a transient failure (retry later, keep all sync state) from a
+//! permanent one (a person must act). Modelled on rclone's `fs/fserrors`.
+
+use std::io;
+
+use crate::path::PathError;
+
+/// Result of a mirror operation.
+pub type MirrorResult<T> = Result<T, MirrorError>;
+
+/// An error from a backend, carrying the mirror's location (e.g. `dir:/mnt/nas/work`).
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// The mirror's root or its folder marker is missing: the disk is not mounted, the stick not
+    /// inserted, the share empty. Nothing may be deleted because of it (invariant 4).
+    #[error("mirror {location} is offline: {reason}")]
+    Offline {
+        /// The mirror.
+        location: String,
+        /// What was missing, in words a user understands, with what to check.
+        reason: String,
+    },
+    /// The path does not exist on the mirror.
+    #[error("{path} not found on mirror {location}")]
+    NotFound {
+        /// The mirror.
+        location: String,
+        /// The missing path.
+        path: String,
+    },
+    /// A path from the mirror (or for it) breaks the rules of [`crate::RelPath`].
+    #[error("mirror {location} has an invalid path {path:?}: {source}; it was refused and nothing was written")]
+    InvalidPath {
+        /// The mirror.
+        location: String,
+        /// The offending path, lossily rendered.
+        path: String,
+        /// Which rule it breaks.
+        source: PathError,
+    },
+    /// Writing the path would follow a symlink or leave the root.
+    #[error("refused {path} on mirror {location}: {reason}")]
+    Unsafe {
+        /// The mirror.
+        location: String,
+        /// The path.
+        path: String,
+        /// Why (e.g. "parent `a` is a symlink").
+        reason: String,
+    },
+    /// The mirror's state is damaged or not ours (bad checksum, wrong folder, undecodable).
+    #[error("mirror {location}: {what} is damaged or foreign: {reason}")]
+    Corrupt {
+        /// The mirror.
+        location: String,
+        /// Which file or item.
+        what: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The medium cannot hold the item (FAT's 4 GiB limit, a case-only collision, a full disk).
+    #[error("mirror {location} cannot store {path}: {reason}")]
+    Refused {
+        /// The mirror.
+        location: String,
+        /// The path.
+        path: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The backend lacks the operation; see its [`crate::Capabilities`].
+    #[error("mirror {location} does not support {what}")]
+    Unsupported {
+        /// The mirror.
+        location: String,
+        /// The operation.
+        what: String,
+    },
+    /// An I/O error on the mirror.
+    #[error("mirror {location}: {op} {path}: {source}")]
+    Io {
+        /// The mirror.
+        location: String,
+        /// The operation (`read`, `write`, `rename`, …).
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl MirrorError {
+    /// Whether retrying later may succeed without anyone acting (timeouts, lost connections,
+    /// a mirror going offline). A transient error never discards sync state (invariant 7).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MirrorError::Offline { .. } => true,
+            MirrorError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::NotConnected
+                    | io::ErrorKind::WouldBlock
+            ) || source.raw_os_error() == Some(libc_enotconn()),
+            _ => false,
+        }
+    }
+
+    /// Builds an [`MirrorError::Io`], or [`MirrorError::NotFound`] when the cause is `ENOENT`.
+    pub fn io(location: &str, op: &'static str, path: impl std::fmt::Display, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::NotFound {
+            MirrorError::NotFound { location: location.to_string(), path: path.to_string() }
+        } else {
+            MirrorError::Io { location: location.to_string(), op, path: path.to_string(), source }
+        }
+    }
+}
+
+const fn libc_enotconn() -> i32 {
+    107 // ENOTCONN on Linux: a yanked FUSE stick answers with it
+}

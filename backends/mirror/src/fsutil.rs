@@ -1,0 +1,231 @@
+//! File-system helpers shared by local-disk backends and the local replica:
+//! symlink-safe resolution of a [`RelPath`] under a root (invariant 6: nothing is written outside
+//! the root, no symlink inside it is followed), and atomic durable replacement (invariant 2: temp
+//! file in the same directory, fsync, mode and mtime, rename, fsync the directory).
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::model::EntryKind;
+use crate::path::RelPath;
+use crate::{FileMeta, RemoteStat, TMP_PREFIX};
+
+/// Why a path cannot be used safely under a root.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// An ancestor of the path is a symlink (or not a directory): following it could leave the root.
+    #[error("its parent {0} is a symlink or not a directory; refusing to follow it")]
+    UnsafeParent(String),
+    /// I/O error while checking.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Joins `rel` to `root` after checking that every ancestor of `rel` inside the root is a real
+/// directory (not a symlink). Missing ancestors are fine (they will be created as directories).
+/// The final component is not checked: callers use `symlink_metadata` on it.
+///
+/// # Errors
+/// [`ResolveError::UnsafeParent`] naming the first offending ancestor.
+pub fn resolve(root: &Path, rel: &RelPath) -> Result<PathBuf, ResolveError> {
+    for anc in rel.ancestors() {
+        match fs::symlink_metadata(anc.under(root)) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Err(ResolveError::UnsafeParent(anc.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(rel.under(root))
+}
+
+/// A fresh temp file name in `dir`: `.briefcase-tmp-<random>`.
+pub fn temp_path(dir: &Path) -> PathBuf {
+    let n: u64 = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    dir.join(format!("{TMP_PREFIX}{n:016x}"))
+}
+
+/// fsyncs a directory so that a rename inside it is durable.
+///
+/// # Errors
+/// I/O errors from open/fsync.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Sets permission bits and mtime on a path (not following a final symlink for the mtime).
+///
+/// # Errors
+/// I/O errors.
+pub fn apply_meta(path: &Path, meta: FileMeta) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))?;
+    filetime_set(path, meta.mtime_ns)
+}
+
+fn filetime_set(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let secs = mtime_ns.div_euclid(1_000_000_000);
+    let nanos = mtime_ns.rem_euclid(1_000_000_000) as u32;
+    let t = std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::new(secs.max(0) as u64, nanos))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let f = File::open(path)?;
+    let times = fs::FileTimes::new().set_modified(t);
+    f.set_times(times)
+}
+
+/// Atomically replaces `target` with the bytes produced by `fill` writing into a temp file in the
+/// same directory; the temp file is fsynced, gets `meta`, and is renamed over `target`; then the
+/// directory is fsynced. On error the temp file is removed. Returns the target's new metadata.
+///
+/// # Errors
+/// I/O errors from any step.
+pub fn replace_with(
+    target: &Path,
+    meta: Option<FileMeta>,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<Metadata> {
+    let dir = target.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no parent"))?;
+    let tmp = temp_path(dir);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        fill(&mut f)?;
+        f.flush()?;
+        f.sync_all()?;
+        drop(f);
+        if let Some(meta) = meta {
+            apply_meta(&tmp, meta)?;
+        }
+        fs::rename(&tmp, target)?;
+        fsync_dir(dir)?;
+        fs::symlink_metadata(target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Atomically replaces `target` with `bytes` (see [`replace_with`]).
+///
+/// # Errors
+/// I/O errors.
+pub fn replace_bytes(target: &Path, bytes: &[u8]) -> io::Result<Metadata> {
+    replace_with(target, None, |f| f.write_all(bytes))
+}
+
+/// Removes leftover `.briefcase-tmp-*` files anywhere under `root` (not following symlinks) and
+/// returns how many were removed. Run at start (invariant 2).
+///
+/// # Errors
+/// I/O errors other than vanished entries.
+pub fn remove_temp_files(root: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for de in rd {
+            let de = de?;
+            let name = de.file_name();
+            let ft = de.file_type()?;
+            if name.as_encoded_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+                let p = de.path();
+                let r = if ft.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                match r {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            } else if ft.is_dir() {
+                stack.push(de.path());
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Modification time of `m` in ns since the epoch.
+pub fn mtime_ns(m: &Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+
+/// The [`EntryKind`] of `m`, or `None` for sockets, fifos and devices (never synced).
+pub fn kind_of(m: &Metadata) -> Option<EntryKind> {
+    let ft = m.file_type();
+    if ft.is_file() {
+        Some(EntryKind::File)
+    } else if ft.is_dir() {
+        Some(EntryKind::Dir)
+    } else if ft.is_symlink() {
+        Some(EntryKind::Symlink)
+    } else {
+        None
+    }
+}
+
+/// A [`RemoteStat`] for `rel` from `symlink_metadata`; reads the link target of a symlink.
+/// `Ok(None)` for special files.
+///
+/// # Errors
+/// I/O errors reading a link target.
+pub fn remote_stat(rel: RelPath, full: &Path, m: &Metadata) -> io::Result<Option<RemoteStat>> {
+    let Some(kind) = kind_of(m) else { return Ok(None) };
+    let symlink_target = if kind == EntryKind::Symlink {
+        Some(fs::read_link(full)?.into_os_string().into_encoded_bytes())
+    } else {
+        None
+    };
+    Ok(Some(RemoteStat {
+        path: rel,
+        kind,
+        size: if kind == EntryKind::File { m.len() } else { 0 },
+        mode: m.mode() & 0o7777,
+        mtime_ns: mtime_ns(m),
+        inode: m.ino(),
+        symlink_target,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_refuses_symlinked_parent() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
+        let rel = RelPath::try_from("evil/passwd").unwrap();
+        assert!(matches!(resolve(root.path(), &rel), Err(ResolveError::UnsafeParent(p)) if p == "evil"));
+        fs::create_dir(root.path().join("ok")).unwrap();
+        assert!(resolve(root.path(), &RelPath::try_from("ok/x").unwrap()).is_ok());
+        assert!(resolve(root.path(), &RelPath::try_from("missing/x/y").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn replace_is_atomic_and_cleans_up() {
+        let root = tempfile::tempdir().unwrap();
+        let t = root.path().join("f");
+        fs::write(&t, b"old").unwrap();
+        let err = replace_with(&t, None, |f| {
+            f.write_all(b"partial")?;
+            Err(io::Error::other("boom"))
+        });
+        assert!(err.is_err());
+        assert_eq!(fs::read(&t).unwrap(), b"old");
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1, "temp file left behind");
+        replace_bytes(&t, b"new").unwrap();
+        assert_eq!(fs::read(&t).unwrap(), b"new");
+    }
+}

@@ -1,0 +1,216 @@
+//! The contract every briefcase backend implements.
+//!
+//! A *mirror* is any replica of a folder other than the local one. The engine (in the `briefcase`
+//! crate) is backend-agnostic: it loads the mirror's state through [`state::load`], scans the
+//! mirror's data with [`Mirror::list`], plans, moves bytes with [`Mirror::get`] / [`Mirror::put`]
+//! and friends, and commits the mirror's state with [`state::store`]. Backends only store and fetch
+//! bytes and metadata; they never decide what wins.
+//!
+//! - [`model`]: replica/folder IDs, OSNs, version vectors, manifest entries, [`MirrorState`].
+//! - [`path`]: [`RelPath`], the checked relative path (invariant 6).
+//! - [`state`]: the two-generation, checksummed state envelope.
+//! - [`fsutil`]: symlink-safe path resolution and atomic writes for local-disk backends and the
+//!   local replica.
+//! - `testkit` (feature): the conformance suite every backend runs (after rclone's fstest).
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod fsutil;
+pub mod model;
+pub mod path;
+pub mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::path::Path;
+
+pub use error::{MirrorError, MirrorResult};
+pub use model::{
+    ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn, ReplicaId,
+    Stamp, VectorOrdering, VersionVector,
+};
+pub use path::{PathError, RelPath};
+
+/// Name of the per-root state directory on a mirror.
+pub const STATE_DIR: &str = ".briefcase";
+/// Prefix of temporary files; never watched, never replicated, removed at start (invariant 2).
+pub const TMP_PREFIX: &str = ".briefcase-tmp-";
+
+/// What a backend can do beyond the basics. A capability a backend lacks is declared here, and
+/// the conformance suite and the engine respect it rather than skipping silently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Changes can be read back from the mirror (false for publish-only targets such as FTP).
+    pub two_way: bool,
+    /// [`Mirror::rename`] is supported (else the engine copies and removes).
+    pub rename: bool,
+    /// Symlinks can be stored as links.
+    pub symlinks: bool,
+    /// Permission bits survive a round trip.
+    pub modes: bool,
+    /// Granularity of stored mtimes, in ns (1 on ext4; 2 s on FAT).
+    pub mtime_granularity_ns: u64,
+    /// Names differing only in case collide on this medium.
+    pub case_insensitive: bool,
+    /// Largest file the medium can hold, in bytes (`None`: no limit known).
+    pub max_file_size: Option<u64>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            two_way: true,
+            rename: true,
+            symlinks: true,
+            modes: true,
+            mtime_granularity_ns: 1,
+            case_insensitive: false,
+            max_file_size: None,
+        }
+    }
+}
+
+/// What is at a mirror's root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// The root does not exist (not mounted, not plugged in).
+    Absent,
+    /// The root exists and is empty: it may be initialised.
+    Empty,
+    /// The root exists, has content, but no folder marker: it may be initialised only on purpose
+    /// (its content then enters as the mirror's changes), and while it was known as a mirror
+    /// before, this means offline (invariant 4).
+    Unmarked,
+    /// The root carries the marker of this folder.
+    Marked(FolderId),
+}
+
+/// Metadata briefcase carries for a file or directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// What a backend reports about one path of its data tree (never of its state directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteStat {
+    /// Path relative to the mirror root (already un-mapped for media with forbidden characters).
+    pub path: RelPath,
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Bytes (files), 0 otherwise.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time as stored by the medium, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number or another identity that changes when the file is replaced (0 = none).
+    pub inode: u64,
+    /// Target bytes of a symlink.
+    pub symlink_target: Option<Vec<u8>>,
+}
+
+/// A mirror backend: a place that stores one replica's data and state.
+///
+/// All paths are [`RelPath`]s, so a backend never sees `..` or an absolute path; a backend must
+/// still refuse to follow symlinks inside its root ([`fsutil::resolve`] does this for local
+/// disks). Writes are atomic: a reader sees the old content or the new, never a mix. Optional
+/// operations return [`MirrorError::Unsupported`] by default.
+#[async_trait::async_trait]
+pub trait Mirror: Send + Sync + std::fmt::Debug {
+    /// Where the mirror is, for messages: `dir:/mnt/nas/work`.
+    fn location(&self) -> String;
+
+    /// What the backend supports on this medium.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Looks at the root: absent, empty, unmarked, or marked with a folder ID.
+    ///
+    /// # Errors
+    /// I/O errors other than "not found"; [`MirrorError::Corrupt`] for an unreadable marker.
+    async fn probe(&self) -> MirrorResult<Presence>;
+
+    /// Creates the root if needed, the state directory, and the folder marker. Called only when
+    /// [`Mirror::probe`] said `Absent`/`Empty` (or `Unmarked` on the user's explicit request).
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn init(&self, folder: FolderId) -> MirrorResult<()>;
+
+    /// Reads a state file from the state directory (`state.0`, …). `Ok(None)` when absent.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
+    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>>;
+
+    /// Writes a state file atomically and durably (temp, fsync, rename, fsync dir).
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
+    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()>;
+
+    /// Lists the whole data tree (not the state directory nor temp files), parents before children.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::InvalidPath`] for a name that cannot be a [`RelPath`].
+    async fn list(&self) -> MirrorResult<Vec<RemoteStat>>;
+
+    /// Stats one path without following a final symlink. `Ok(None)` when absent.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Unsafe`] when a parent is a symlink.
+    async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>>;
+
+    /// Copies the file at `path` to the local file `dest` (created or truncated) and returns the
+    /// mirror's stat of what was read.
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`]; I/O errors on either side.
+    async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat>;
+
+    /// Atomically replaces (or creates) the file at `path` with the content of the local file
+    /// `source`, then sets `meta`. Parent directories must exist.
+    ///
+    /// # Errors
+    /// [`MirrorError::Refused`] when the medium cannot hold it; [`MirrorError::Unsafe`]; I/O errors.
+    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat>;
+
+    /// Creates a directory (parents must exist); succeeds if it already is one.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Unsafe`].
+    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat>;
+
+    /// Creates (or atomically replaces) a symlink with the given target bytes. Never follows it.
+    ///
+    /// # Errors
+    /// [`MirrorError::Unsupported`] where `capabilities().symlinks` is false; I/O errors.
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+        let _ = target;
+        Err(MirrorError::Unsupported { location: self.location(), what: format!("symlinks ({path})") })
+    }
+
+    /// Renames `from` to `to`, replacing a file at `to`.
+    ///
+    /// # Errors
+    /// [`MirrorError::Unsupported`] where `capabilities().rename` is false; I/O errors.
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+        let _ = to;
+        Err(MirrorError::Unsupported { location: self.location(), what: format!("rename ({from})") })
+    }
+
+    /// Removes a file, symlink or empty directory. Succeeds when already absent.
+    ///
+    /// # Errors
+    /// I/O errors (a non-empty directory is an error).
+    async fn remove(&self, path: &RelPath) -> MirrorResult<()>;
+
+    /// Sets mode and mtime of an existing path.
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`]; I/O errors.
+    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat>;
+}
