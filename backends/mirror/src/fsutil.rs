@@ -61,29 +61,46 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Sets permission bits and mtime on a path (not following a final symlink for the mtime).
+/// Sets permission bits and mtime (ns since the epoch) on a path without following a final
+/// symlink: on a symlink only the link's own mtime is set (Linux has no permission bits on links).
+/// The mtime is set before the mode, so a mode without owner read/write does not lock us out.
 ///
 /// # Errors
 /// I/O errors.
 pub fn apply_meta(path: &Path, meta: FileMeta) -> io::Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))?;
-    filetime_set(path, meta.mtime_ns)
+    set_mtime(path, meta.mtime_ns)?;
+    if fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))
 }
 
-fn filetime_set(path: &Path, mtime_ns: i64) -> io::Result<()> {
+/// Sets only the mtime (ns since the epoch, negative = before 1970) of a path, not following a
+/// final symlink; the atime is left alone. For media without permission bits (FAT).
+///
+/// # Errors
+/// I/O errors.
+pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let t = filetime_of(mtime_ns);
+    let atime = filetime::FileTime::from_last_access_time(&fs::symlink_metadata(path)?);
+    filetime::set_symlink_file_times(path, atime, t)
+}
+
+fn filetime_of(mtime_ns: i64) -> filetime::FileTime {
     let secs = mtime_ns.div_euclid(1_000_000_000);
     let nanos = mtime_ns.rem_euclid(1_000_000_000) as u32;
-    let t = std::time::UNIX_EPOCH
-        .checked_add(std::time::Duration::new(secs.max(0) as u64, nanos))
-        .unwrap_or(std::time::UNIX_EPOCH);
-    let f = File::open(path)?;
-    let times = fs::FileTimes::new().set_modified(t);
-    f.set_times(times)
+    filetime::FileTime::from_unix_time(secs, nanos)
+}
+
+/// Sets mode and mtime through an open file, so that a following `sync_all` makes them durable.
+fn apply_meta_fd(f: &File, meta: FileMeta) -> io::Result<()> {
+    filetime::set_file_handle_times(f, None, Some(filetime_of(meta.mtime_ns)))?;
+    f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
 }
 
 /// Atomically replaces `target` with the bytes produced by `fill` writing into a temp file in the
-/// same directory; the temp file is fsynced, gets `meta`, and is renamed over `target`; then the
-/// directory is fsynced. On error the temp file is removed. Returns the target's new metadata.
+/// same directory; the temp file gets `meta` (through its handle), is fsynced, and is renamed over
+/// `target`; then the directory is fsynced. On error the temp file is removed. Returns the target's new metadata.
 ///
 /// # Errors
 /// I/O errors from any step.
@@ -98,11 +115,11 @@ pub fn replace_with(
         let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         fill(&mut f)?;
         f.flush()?;
+        if let Some(meta) = meta {
+            apply_meta_fd(&f, meta)?;
+        }
         f.sync_all()?;
         drop(f);
-        if let Some(meta) = meta {
-            apply_meta(&tmp, meta)?;
-        }
         fs::rename(&tmp, target)?;
         fsync_dir(dir)?;
         fs::symlink_metadata(target)
@@ -227,5 +244,23 @@ mod tests {
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1, "temp file left behind");
         replace_bytes(&t, b"new").unwrap();
         assert_eq!(fs::read(&t).unwrap(), b"new");
+    }
+
+    #[test]
+    fn apply_meta_does_not_follow_symlinks_and_keeps_mtime_with_closed_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        fs::write(&outside, b"x").unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o644)).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        apply_meta(&link, FileMeta { mode: 0o600, mtime_ns: 1_000_000_000 }).unwrap();
+        assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o644, "followed the link");
+        assert_eq!(mtime_ns(&fs::symlink_metadata(&link).unwrap()), 1_000_000_000);
+        let f = root.path().join("f");
+        fs::write(&f, b"x").unwrap();
+        apply_meta(&f, FileMeta { mode: 0o000, mtime_ns: -1_500_000_000 }).unwrap();
+        let m = fs::symlink_metadata(&f).unwrap();
+        assert_eq!((m.mode() & 0o7777, mtime_ns(&m)), (0, -1_500_000_000));
     }
 }
