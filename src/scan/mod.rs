@@ -1,0 +1,310 @@
+//! The scanner: the truth about a local tree. Watcher events are only hints of where to look;
+//! this module walks a tree (or a subtree), compares each path's stat data with what the journal
+//! recorded (kind, size, mtime, inode, mode), and hashes only what changed — on all cores, blake3
+//! for the content and FastCDC (v2020, Xia et al.) for the chunk list.
+//!
+//! It never writes: it returns [`Change`]s for the caller to journal in one batch.
+
+pub mod ignore_rules;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use briefcase_mirror::fsutil::{kind_of, mtime_ns};
+use briefcase_mirror::{ChunkRef, ContentHash, Entry, EntryKind, RelPath};
+use rayon::prelude::*;
+
+pub use ignore_rules::IgnoreRules;
+
+/// FastCDC minimum chunk size, bytes.
+pub const CHUNK_MIN: u32 = 16 * 1024;
+/// FastCDC average chunk size, bytes (DESIGN.md: ~64 KiB).
+pub const CHUNK_AVG: u32 = 64 * 1024;
+/// FastCDC maximum chunk size, bytes.
+pub const CHUNK_MAX: u32 = 256 * 1024;
+
+/// What the scanner found at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Path relative to the root.
+    pub path: RelPath,
+    /// File, dir or symlink.
+    pub kind: EntryKind,
+    /// Bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// mtime, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// Link target of a symlink.
+    pub symlink_target: Option<Vec<u8>>,
+    /// blake3 of content (file) or target (symlink).
+    pub hash: Option<ContentHash>,
+    /// FastCDC chunks of a file.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// A difference between the tree and the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The path is new or differs from its journal entry.
+    Upsert(Observed),
+    /// The journal has a live entry that is no longer on disk.
+    Remove(RelPath),
+}
+
+impl Change {
+    /// The path concerned.
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Change::Upsert(o) => &o.path,
+            Change::Remove(p) => p,
+        }
+    }
+}
+
+/// A scan failure, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// Reading the tree failed.
+    #[error("scanning {path}: {source}")]
+    Io {
+        /// The full path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The root itself is missing or not a directory (invariant 4: offline, not deleted).
+    #[error("folder root {0} is missing or is not a directory; is the disk mounted? Nothing was changed")]
+    RootMissing(PathBuf),
+}
+
+/// Whether `e` (a live journal entry) still matches the stat data `m`, without hashing.
+pub fn stat_matches(e: &Entry, m: &fs::Metadata) -> bool {
+    let Some(kind) = kind_of(m) else { return false };
+    if e.deleted || e.kind != kind {
+        return false;
+    }
+    match kind {
+        EntryKind::Dir => true,
+        EntryKind::Symlink => e.inode == m.ino() && e.observed_mtime_ns == mtime_ns(m),
+        EntryKind::File => {
+            e.size == m.len()
+                && e.observed_mtime_ns == mtime_ns(m)
+                && e.inode == m.ino()
+                && e.mode == m.mode() & 0o7777
+        }
+    }
+}
+
+/// Scans `root` (or only the subtree `scope`) against `known` (journal entries of that scope) and
+/// returns the changes, parents before children for upserts.
+///
+/// # Errors
+/// [`ScanError::RootMissing`] when the root is gone; I/O errors other than paths vanishing during
+/// the scan (those are simply reported as removed or skipped).
+pub fn scan(
+    root: &Path,
+    scope: Option<&RelPath>,
+    known: &[Entry],
+    rules: &IgnoreRules,
+) -> Result<Vec<Change>, ScanError> {
+    match fs::symlink_metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        _ => return Err(ScanError::RootMissing(root.to_path_buf())),
+    }
+    let known: BTreeMap<&RelPath, &Entry> = known.iter().map(|e| (&e.path, e)).collect();
+    let mut seen: HashSet<RelPath> = HashSet::new();
+    let mut to_hash: Vec<(RelPath, fs::Metadata)> = Vec::new();
+    let mut changes = Vec::new();
+
+    let start = match scope {
+        Some(s) => s.under(root),
+        None => root.to_path_buf(),
+    };
+    let walk_from_scope = match scope {
+        Some(s) => match fs::symlink_metadata(&start) {
+            Ok(m) => {
+                if rules.is_ignored(s, m.is_dir()) || s.ancestors().iter().any(|a| rules.is_ignored(a, true)) {
+                    return Ok(Vec::new());
+                }
+                visit(s.clone(), &start, m, &known, &mut seen, &mut to_hash)?;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(ScanError::Io { path: start.clone(), source: e }),
+        },
+        None => true,
+    };
+    if walk_from_scope && fs::symlink_metadata(&start).map(|m| m.is_dir()).unwrap_or(false) {
+        walk(root, &start, scope, rules, &known, &mut seen, &mut to_hash)?;
+    }
+
+    // Hash what changed, on all cores; a file that changes while hashed is retried.
+    let hashed: Vec<Result<Option<Observed>, ScanError>> = to_hash
+        .into_par_iter()
+        .map(|(rel, m)| observe(root, rel, m))
+        .collect();
+    for h in hashed {
+        if let Some(o) = h? {
+            changes.push(Change::Upsert(o));
+        }
+    }
+    changes.sort_by(|a, b| a.path().cmp(b.path()));
+
+    for (path, e) in &known {
+        if !e.deleted && !seen.contains(*path) && !rules.is_ignored(path, e.kind == EntryKind::Dir) {
+            changes.push(Change::Remove((*path).clone()));
+        }
+    }
+    Ok(changes)
+}
+
+fn visit(
+    rel: RelPath,
+    full: &Path,
+    m: fs::Metadata,
+    known: &BTreeMap<&RelPath, &Entry>,
+    seen: &mut HashSet<RelPath>,
+    to_hash: &mut Vec<(RelPath, fs::Metadata)>,
+) -> Result<(), ScanError> {
+    let _ = full;
+    if kind_of(&m).is_none() {
+        return Ok(()); // sockets, fifos, devices: never synced
+    }
+    let unchanged = known.get(&rel).is_some_and(|e| stat_matches(e, &m));
+    seen.insert(rel.clone());
+    if !unchanged {
+        to_hash.push((rel, m));
+    }
+    Ok(())
+}
+
+fn walk(
+    root: &Path,
+    start: &Path,
+    scope: Option<&RelPath>,
+    rules: &IgnoreRules,
+    known: &BTreeMap<&RelPath, &Entry>,
+    seen: &mut HashSet<RelPath>,
+    to_hash: &mut Vec<(RelPath, fs::Metadata)>,
+) -> Result<(), ScanError> {
+    let _ = scope;
+    let mut stack = vec![start.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ScanError::Io { path: dir, source: e }),
+        };
+        for de in rd {
+            let de = de.map_err(|e| ScanError::Io { path: dir.clone(), source: e })?;
+            let full = de.path();
+            let rel_os = match full.strip_prefix(root) {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            let Ok(rel) = RelPath::from_path(rel_os) else {
+                tracing::warn!(path = %full.display(), "name cannot be synced (too long or invalid); skipped");
+                continue;
+            };
+            let m = match fs::symlink_metadata(&full) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ScanError::Io { path: full, source: e }),
+            };
+            if rel.is_reserved() || rules.is_ignored(&rel, m.is_dir()) {
+                continue;
+            }
+            let is_dir = m.is_dir();
+            visit(rel, &full, m, known, seen, to_hash)?;
+            if is_dir {
+                stack.push(full);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hashes one path into an [`Observed`]; `Ok(None)` when it vanished meanwhile.
+fn observe(root: &Path, rel: RelPath, mut m: fs::Metadata) -> Result<Option<Observed>, ScanError> {
+    let full = rel.under(root);
+    for _attempt in 0..5 {
+        let Some(kind) = kind_of(&m) else { return Ok(None) };
+        let io_err = |e: io::Error| ScanError::Io { path: full.clone(), source: e };
+        let (hash, chunks, target) = match kind {
+            EntryKind::Dir => (None, Vec::new(), None),
+            EntryKind::Symlink => match fs::read_link(&full) {
+                Ok(t) => {
+                    let t = t.into_os_string().into_encoded_bytes();
+                    (Some(ContentHash::of(&t)), Vec::new(), Some(t))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(e)),
+            },
+            EntryKind::File => match hash_file(&full) {
+                Ok((h, c)) => (Some(h), c, None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(e)),
+            },
+        };
+        let after = match fs::symlink_metadata(&full) {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let stable = after.len() == m.len() && mtime_ns(&after) == mtime_ns(&m) && after.ino() == m.ino();
+        if stable || kind == EntryKind::Dir {
+            return Ok(Some(Observed {
+                path: rel,
+                kind,
+                size: if kind == EntryKind::File { m.len() } else { 0 },
+                mode: m.mode() & 0o7777,
+                mtime_ns: mtime_ns(&m),
+                inode: m.ino(),
+                symlink_target: target,
+                hash,
+                chunks,
+            }));
+        }
+        m = after; // changed while we read it: read again
+    }
+    tracing::warn!(path = %full.display(), "file keeps changing while being read; will retry on the next scan");
+    Ok(None)
+}
+
+/// blake3 of the whole file and its FastCDC chunk list, in one pass.
+///
+/// # Errors
+/// I/O errors.
+pub fn hash_file(path: &Path) -> io::Result<(ContentHash, Vec<ChunkRef>)> {
+    let f = File::open(path)?;
+    hash_reader(f)
+}
+
+/// As [`hash_file`] for any reader.
+///
+/// # Errors
+/// I/O errors.
+pub fn hash_reader(r: impl Read) -> io::Result<(ContentHash, Vec<ChunkRef>)> {
+    let mut whole = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let cdc = fastcdc::v2020::StreamCDC::new(r, CHUNK_MIN as usize, CHUNK_AVG as usize, CHUNK_MAX as usize);
+    for c in cdc {
+        let c = c.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+        whole.update(&c.data);
+        chunks.push(ChunkRef { hash: ContentHash::of(&c.data), len: c.length as u32 });
+    }
+    Ok((ContentHash(*whole.finalize().as_bytes()), chunks))
+}
+
+#[cfg(test)]
+mod tests;
