@@ -8,8 +8,10 @@
 //!
 //! Module map:
 //! - [`journal`]: the local replica's durable state (invariant 3).
+//! - [`replica`]: the local folder: marker, journal, scan → journal batches (invariant 4).
 //! - [`scan`]: tree walk, stat compare, blake3 + FastCDC, ignore rules.
 #![deny(missing_docs)]
 
 pub mod journal;
+pub mod replica;
 pub mod scan;

@@ -97,7 +97,10 @@ pub struct Journal {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("path", &self.path).field("replica", &self.replica_id).finish()
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .field("replica", &self.replica_id)
+            .finish()
     }
 }
 
@@ -106,7 +109,12 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError`] when the file exists or cannot be created.
-    pub fn create(path: &Path, folder_id: FolderId, replica_id: ReplicaId, name: &str) -> JournalResult<Journal> {
+    pub fn create(
+        path: &Path,
+        folder_id: FolderId,
+        replica_id: ReplicaId,
+        name: &str,
+    ) -> JournalResult<Journal> {
         if path.exists() {
             return Err(JournalError::Incompatible {
                 path: path.to_path_buf(),
@@ -118,7 +126,10 @@ impl Journal {
         }
         let mut conn = open_conn(path)?;
         migrate(&mut conn, path)?;
-        let sq = |source| JournalError::Sqlite { path: path.to_path_buf(), source };
+        let sq = |source| JournalError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
         let tx = conn.transaction().map_err(sq)?;
         for (k, v) in [
             ("folder_id", folder_id.to_string().into_bytes()),
@@ -127,12 +138,25 @@ impl Journal {
             ("osn", 0u64.to_le_bytes().to_vec()),
             ("knowledge", encode(&VersionVector::new())),
         ] {
-            tx.execute("INSERT INTO meta(key, value) VALUES (?1, ?2)", params![k, v]).map_err(sq)?;
-        }
-        tx.execute("INSERT INTO replicas(replica, name) VALUES (?1, ?2)", params![replica_id.0 as i64, name])
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )
             .map_err(sq)?;
+        }
+        tx.execute(
+            "INSERT INTO replicas(replica, name) VALUES (?1, ?2)",
+            params![replica_id.0 as i64, name],
+        )
+        .map_err(sq)?;
         tx.commit().map_err(sq)?;
-        Ok(Journal { conn, path: path.to_path_buf(), folder_id, replica_id, name: name.to_string() })
+        Ok(Journal {
+            conn,
+            path: path.to_path_buf(),
+            folder_id,
+            replica_id,
+            name: name.to_string(),
+        })
     }
 
     /// Opens an existing journal, applying pending migrations.
@@ -150,10 +174,18 @@ impl Journal {
         let mut conn = open_conn(path)?;
         migrate(&mut conn, path)?;
         let get = |k: &str| -> JournalResult<Vec<u8>> {
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, Vec<u8>>(0))
-                .map_err(|_| JournalError::Damaged { path: path.to_path_buf(), what: format!("meta.{k}") })
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .map_err(|_| JournalError::Damaged {
+                path: path.to_path_buf(),
+                what: format!("meta.{k}"),
+            })
         };
-        let damaged = |what: &str| JournalError::Damaged { path: path.to_path_buf(), what: what.into() };
+        let damaged = |what: &str| JournalError::Damaged {
+            path: path.to_path_buf(),
+            what: what.into(),
+        };
         let folder_id = String::from_utf8(get("folder_id")?)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -163,7 +195,13 @@ impl Journal {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| damaged("meta.replica_id"))?;
         let name = String::from_utf8(get("name")?).map_err(|_| damaged("meta.name"))?;
-        Ok(Journal { conn, path: path.to_path_buf(), folder_id, replica_id, name })
+        Ok(Journal {
+            conn,
+            path: path.to_path_buf(),
+            folder_id,
+            replica_id,
+            name,
+        })
     }
 
     /// The database file.
@@ -187,7 +225,10 @@ impl Journal {
     }
 
     fn sq(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
-        |source| JournalError::Sqlite { path: self.path.clone(), source }
+        |source| JournalError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// The highest OSN issued so far.
@@ -214,7 +255,11 @@ impl Journal {
     /// SQLite errors; damage.
     pub fn entry(&self, path: &RelPath) -> JournalResult<Option<Entry>> {
         self.conn
-            .query_row(&format!("SELECT {COLS} FROM entries WHERE path = ?1"), [path.as_bytes()], row_raw)
+            .query_row(
+                &format!("SELECT {COLS} FROM entries WHERE path = ?1"),
+                [path.as_bytes()],
+                row_raw,
+            )
             .optional()
             .map_err(self.sq())?
             .map(|raw| raw.decode(&self.path))
@@ -266,7 +311,11 @@ impl Journal {
         }
         // Replicas the other side has never heard of: everything they stamped.
         let ids: Vec<i64> = known.iter().map(|(r, _)| r.0 as i64).collect();
-        let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let list = ids
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let sql = if list.is_empty() {
             format!("SELECT {COLS} FROM entries")
         } else {
@@ -291,9 +340,17 @@ impl Journal {
     /// # Errors
     /// SQLite errors.
     pub fn replica_names(&self) -> JournalResult<BTreeMap<ReplicaId, String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT replica, name FROM replicas").map_err(self.sq())?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT replica, name FROM replicas")
+            .map_err(self.sq())?;
         let rows = stmt
-            .query_map([], |r| Ok((ReplicaId(r.get::<_, i64>(0)? as u64), r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    ReplicaId(r.get::<_, i64>(0)? as u64),
+                    r.get::<_, String>(1)?,
+                ))
+            })
             .map_err(self.sq())?;
         rows.collect::<Result<_, _>>().map_err(self.sq())
     }
@@ -338,7 +395,9 @@ impl Journal {
             .query_map([], |r| {
                 Ok(MirrorStatus {
                     name: r.get(0)?,
-                    replica: r.get::<_, Option<i64>>(1)?.map(|i| ReplicaId(i as u64).to_string()),
+                    replica: r
+                        .get::<_, Option<i64>>(1)?
+                        .map(|i| ReplicaId(i as u64).to_string()),
                     last_sync_ns: r.get(2)?,
                     last_result: r.get(3)?,
                     paused: r.get(4)?,
@@ -357,7 +416,10 @@ impl Journal {
             .mirror_statuses()?
             .into_iter()
             .find(|s| s.name == name)
-            .unwrap_or_else(|| MirrorStatus { name: name.to_string(), ..Default::default() }))
+            .unwrap_or_else(|| MirrorStatus {
+                name: name.to_string(),
+                ..Default::default()
+            }))
     }
 
     /// Records the outcome of a sync with mirror `name`. `ok` sets the last-sync time.
@@ -393,7 +455,9 @@ impl Journal {
     /// # Errors
     /// SQLite errors.
     pub fn remove_mirror_status(&mut self, name: &str) -> JournalResult<()> {
-        self.conn.execute("DELETE FROM mirror_status WHERE name = ?1", [name]).map_err(self.sq())?;
+        self.conn
+            .execute("DELETE FROM mirror_status WHERE name = ?1", [name])
+            .map_err(self.sq())?;
         Ok(())
     }
 
@@ -407,9 +471,19 @@ impl Journal {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|source| JournalError::Sqlite { path: path.clone(), source })?;
+            .map_err(|source| JournalError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         let osn = read_osn(&tx, &path)?;
-        Ok(Batch { tx, path, replica, osn, start_osn: osn, knowledge_merge: None })
+        Ok(Batch {
+            tx,
+            path,
+            replica,
+            osn,
+            start_osn: osn,
+            knowledge_merge: None,
+        })
     }
 }
 
@@ -426,13 +500,19 @@ pub struct Batch<'a> {
 
 impl Batch<'_> {
     fn sq(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
-        |source| JournalError::Sqlite { path: self.path.clone(), source }
+        |source| JournalError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Issues the next OSN of this replica.
     pub fn next_osn(&mut self) -> Stamp {
         self.osn = Osn(self.osn.0 + 1);
-        Stamp { replica: self.replica, osn: self.osn }
+        Stamp {
+            replica: self.replica,
+            osn: self.osn,
+        }
     }
 
     /// Reads an entry inside the transaction.
@@ -441,7 +521,11 @@ impl Batch<'_> {
     /// SQLite errors; damage.
     pub fn entry(&self, path: &RelPath) -> JournalResult<Option<Entry>> {
         self.tx
-            .query_row(&format!("SELECT {COLS} FROM entries WHERE path = ?1"), [path.as_bytes()], row_raw)
+            .query_row(
+                &format!("SELECT {COLS} FROM entries WHERE path = ?1"),
+                [path.as_bytes()],
+                row_raw,
+            )
             .optional()
             .map_err(self.sq())?
             .map(|raw| raw.decode(&self.path))
@@ -496,7 +580,9 @@ impl Batch<'_> {
     /// # Errors
     /// SQLite errors.
     pub fn forget(&mut self, path: &RelPath) -> JournalResult<()> {
-        self.tx.execute("DELETE FROM entries WHERE path = ?1", [path.as_bytes()]).map_err(self.sq())?;
+        self.tx
+            .execute("DELETE FROM entries WHERE path = ?1", [path.as_bytes()])
+            .map_err(self.sq())?;
         Ok(())
     }
 
@@ -504,8 +590,16 @@ impl Batch<'_> {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn log(&mut self, stamp: Stamp, op: &str, path: &RelPath, detail: Option<&str>) -> JournalResult<()> {
-        self.tx.execute("DELETE FROM log WHERE path = ?1", [path.as_bytes()]).map_err(self.sq())?;
+    pub fn log(
+        &mut self,
+        stamp: Stamp,
+        op: &str,
+        path: &RelPath,
+        detail: Option<&str>,
+    ) -> JournalResult<()> {
+        self.tx
+            .execute("DELETE FROM log WHERE path = ?1", [path.as_bytes()])
+            .map_err(self.sq())?;
         self.tx
             .execute(
                 "INSERT INTO log(replica, osn, time_ns, op, path, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -517,7 +611,9 @@ impl Batch<'_> {
 
     /// Merges `k` into this replica's knowledge vector at commit.
     pub fn merge_knowledge(&mut self, k: &KnowledgeVector) {
-        self.knowledge_merge.get_or_insert_with(VersionVector::new).merge(k);
+        self.knowledge_merge
+            .get_or_insert_with(VersionVector::new)
+            .merge(k);
     }
 
     /// Records the name of a replica.
@@ -544,16 +640,27 @@ impl Batch<'_> {
     /// # Errors
     /// SQLite errors; nothing of the batch is kept then.
     pub fn commit(self) -> JournalResult<()> {
-        let sq = |source| JournalError::Sqlite { path: self.path.clone(), source };
+        let sq = |source| JournalError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
         if self.osn != self.start_osn {
             self.tx
-                .execute("UPDATE meta SET value = ?1 WHERE key = 'osn'", [self.osn.0.to_le_bytes().to_vec()])
+                .execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'osn'",
+                    [self.osn.0.to_le_bytes().to_vec()],
+                )
                 .map_err(sq)?;
         }
         if let Some(k) = &self.knowledge_merge {
             let mut cur = read_knowledge(&self.tx, &self.path)?;
             cur.merge(k);
-            self.tx.execute("UPDATE meta SET value = ?1 WHERE key = 'knowledge'", [encode(&cur)]).map_err(sq)?;
+            self.tx
+                .execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'knowledge'",
+                    [encode(&cur)],
+                )
+                .map_err(sq)?;
         }
         self.tx.commit().map_err(sq)
     }
@@ -601,7 +708,10 @@ impl RawEntry {
     fn decode(self, db: &Path) -> JournalResult<Entry> {
         let damaged = |what: &str| JournalError::Damaged {
             path: db.to_path_buf(),
-            what: format!("entries.{what} of {:?}", String::from_utf8_lossy(&self.path)),
+            what: format!(
+                "entries.{what} of {:?}",
+                String::from_utf8_lossy(&self.path)
+            ),
         };
         let path = RelPath::new(self.path.clone()).map_err(|_| damaged("path"))?;
         let kind = match self.kind {
@@ -612,10 +722,14 @@ impl RawEntry {
         };
         let hash = match &self.hash {
             None => None,
-            Some(h) => Some(ContentHash(h.as_slice().try_into().map_err(|_| damaged("hash"))?)),
+            Some(h) => Some(ContentHash(
+                h.as_slice().try_into().map_err(|_| damaged("hash"))?,
+            )),
         };
-        let chunks: Vec<ChunkRef> = postcard::from_bytes(&self.chunks).map_err(|_| damaged("chunks"))?;
-        let version: VersionVector = postcard::from_bytes(&self.version).map_err(|_| damaged("version"))?;
+        let chunks: Vec<ChunkRef> =
+            postcard::from_bytes(&self.chunks).map_err(|_| damaged("chunks"))?;
+        let version: VersionVector =
+            postcard::from_bytes(&self.version).map_err(|_| damaged("version"))?;
         Ok(Entry {
             path,
             kind,
@@ -627,7 +741,10 @@ impl RawEntry {
             symlink_target: self.symlink_target,
             chunks,
             version,
-            stamp: Stamp { replica: ReplicaId(self.stamp_replica as u64), osn: Osn(self.stamp_osn as u64) },
+            stamp: Stamp {
+                replica: ReplicaId(self.stamp_replica as u64),
+                osn: Osn(self.stamp_osn as u64),
+            },
             inode: self.inode as u64,
             observed_mtime_ns: self.observed_mtime_ns,
         })
@@ -649,36 +766,60 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 fn read_osn(conn: &Connection, path: &Path) -> JournalResult<Osn> {
     let v: Vec<u8> = conn
         .query_row("SELECT value FROM meta WHERE key = 'osn'", [], |r| r.get(0))
-        .map_err(|source| JournalError::Sqlite { path: path.to_path_buf(), source })?;
-    let arr: [u8; 8] = v
-        .as_slice()
-        .try_into()
-        .map_err(|_| JournalError::Damaged { path: path.to_path_buf(), what: "meta.osn".into() })?;
+        .map_err(|source| JournalError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| JournalError::Damaged {
+        path: path.to_path_buf(),
+        what: "meta.osn".into(),
+    })?;
     Ok(Osn(u64::from_le_bytes(arr)))
 }
 
 fn read_knowledge(conn: &Connection, path: &Path) -> JournalResult<KnowledgeVector> {
     let v: Vec<u8> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'knowledge'", [], |r| r.get(0))
-        .map_err(|source| JournalError::Sqlite { path: path.to_path_buf(), source })?;
-    postcard::from_bytes(&v).map_err(|_| JournalError::Damaged { path: path.to_path_buf(), what: "meta.knowledge".into() })
+        .query_row("SELECT value FROM meta WHERE key = 'knowledge'", [], |r| {
+            r.get(0)
+        })
+        .map_err(|source| JournalError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    postcard::from_bytes(&v).map_err(|_| JournalError::Damaged {
+        path: path.to_path_buf(),
+        what: "meta.knowledge".into(),
+    })
 }
 
 fn open_conn(path: &Path) -> JournalResult<Connection> {
-    let sq = |source| JournalError::Sqlite { path: path.to_path_buf(), source };
+    let sq = |source| JournalError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
     let conn = Connection::open(path).map_err(sq)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sq)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sq)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sq)?;
     // FULL: a committed batch survives power loss, not just a process crash (invariant 3).
-    conn.pragma_update(None, "synchronous", "FULL").map_err(sq)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sq)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(sq)?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> JournalResult<()> {
-    let sq = |source| JournalError::Sqlite { path: path.to_path_buf(), source };
-    let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(sq)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sq)?;
+    let sq = |source| JournalError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(sq)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sq)?;
     if app != 0 && app != APPLICATION_ID {
         return Err(JournalError::Incompatible {
             path: path.to_path_buf(),
@@ -703,8 +844,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> JournalResult<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(sq)?;
         tx.execute_batch(sql).map_err(sq)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(sq)?;
-        tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sq)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(sq)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(sq)?;
         tx.commit().map_err(sq)?;
     }
     Ok(())

@@ -41,22 +41,43 @@ fn osns_are_never_reused_after_rollback_or_reopen() {
     assert_eq!(b.next_osn().osn, Osn(2));
     b.commit().unwrap();
     assert_eq!(j.knowledge().unwrap().get(ReplicaId(9)), Osn(2));
-    assert_eq!(j.entry(&RelPath::try_from("a").unwrap()).unwrap().unwrap(), entry("a", s1));
+    assert_eq!(
+        j.entry(&RelPath::try_from("a").unwrap()).unwrap().unwrap(),
+        entry("a", s1)
+    );
 }
 
 #[test]
 fn changes_since_selects_by_knowledge() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(&dir.path().join("j.sqlite"), FolderId(1), ReplicaId(9), "here").unwrap();
+    let mut j = Journal::create(
+        &dir.path().join("j.sqlite"),
+        FolderId(1),
+        ReplicaId(9),
+        "here",
+    )
+    .unwrap();
     let mut b = j.begin().unwrap();
     for p in ["a", "b", "c"] {
         let s = b.next_osn();
         b.put(&entry(p, s)).unwrap();
     }
-    b.put(&entry("x", Stamp { replica: ReplicaId(5), osn: Osn(4) })).unwrap();
+    b.put(&entry(
+        "x",
+        Stamp {
+            replica: ReplicaId(5),
+            osn: Osn(4),
+        },
+    ))
+    .unwrap();
     b.commit().unwrap();
     let paths = |k: &KnowledgeVector| {
-        let mut v: Vec<String> = j.changes_since(k).unwrap().into_iter().map(|e| e.path.display()).collect();
+        let mut v: Vec<String> = j
+            .changes_since(k)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path.display())
+            .collect();
         v.sort();
         v
     };
@@ -70,7 +91,13 @@ fn changes_since_selects_by_knowledge() {
 #[test]
 fn entries_under_is_a_subtree() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(&dir.path().join("j.sqlite"), FolderId(1), ReplicaId(9), "here").unwrap();
+    let mut j = Journal::create(
+        &dir.path().join("j.sqlite"),
+        FolderId(1),
+        ReplicaId(9),
+        "here",
+    )
+    .unwrap();
     let mut b = j.begin().unwrap();
     for p in ["a", "a/b", "a/b/c", "a-b", "a0", "b"] {
         let s = b.next_osn();
@@ -91,7 +118,8 @@ fn foreign_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("other.sqlite");
     let c = Connection::open(&db).unwrap();
-    c.execute_batch("CREATE TABLE t(x); PRAGMA user_version = 3;").unwrap();
+    c.execute_batch("CREATE TABLE t(x); PRAGMA user_version = 3;")
+        .unwrap();
     drop(c);
     let err = Journal::open(&db).unwrap_err().to_string();
     assert!(err.contains("not a briefcase journal"), "{err}");

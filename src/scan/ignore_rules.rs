@@ -55,7 +55,9 @@ impl IgnoreRules {
         for p in DEFAULT_IGNORES {
             let _ = b.add_line(None, p);
         }
-        IgnoreRules { matcher: b.build().unwrap_or_else(|_| Gitignore::empty()) }
+        IgnoreRules {
+            matcher: b.build().unwrap_or_else(|_| Gitignore::empty()),
+        }
     }
 
     /// Whether `path` (a directory if `is_dir`) is ignored, itself or through an ignored parent.
@@ -88,7 +90,11 @@ mod tests {
             (".git/index", false),
             (".briefcase/state.0", true),
         ] {
-            assert_eq!(r.is_ignored(&RelPath::try_from(p).unwrap(), false), want, "{p}");
+            assert_eq!(
+                r.is_ignored(&RelPath::try_from(p).unwrap(), false),
+                want,
+                "{p}"
+            );
         }
     }
 

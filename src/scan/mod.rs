@@ -130,18 +130,29 @@ pub fn scan(
     let walk_from_scope = match scope {
         Some(s) => match fs::symlink_metadata(&start) {
             Ok(m) => {
-                if rules.is_ignored(s, m.is_dir()) || s.ancestors().iter().any(|a| rules.is_ignored(a, true)) {
+                if rules.is_ignored(s, m.is_dir())
+                    || s.ancestors().iter().any(|a| rules.is_ignored(a, true))
+                {
                     return Ok(Vec::new());
                 }
                 visit(s.clone(), &start, m, &known, &mut seen, &mut to_hash)?;
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(ScanError::Io { path: start.clone(), source: e }),
+            Err(e) => {
+                return Err(ScanError::Io {
+                    path: start.clone(),
+                    source: e,
+                })
+            }
         },
         None => true,
     };
-    if walk_from_scope && fs::symlink_metadata(&start).map(|m| m.is_dir()).unwrap_or(false) {
+    if walk_from_scope
+        && fs::symlink_metadata(&start)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+    {
         walk(root, &start, scope, rules, &known, &mut seen, &mut to_hash)?;
     }
 
@@ -158,7 +169,8 @@ pub fn scan(
     changes.sort_by(|a, b| a.path().cmp(b.path()));
 
     for (path, e) in &known {
-        if !e.deleted && !seen.contains(*path) && !rules.is_ignored(path, e.kind == EntryKind::Dir) {
+        if !e.deleted && !seen.contains(*path) && !rules.is_ignored(path, e.kind == EntryKind::Dir)
+        {
             changes.push(Change::Remove((*path).clone()));
         }
     }
@@ -200,10 +212,18 @@ fn walk(
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(ScanError::Io { path: dir, source: e }),
+            Err(e) => {
+                return Err(ScanError::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
         };
         for de in rd {
-            let de = de.map_err(|e| ScanError::Io { path: dir.clone(), source: e })?;
+            let de = de.map_err(|e| ScanError::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
             let full = de.path();
             let rel_os = match full.strip_prefix(root) {
                 Ok(r) => r,
@@ -216,7 +236,12 @@ fn walk(
             let m = match fs::symlink_metadata(&full) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ScanError::Io { path: full, source: e }),
+                Err(e) => {
+                    return Err(ScanError::Io {
+                        path: full,
+                        source: e,
+                    })
+                }
             };
             if rel.is_reserved() || rules.is_ignored(&rel, m.is_dir()) {
                 continue;
@@ -235,8 +260,13 @@ fn walk(
 fn observe(root: &Path, rel: RelPath, mut m: fs::Metadata) -> Result<Option<Observed>, ScanError> {
     let full = rel.under(root);
     for _attempt in 0..5 {
-        let Some(kind) = kind_of(&m) else { return Ok(None) };
-        let io_err = |e: io::Error| ScanError::Io { path: full.clone(), source: e };
+        let Some(kind) = kind_of(&m) else {
+            return Ok(None);
+        };
+        let io_err = |e: io::Error| ScanError::Io {
+            path: full.clone(),
+            source: e,
+        };
         let (hash, chunks, target) = match kind {
             EntryKind::Dir => (None, Vec::new(), None),
             EntryKind::Symlink => match fs::read_link(&full) {
@@ -258,7 +288,8 @@ fn observe(root: &Path, rel: RelPath, mut m: fs::Metadata) -> Result<Option<Obse
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(e)),
         };
-        let stable = after.len() == m.len() && mtime_ns(&after) == mtime_ns(&m) && after.ino() == m.ino();
+        let stable =
+            after.len() == m.len() && mtime_ns(&after) == mtime_ns(&m) && after.ino() == m.ino();
         if stable || kind == EntryKind::Dir {
             return Ok(Some(Observed {
                 path: rel,
@@ -294,14 +325,22 @@ pub fn hash_file(path: &Path) -> io::Result<(ContentHash, Vec<ChunkRef>)> {
 pub fn hash_reader(r: impl Read) -> io::Result<(ContentHash, Vec<ChunkRef>)> {
     let mut whole = blake3::Hasher::new();
     let mut chunks = Vec::new();
-    let cdc = fastcdc::v2020::StreamCDC::new(r, CHUNK_MIN as usize, CHUNK_AVG as usize, CHUNK_MAX as usize);
+    let cdc = fastcdc::v2020::StreamCDC::new(
+        r,
+        CHUNK_MIN as usize,
+        CHUNK_AVG as usize,
+        CHUNK_MAX as usize,
+    );
     for c in cdc {
         let c = c.map_err(|e| match e {
             fastcdc::v2020::Error::IoError(e) => e,
             other => io::Error::other(other.to_string()),
         })?;
         whole.update(&c.data);
-        chunks.push(ChunkRef { hash: ContentHash::of(&c.data), len: c.length as u32 });
+        chunks.push(ChunkRef {
+            hash: ContentHash::of(&c.data),
+            len: c.length as u32,
+        });
     }
     Ok((ContentHash(*whole.finalize().as_bytes()), chunks))
 }

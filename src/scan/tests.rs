@@ -14,7 +14,10 @@ fn entry_from(o: &Observed) -> Entry {
         symlink_target: o.symlink_target.clone(),
         chunks: o.chunks.clone(),
         version: VersionVector::new(),
-        stamp: Stamp { replica: ReplicaId(1), osn: Osn(1) },
+        stamp: Stamp {
+            replica: ReplicaId(1),
+            osn: Osn(1),
+        },
         inode: o.inode,
         observed_mtime_ns: o.mtime_ns,
     }
@@ -42,13 +45,17 @@ fn unchanged_tree_yields_nothing_and_edits_are_found() {
     let known = known_after(d.path());
     let paths: Vec<String> = known.iter().map(|e| e.path.display()).collect();
     assert_eq!(paths, ["b", "link", "sub", "sub/a"]);
-    assert!(scan(d.path(), None, &known, &IgnoreRules::defaults()).unwrap().is_empty());
+    assert!(scan(d.path(), None, &known, &IgnoreRules::defaults())
+        .unwrap()
+        .is_empty());
 
     fs::write(d.path().join("sub/a"), b"hello, changed").unwrap();
     fs::remove_file(d.path().join("b")).unwrap();
     let ch = scan(d.path(), None, &known, &IgnoreRules::defaults()).unwrap();
     assert_eq!(ch.len(), 2, "{ch:?}");
-    assert!(matches!(&ch[0], Change::Upsert(o) if o.path.display() == "sub/a" && o.hash == Some(ContentHash::of(b"hello, changed"))));
+    assert!(
+        matches!(&ch[0], Change::Upsert(o) if o.path.display() == "sub/a" && o.hash == Some(ContentHash::of(b"hello, changed")))
+    );
     assert!(matches!(&ch[1], Change::Remove(p) if p.display() == "b"));
 }
 
@@ -66,19 +73,32 @@ fn scoped_scan_sees_only_the_subtree() {
 
 #[test]
 fn chunks_cover_the_file_and_are_stable_under_local_edits() {
-    let mut data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let (h1, c1) = hash_reader(&data[..]).unwrap();
     assert_eq!(c1.iter().map(|c| c.len as usize).sum::<usize>(), data.len());
     assert_eq!(h1, ContentHash::of(&data));
     data[1_500_000] ^= 1;
     let (_, c2) = hash_reader(&data[..]).unwrap();
-    let same = c1.iter().filter(|a| c2.iter().any(|b| b.hash == a.hash)).count();
-    assert!(same + 3 >= c1.len(), "a one-byte edit changed {} of {} chunks", c1.len() - same, c1.len());
+    let same = c1
+        .iter()
+        .filter(|a| c2.iter().any(|b| b.hash == a.hash))
+        .count();
+    assert!(
+        same + 3 >= c1.len(),
+        "a one-byte edit changed {} of {} chunks",
+        c1.len() - same,
+        c1.len()
+    );
 }
 
 #[test]
 fn missing_root_is_an_error_not_a_deletion() {
     let d = tempfile::tempdir().unwrap();
     let gone = d.path().join("gone");
-    assert!(matches!(scan(&gone, None, &[], &IgnoreRules::defaults()), Err(ScanError::RootMissing(_))));
+    assert!(matches!(
+        scan(&gone, None, &[], &IgnoreRules::defaults()),
+        Err(ScanError::RootMissing(_))
+    ));
 }
