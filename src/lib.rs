@@ -7,11 +7,17 @@
 //! ```
 //!
 //! Module map:
+//! - [`config`]: TOML config and XDG dirs, mirror targets.
 //! - [`journal`]: the local replica's durable state (invariant 3).
+//! - [`reconcile`]: the engine: plan (pure), apply (effects), conflict names.
 //! - [`replica`]: the local folder: marker, journal, scan → journal batches (invariant 4).
 //! - [`scan`]: tree walk, stat compare, blake3 + FastCDC, ignore rules.
+//! - [`watch`]: inotify events → debounced subtree rescan hints; git-lock holds; watch budget with polling fallback.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod journal;
+pub mod reconcile;
 pub mod replica;
 pub mod scan;
+pub mod watch;

@@ -1,1 +1,41 @@
-fn main() {}
+//! The `briefcase` command. Parses the command line, runs the subcommand, and maps errors to
+//! exit codes: 0 in sync, 1 error, 2 usage (clap), 3 some mirror offline or paused, 4 conflicts or
+//! deferred/failed paths remain.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BRIEFCASE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(if args.verbose {
+                "info,briefcase=debug"
+            } else {
+                "warn,briefcase=info"
+            })
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("briefcase: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(cli::run(args)) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("briefcase: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Command-line interface: one file per subcommand, a clap derive enum here.
+
+mod conflicts;
+mod init;
+mod mirror;
+mod status;
+mod sync;
+mod watch;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use briefcase::config::{Config, Dirs, Target};
+use briefcase::replica::{self, LocalReplica};
+use briefcase_mirror::Mirror;
+use clap::{Parser, Subcommand};
+
+/// Exit code: everything in sync.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a mirror was offline or paused (the others synced).
+pub const EXIT_OFFLINE: u8 = 3;
+/// Exit code: conflicts, deferred or failed paths remain.
+pub const EXIT_ATTENTION: u8 = 4;
+
+/// briefcase keeps your working folders identical across desktops, a NAS and USB sticks.
+#[derive(Debug, Parser)]
+#[command(name = "briefcase", version, about, long_about = None)]
+pub struct Cli {
+    /// More detail in the log (or set BRIEFCASE_LOG=debug).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make DIR a synced folder (marker, journal, first scan).
+    #[command(after_help = "Example:\n  briefcase init ~/work")]
+    Init(init::Args),
+    /// Add, list or remove mirrors of a folder.
+    #[command(subcommand)]
+    Mirror(mirror::Command),
+    /// Reconcile a folder with every reachable mirror once, both ways.
+    #[command(
+        after_help = "Examples:\n  briefcase sync ~/work\n  briefcase sync ~/work --mirror nas --dry-run"
+    )]
+    Sync(sync::Args),
+    /// Init and add mirrors as needed, sync, then follow changes on both sides until Ctrl-C.
+    #[command(after_help = "Example:\n  briefcase watch ~/work /mnt/nas/work")]
+    Watch(watch::Args),
+    /// Show the state of a folder and its mirrors.
+    #[command(after_help = "Example:\n  briefcase status ~/work --json")]
+    Status(status::StatusArgs),
+    /// Show the newest journal entries (OSN, time, op, path).
+    #[command(after_help = "Example:\n  briefcase log ~/work")]
+    Log(status::LogArgs),
+    /// List conflict copies waiting to be resolved.
+    #[command(after_help = "Example:\n  briefcase conflicts ~/work")]
+    Conflicts(conflicts::ListArgs),
+    /// Settle a conflict (or all of them) by keeping one version or both.
+    #[command(
+        after_help = "Examples:\n  briefcase resolve ~/work/report.txt --keep newest\n  briefcase resolve --all ~/work --keep local"
+    )]
+    Resolve(conflicts::ResolveArgs),
+}
+
+/// Runs a parsed command; returns the exit code.
+pub async fn run(cli: Cli) -> Result<u8> {
+    let dirs = Dirs::from_env()?;
+    match cli.command {
+        Command::Init(a) => init::run(&dirs, a),
+        Command::Mirror(c) => mirror::run(&dirs, c).await,
+        Command::Sync(a) => sync::run(&dirs, a).await,
+        Command::Watch(a) => watch::run(&dirs, a).await,
+        Command::Status(a) => status::status(&dirs, a),
+        Command::Log(a) => status::log(&dirs, a),
+        Command::Conflicts(a) => conflicts::list(&dirs, a),
+        Command::Resolve(a) => conflicts::resolve(&dirs, a),
+    }
+}
+
+/// Finds the folder root containing `start` (or the current directory): the nearest ancestor
+/// holding `.briefcase-folder`.
+pub fn find_root(start: Option<&Path>) -> Result<PathBuf> {
+    let start = match start {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_dir().context("no current directory")?,
+    };
+    let abs = if start.exists() {
+        start
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", start.display()))?
+    } else {
+        bail!("{} does not exist; is the disk mounted?", start.display());
+    };
+    let mut cur: Option<&Path> = Some(&abs);
+    while let Some(d) = cur {
+        if d.join(replica::MARKER).exists() {
+            return Ok(d.to_path_buf());
+        }
+        cur = d.parent();
+    }
+    bail!(
+        "{} is not inside a briefcase folder (no .briefcase-folder marker found); run `briefcase init DIR` first",
+        abs.display()
+    )
+}
+
+/// Opens the local replica of the folder containing `dir`.
+pub fn open_folder(dirs: &Dirs, dir: Option<&Path>) -> Result<LocalReplica> {
+    let root = find_root(dir)?;
+    Ok(LocalReplica::open(&root, &dirs.data)?)
+}
+
+/// Builds the backend for a configured target.
+pub fn backend(target: &str) -> Result<Box<dyn Mirror>> {
+    Ok(match Target::parse(target)? {
+        Target::Dir(p) => Box::new(briefcase_dir::DirMirror::new(p)),
+    })
+}
+
+/// Loads the config.
+pub fn load_config(dirs: &Dirs) -> Result<Config> {
+    Ok(Config::load(dirs)?)
+}

@@ -1,0 +1,216 @@
+//! `briefcase sync [DIR] [--mirror NAME] [--dry-run] [--allow-mass-delete]`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use briefcase::config::{Dirs, MirrorConfig};
+use briefcase::reconcile::{self, ReconcileError, SyncOptions, SyncReport};
+use briefcase::replica::LocalReplica;
+use briefcase_mirror::MirrorError;
+
+/// Arguments of `sync`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The folder (default: the one containing the current directory).
+    pub dir: Option<PathBuf>,
+    /// Only this mirror.
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Show what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow deleting more than half of a replica's files.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How one mirror's sync ended.
+pub enum MirrorOutcome {
+    /// Synced (maybe with conflicts or deferred paths).
+    Synced(SyncReport),
+    /// Offline or paused: reported, not an error for the others.
+    Offline(String),
+    /// Failed.
+    Failed(String),
+}
+
+/// Syncs `rep` with one configured mirror and records the outcome in the journal.
+pub async fn sync_one(
+    rep: &mut LocalReplica,
+    m: &MirrorConfig,
+    opts: &SyncOptions,
+) -> MirrorOutcome {
+    let backend = match super::backend(&m.target) {
+        Ok(b) => b,
+        Err(e) => return MirrorOutcome::Failed(format!("mirror {}: {e:#}", m.name)),
+    };
+    let opts = SyncOptions {
+        send_only: m.send_only || opts.send_only,
+        ..opts.clone()
+    };
+    let r = reconcile::sync(rep, backend.as_ref(), &m.name, &opts).await;
+    let (outcome, status, ok, paused) = match r {
+        Ok(report) => {
+            let s = if report.complete {
+                "ok".to_string()
+            } else {
+                format!(
+                    "partial: {} deferred, {} failed",
+                    report.deferred.len(),
+                    report.failed.len()
+                )
+            };
+            (MirrorOutcome::Synced(report), s, true, None)
+        }
+        Err(ReconcileError::Mirror(e @ MirrorError::Offline { .. })) => {
+            let s = e.to_string();
+            (
+                MirrorOutcome::Offline(s.clone()),
+                format!("offline: {s}"),
+                false,
+                None,
+            )
+        }
+        Err(e @ ReconcileError::MassDelete { .. }) => {
+            let s = e.to_string();
+            (
+                MirrorOutcome::Offline(s.clone()),
+                format!("paused: {s}"),
+                false,
+                Some(s),
+            )
+        }
+        Err(e) => {
+            let s = format!("mirror {} ({}): {e}", m.name, m.target);
+            (
+                MirrorOutcome::Failed(s.clone()),
+                format!("error: {s}"),
+                false,
+                None,
+            )
+        }
+    };
+    if !opts.dry_run {
+        let replica = match &outcome {
+            MirrorOutcome::Synced(_) => None,
+            _ => None,
+        };
+        if let Err(e) =
+            rep.journal
+                .set_mirror_status(&m.name, replica, &status, ok, paused.as_deref())
+        {
+            tracing::warn!(error = %e, "could not record the mirror status");
+        }
+    }
+    outcome
+}
+
+pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
+    let mut rep = super::open_folder(dirs, a.dir.as_deref())?;
+    let cfg = super::load_config(dirs)?;
+    let mirrors: Vec<MirrorConfig> = cfg
+        .folder(&rep.root)
+        .map(|f| f.mirrors.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| a.mirror.as_ref().is_none_or(|n| n == &m.name))
+        .collect();
+    if mirrors.is_empty() {
+        match &a.mirror {
+            Some(n) => bail!(
+                "folder {} has no mirror named {n}; see `briefcase mirror list`",
+                rep.root.display()
+            ),
+            None => bail!(
+                "folder {} has no mirrors; add one with `briefcase mirror add {} /path/to/mirror`",
+                rep.root.display(),
+                rep.root.display()
+            ),
+        }
+    }
+    let opts = SyncOptions {
+        dry_run: a.dry_run,
+        allow_mass_delete: a.allow_mass_delete,
+        ..Default::default()
+    };
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    let mut code = super::EXIT_OK;
+    let mut reports = Vec::new();
+    for m in &mirrors {
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_message(format!(
+                "syncing {} with {} ({})",
+                rep.root.display(),
+                m.name,
+                m.target
+            ));
+            b.enable_steady_tick(std::time::Duration::from_millis(100));
+            b
+        });
+        let out = sync_one(&mut rep, m, &opts).await;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        match out {
+            MirrorOutcome::Synced(r) => {
+                if !r.conflicts.is_empty() || !r.deferred.is_empty() || !r.failed.is_empty() {
+                    code = code.max(super::EXIT_ATTENTION);
+                }
+                if !a.json {
+                    print_report(&r, a.dry_run);
+                }
+                reports.push(serde_json::to_value(&r)?);
+            }
+            MirrorOutcome::Offline(s) => {
+                eprintln!("{s}");
+                code = code.max(super::EXIT_OFFLINE);
+                reports.push(serde_json::json!({"mirror": m.name, "offline": s}));
+            }
+            MirrorOutcome::Failed(s) => {
+                eprintln!("briefcase: {s}");
+                code = 1;
+                reports.push(serde_json::json!({"mirror": m.name, "error": s}));
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(code)
+}
+
+fn print_report(r: &SyncReport, dry_run: bool) {
+    if dry_run {
+        println!("mirror {}: {} step(s) planned", r.mirror, r.planned.len());
+        for p in &r.planned {
+            println!("  {p}");
+        }
+        return;
+    }
+    println!(
+        "mirror {}: {} sent, {} received, {} removed there, {} removed here, {} renamed, {} merged, {} conflict(s){}",
+        r.mirror,
+        r.pushed,
+        r.pulled,
+        r.removed_remote,
+        r.removed_local,
+        r.renamed,
+        r.merged,
+        r.conflicts.len(),
+        if r.complete { "; in sync" } else { "; not yet in sync" }
+    );
+    for c in &r.conflicts {
+        println!("  conflict: both versions kept, the other one is {c}");
+    }
+    for d in &r.deferred {
+        println!("  deferred: {d}");
+    }
+    for f in &r.failed {
+        println!("  failed: {f}");
+    }
+}

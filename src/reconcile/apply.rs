@@ -1,0 +1,859 @@
+//! Applying a plan: the effects. Local writes keep invariants 1 and 2: incoming content goes to a
+//! `.briefcase-tmp-*` file in the target's directory, is verified against its blake3 hash,
+//! fsynced, given its mode and mtime, and renamed over the target only after re-checking that the
+//! local file still matches what the journal recorded; if it does not, the step is deferred and
+//! the local edit is journaled first, so the next round sees a conflict instead of losing a write.
+//! Every local path is resolved without following symlinks (invariant 6).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use briefcase_mirror::fsutil::{self, mtime_ns};
+use briefcase_mirror::{
+    ContentHash, Entry, EntryKind, FileMeta, Mirror, MirrorError, MirrorState, RelPath, RemoteStat,
+    Stamp,
+};
+
+use super::conflict::conflict_name;
+use super::plan::{Resolution, Side, Step};
+use super::remote::remote_matches;
+use super::{ReconcileResult, SyncReport};
+use crate::journal::JournalError;
+use crate::replica::LocalReplica;
+use crate::scan::{self, stat_matches};
+
+/// How one step ended.
+enum Outcome {
+    Done,
+    /// A side changed under us; redo next time (the reason is reported).
+    Deferred(String),
+}
+
+/// A per-step failure that does not stop the other steps.
+type StepResult = Result<Outcome, StepError>;
+
+enum StepError {
+    /// Stops the whole sync (mirror went away, journal failed).
+    Fatal(super::ReconcileError),
+    /// Only this path.
+    Path(String),
+}
+
+impl From<MirrorError> for StepError {
+    fn from(e: MirrorError) -> Self {
+        if e.is_transient() || matches!(e, MirrorError::Corrupt { .. }) {
+            StepError::Fatal(e.into())
+        } else {
+            StepError::Path(e.to_string())
+        }
+    }
+}
+
+impl From<crate::replica::ReplicaError> for StepError {
+    fn from(e: crate::replica::ReplicaError) -> Self {
+        StepError::Fatal(e.into())
+    }
+}
+
+impl From<JournalError> for StepError {
+    fn from(e: JournalError) -> Self {
+        StepError::Fatal(e.into())
+    }
+}
+
+struct Ctx<'a> {
+    local: &'a mut LocalReplica,
+    mirror: &'a dyn Mirror,
+    st: &'a mut MirrorState,
+    /// Journal entries of pulled paths, committed in batches.
+    pending: Vec<Entry>,
+    names: HashMap<briefcase_mirror::ReplicaId, String>,
+}
+
+/// Journal batch size for pulled entries (a crash between apply and commit is healed by the
+/// next scan: the file is found with the same content and merged).
+const JOURNAL_BATCH: usize = 512;
+
+/// Applies `steps` (in order) and updates `st` (the mirror's state, committed by the caller) and
+/// the local journal. Per-path problems are recorded in `report`.
+///
+/// # Errors
+/// Only what stops the whole sync: a mirror going offline, journal failures.
+pub async fn apply(
+    local: &mut LocalReplica,
+    mirror: &dyn Mirror,
+    st: &mut MirrorState,
+    steps: Vec<Step>,
+    report: &mut SyncReport,
+) -> ReconcileResult<()> {
+    let mut names: HashMap<_, _> = local.journal.replica_names()?.into_iter().collect();
+    for (r, n) in &st.replica_names {
+        names.entry(*r).or_insert_with(|| n.clone());
+    }
+    let mut cx = Ctx {
+        local,
+        mirror,
+        st,
+        pending: Vec::new(),
+        names,
+    };
+
+    // Renames first: a path removed on one side whose content reappears under another name is
+    // moved, not copied (this also covers renames whose event pair was missed).
+    let steps = renames(&mut cx, steps, report).await?;
+
+    for step in steps {
+        let path = step.path().display();
+        let r = match step {
+            Step::Push { local, remote } => push(&mut cx, local, remote, report).await,
+            Step::Pull { remote, local } => pull(&mut cx, remote, local, report).await,
+            Step::Resolve { local, remote, how } => {
+                resolve(&mut cx, local, remote, how, report).await
+            }
+        };
+        match r {
+            Ok(Outcome::Done) => {}
+            Ok(Outcome::Deferred(why)) => {
+                tracing::info!(path = %path, reason = %why, "deferred to the next sync");
+                report.deferred.push(format!("{path}: {why}"));
+            }
+            Err(StepError::Path(why)) => {
+                tracing::warn!(path = %path, error = %why, "not synced");
+                report.failed.push(why);
+            }
+            Err(StepError::Fatal(e)) => {
+                flush(&mut cx)?;
+                return Err(e);
+            }
+        }
+        if cx.pending.len() >= JOURNAL_BATCH {
+            flush(&mut cx)?;
+        }
+    }
+    flush(&mut cx)?;
+    Ok(())
+}
+
+fn flush(cx: &mut Ctx<'_>) -> ReconcileResult<()> {
+    if cx.pending.is_empty() {
+        return Ok(());
+    }
+    let mut b = cx.local.journal.begin()?;
+    for e in cx.pending.drain(..) {
+        b.put(&e)?;
+        b.log(
+            e.stamp,
+            if e.deleted { "delete" } else { "pull" },
+            &e.path,
+            None,
+        )?;
+    }
+    b.commit()?;
+    Ok(())
+}
+
+fn full(cx: &Ctx<'_>, p: &RelPath) -> Result<PathBuf, StepError> {
+    fsutil::resolve(&cx.local.root, p).map_err(|e| {
+        StepError::Path(format!(
+            "refused {p} in folder {}: {e}",
+            cx.local.root.display()
+        ))
+    })
+}
+
+fn local_io(cx: &Ctx<'_>, p: &RelPath, what: &str, e: io::Error) -> StepError {
+    StepError::Path(format!(
+        "folder {}: {what} {p}: {e}",
+        cx.local.root.display()
+    ))
+}
+
+/// Invariant 1: does the local path still hold what the journal says (`None`/tombstone: nothing)?
+fn local_unchanged(cx: &Ctx<'_>, p: &RelPath, recorded: Option<&Entry>) -> Result<bool, StepError> {
+    let path = full(cx, p)?;
+    match (fs::symlink_metadata(&path), recorded) {
+        (Err(e), _) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(recorded.is_none_or(|e| e.deleted))
+        }
+        (Err(e), _) => Err(local_io(cx, p, "stat", e)),
+        (Ok(_), None) => Ok(false),
+        (Ok(m), Some(e)) => Ok(stat_matches(e, &m)),
+    }
+}
+
+/// The mirror-side counterpart: does the mirror still hold what its state says?
+async fn remote_unchanged(
+    cx: &Ctx<'_>,
+    p: &RelPath,
+    recorded: Option<&Entry>,
+) -> Result<bool, StepError> {
+    let s = cx.mirror.stat(p).await?;
+    let g = cx.mirror.capabilities().mtime_granularity_ns;
+    Ok(match (s, recorded) {
+        (None, r) => r.is_none_or(|e| e.deleted),
+        (Some(_), None) => false,
+        (Some(_), Some(e)) if e.deleted => false,
+        (Some(s), Some(e)) => remote_matches(e, &s, g),
+    })
+}
+
+fn mirror_entry(e: &Entry, s: Option<&RemoteStat>) -> Entry {
+    let mut m = e.clone();
+    match s {
+        Some(s) => {
+            m.inode = s.inode;
+            m.observed_mtime_ns = s.mtime_ns;
+        }
+        None => {
+            m.inode = 0;
+            m.observed_mtime_ns = e.mtime_ns;
+        }
+    }
+    m
+}
+
+fn local_entry(e: &Entry, m: Option<&fs::Metadata>) -> Entry {
+    let mut l = e.clone();
+    match m {
+        Some(m) => {
+            l.inode = m.ino();
+            l.observed_mtime_ns = mtime_ns(m);
+        }
+        None => {
+            l.inode = 0;
+            l.observed_mtime_ns = e.mtime_ns;
+        }
+    }
+    l
+}
+
+fn meta(e: &Entry) -> FileMeta {
+    FileMeta {
+        mode: e.mode,
+        mtime_ns: e.mtime_ns,
+    }
+}
+
+/// Makes sure the mirror has the parent directories of `p` (creating missing ones with the
+/// local directory's metadata).
+async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), StepError> {
+    for a in p.ancestors() {
+        if cx
+            .st
+            .entries
+            .get(&a)
+            .is_some_and(|e| !e.deleted && e.kind == EntryKind::Dir)
+        {
+            continue;
+        }
+        let m = match cx.local.journal.entry(&a)? {
+            Some(e) if !e.deleted && e.kind == EntryKind::Dir => meta(&e),
+            _ => FileMeta {
+                mode: 0o755,
+                mtime_ns: crate::journal::now_ns(),
+            },
+        };
+        cx.mirror.mkdir(&a, m).await?;
+    }
+    Ok(())
+}
+
+/// Makes sure the local parents of `p` exist as real directories.
+fn local_parents(cx: &Ctx<'_>, p: &RelPath) -> Result<(), StepError> {
+    if let Some(parent) = p.parent() {
+        let dir = full(cx, &parent)?;
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StepError::Path(format!(
+                    "folder {}: {parent} is not a directory; cannot create {p}",
+                    cx.local.root.display()
+                )))
+            }
+            Err(_) => fs::create_dir_all(&dir)
+                .map_err(|e| local_io(cx, &parent, "create directory", e))?,
+        }
+    }
+    Ok(())
+}
+
+async fn renames(
+    cx: &mut Ctx<'_>,
+    steps: Vec<Step>,
+    report: &mut SyncReport,
+) -> ReconcileResult<Vec<Step>> {
+    // Content hash → index of a removal step whose other side still has that file.
+    let mut push_removed: HashMap<ContentHash, usize> = HashMap::new();
+    let mut pull_removed: HashMap<ContentHash, usize> = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        match s {
+            Step::Push {
+                local,
+                remote: Some(r),
+            } if local.deleted && !r.deleted && r.kind == EntryKind::File => {
+                if let Some(h) = r.hash {
+                    push_removed.insert(h, i);
+                }
+            }
+            Step::Pull {
+                remote,
+                local: Some(l),
+            } if remote.deleted && !l.deleted && l.kind == EntryKind::File => {
+                if let Some(h) = l.hash {
+                    pull_removed.insert(h, i);
+                }
+            }
+            _ => {}
+        }
+    }
+    if push_removed.is_empty() && pull_removed.is_empty() {
+        return Ok(steps);
+    }
+    let mut done = vec![false; steps.len()];
+    let can_rename = cx.mirror.capabilities().rename;
+    for i in 0..steps.len() {
+        let r = match &steps[i] {
+            Step::Push { local, remote }
+                if !local.deleted
+                    && local.kind == EntryKind::File
+                    && can_rename
+                    && remote.as_ref().is_none_or(|r| r.deleted) =>
+            {
+                let Some(j) = local.hash.and_then(|h| push_removed.remove(&h)) else {
+                    continue;
+                };
+                let Step::Push {
+                    local: from_l,
+                    remote: Some(from_r),
+                } = &steps[j]
+                else {
+                    continue;
+                };
+                rename_on_mirror(cx, local, remote.as_ref(), from_l, from_r)
+                    .await
+                    .map(|ok| ok.then_some(j))
+            }
+            Step::Pull { remote, local }
+                if !remote.deleted
+                    && remote.kind == EntryKind::File
+                    && local.as_ref().is_none_or(|l| l.deleted) =>
+            {
+                let Some(j) = remote.hash.and_then(|h| pull_removed.remove(&h)) else {
+                    continue;
+                };
+                let Step::Pull {
+                    remote: from_r,
+                    local: Some(from_l),
+                } = &steps[j]
+                else {
+                    continue;
+                };
+                rename_locally(cx, remote, local.as_ref(), from_r, from_l).map(|ok| ok.then_some(j))
+            }
+            _ => continue,
+        };
+        match r {
+            Ok(Some(j)) => {
+                done[i] = true;
+                done[j] = true;
+                report.renamed += 1;
+            }
+            Ok(None) => {}
+            Err(StepError::Fatal(e)) => return Err(e),
+            Err(StepError::Path(why)) => {
+                tracing::debug!(error = %why, "rename shortcut not taken; copying instead")
+            }
+        }
+    }
+    flush(cx)?;
+    Ok(steps
+        .into_iter()
+        .zip(done)
+        .filter(|(_, d)| !d)
+        .map(|(s, _)| s)
+        .collect())
+}
+
+async fn rename_on_mirror(
+    cx: &mut Ctx<'_>,
+    to_l: &Entry,
+    to_r: Option<&Entry>,
+    from_l: &Entry,
+    from_r: &Entry,
+) -> Result<bool, StepError> {
+    if !remote_unchanged(cx, &from_r.path, Some(from_r)).await?
+        || !remote_unchanged(cx, &to_l.path, to_r).await?
+    {
+        return Ok(false);
+    }
+    remote_parents(cx, &to_l.path).await?;
+    let s = cx.mirror.rename(&from_r.path, &to_l.path).await?;
+    let s = if s.mode != to_l.mode || s.mtime_ns != to_l.mtime_ns {
+        cx.mirror.set_meta(&to_l.path, meta(to_l)).await?
+    } else {
+        s
+    };
+    cx.st
+        .entries
+        .insert(to_l.path.clone(), mirror_entry(to_l, Some(&s)));
+    cx.st
+        .entries
+        .insert(from_l.path.clone(), mirror_entry(from_l, None));
+    Ok(true)
+}
+
+fn rename_locally(
+    cx: &mut Ctx<'_>,
+    to_r: &Entry,
+    to_l: Option<&Entry>,
+    from_r: &Entry,
+    from_l: &Entry,
+) -> Result<bool, StepError> {
+    if !local_unchanged(cx, &from_l.path, Some(from_l))? || !local_unchanged(cx, &to_r.path, to_l)?
+    {
+        return Ok(false);
+    }
+    local_parents(cx, &to_r.path)?;
+    let (src, dst) = (full(cx, &from_l.path)?, full(cx, &to_r.path)?);
+    fs::rename(&src, &dst).map_err(|e| local_io(cx, &to_r.path, "rename", e))?;
+    fsutil::apply_meta(&dst, meta(to_r))
+        .map_err(|e| local_io(cx, &to_r.path, "set metadata of", e))?;
+    let m = fs::symlink_metadata(&dst).map_err(|e| local_io(cx, &to_r.path, "stat", e))?;
+    cx.pending.push(local_entry(to_r, Some(&m)));
+    cx.pending.push(local_entry(from_r, None));
+    Ok(true)
+}
+
+async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncReport) -> StepResult {
+    let p = l.path.clone();
+    if !remote_unchanged(cx, &p, r.as_ref()).await? {
+        return Ok(Outcome::Deferred(format!(
+            "changed on mirror {} during the sync",
+            cx.mirror.location()
+        )));
+    }
+    let r_live = r.as_ref().filter(|e| !e.deleted);
+    if l.deleted {
+        if r_live.is_some() {
+            cx.mirror.remove(&p).await.map_err(|e| {
+                StepError::Path(format!("could not remove {p} on mirror {} ({e}); it may hold files this machine has not seen yet", cx.mirror.location()))
+            })?;
+            report.removed_remote += 1;
+        }
+        cx.st.entries.insert(p, mirror_entry(&l, None));
+        return Ok(Outcome::Done);
+    }
+    // Same content already there: metadata only.
+    if let Some(r) = r_live {
+        if r.same_content(&l) {
+            let s = if l.kind == EntryKind::File && (r.mode != l.mode || r.mtime_ns != l.mtime_ns) {
+                report.pushed += 1;
+                Some(cx.mirror.set_meta(&p, meta(&l)).await?)
+            } else {
+                cx.mirror.stat(&p).await?
+            };
+            cx.st.entries.insert(p, mirror_entry(&l, s.as_ref()));
+            return Ok(Outcome::Done);
+        }
+        if r.kind != l.kind {
+            cx.mirror.remove(&p).await?;
+        }
+    }
+    remote_parents(cx, &p).await?;
+    let s = match l.kind {
+        EntryKind::Dir => cx.mirror.mkdir(&p, meta(&l)).await?,
+        EntryKind::Symlink => {
+            let target = l.symlink_target.clone().unwrap_or_default();
+            cx.mirror.symlink(&p, &target).await?
+        }
+        EntryKind::File => {
+            if !local_unchanged(cx, &p, Some(&l))? {
+                return Ok(Outcome::Deferred(
+                    "changed here during the sync; it will be sent with its new content".into(),
+                ));
+            }
+            let src = full(cx, &p)?;
+            if let Some(max) = cx.mirror.capabilities().max_file_size {
+                if l.size > max {
+                    return Err(StepError::Path(format!(
+                        "{p} ({} bytes) is larger than mirror {} can hold ({max} bytes); use an exFAT or ext4 medium or a stick: mirror",
+                        l.size,
+                        cx.mirror.location()
+                    )));
+                }
+            }
+            cx.mirror.put(&p, &src, meta(&l)).await?
+        }
+    };
+    report.pushed += 1;
+    cx.st.entries.insert(p, mirror_entry(&l, Some(&s)));
+    Ok(Outcome::Done)
+}
+
+/// Fetches the mirror's file into a verified temp file beside `dest`; returns the temp path.
+async fn fetch_verified(
+    cx: &Ctx<'_>,
+    r: &Entry,
+    dest: &Path,
+) -> Result<Option<PathBuf>, StepError> {
+    let dir = dest.parent().unwrap_or(&cx.local.root).to_path_buf();
+    let tmp = fsutil::temp_path(&dir);
+    let res: Result<Option<PathBuf>, StepError> = async {
+        cx.mirror.get(&r.path, &tmp).await?;
+        let (h, _) = scan::hash_file(&tmp).map_err(|e| local_io(cx, &r.path, "read back", e))?;
+        if Some(h) != r.hash {
+            return Ok(None);
+        }
+        let f = fs::File::open(&tmp).map_err(|e| local_io(cx, &r.path, "open", e))?;
+        f.sync_all()
+            .map_err(|e| local_io(cx, &r.path, "fsync", e))?;
+        fsutil::apply_meta(&tmp, meta(r))
+            .map_err(|e| local_io(cx, &r.path, "set metadata of", e))?;
+        Ok(Some(tmp.clone()))
+    }
+    .await;
+    if !matches!(res, Ok(Some(_))) {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Writes the mirror's version `r` at local path `at` (which must hold what `recorded` says).
+/// Returns the new local metadata, or `None` when deferred (a side changed).
+async fn materialise(
+    cx: &mut Ctx<'_>,
+    r: &Entry,
+    at: &RelPath,
+    recorded: Option<&Entry>,
+) -> Result<Option<fs::Metadata>, StepError> {
+    local_parents(cx, at)?;
+    let dest = full(cx, at)?;
+    let cur = fs::symlink_metadata(&dest).ok();
+    match r.kind {
+        EntryKind::Dir => {
+            if let Some(m) = &cur {
+                if !m.is_dir() {
+                    if !local_unchanged(cx, at, recorded)? {
+                        return Ok(None);
+                    }
+                    fs::remove_file(&dest).map_err(|e| local_io(cx, at, "remove", e))?;
+                }
+            }
+            match fs::create_dir(&dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(local_io(cx, at, "create directory", e)),
+            }
+            let _ = fs::set_permissions(
+                &dest,
+                std::os::unix::fs::PermissionsExt::from_mode(r.mode & 0o7777),
+            );
+        }
+        EntryKind::Symlink => {
+            let tmp = fsutil::temp_path(dest.parent().unwrap_or(&cx.local.root));
+            let target = std::ffi::OsStr::new("").to_owned();
+            let target = r
+                .symlink_target
+                .as_ref()
+                .map(|t| {
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t).to_owned()
+                })
+                .unwrap_or(target);
+            std::os::unix::fs::symlink(&target, &tmp)
+                .map_err(|e| local_io(cx, at, "create symlink", e))?;
+            if !local_unchanged(cx, at, recorded)? || cur.as_ref().is_some_and(|m| m.is_dir()) {
+                let _ = fs::remove_file(&tmp);
+                return Ok(None);
+            }
+            fs::rename(&tmp, &dest).map_err(|e| local_io(cx, at, "rename", e))?;
+        }
+        EntryKind::File => {
+            let Some(tmp) = fetch_verified(cx, r, &dest).await? else {
+                return Err(StepError::Path(format!(
+                    "{} on mirror {} does not match its recorded hash (changed during the sync?); not applied, retried next sync",
+                    r.path,
+                    cx.mirror.location()
+                )));
+            };
+            // Invariant 1: re-check right before the rename.
+            if !local_unchanged(cx, at, recorded)? {
+                let _ = fs::remove_file(&tmp);
+                return Ok(None);
+            }
+            if cur.as_ref().is_some_and(|m| m.is_dir()) {
+                if let Err(e) = fs::remove_dir(&dest) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(local_io(cx, at, "replace directory", e));
+                }
+            }
+            if let Err(e) = fs::rename(&tmp, &dest) {
+                let _ = fs::remove_file(&tmp);
+                return Err(local_io(cx, at, "rename", e));
+            }
+        }
+    }
+    if let Some(dir) = dest.parent() {
+        let _ = fsutil::fsync_dir(dir);
+    }
+    fs::symlink_metadata(&dest)
+        .map(Some)
+        .map_err(|e| local_io(cx, at, "stat", e))
+}
+
+async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncReport) -> StepResult {
+    let p = r.path.clone();
+    let l_live = l.as_ref().filter(|e| !e.deleted);
+    if r.deleted {
+        if let Some(le) = l_live {
+            if !local_unchanged(cx, &p, Some(le))? {
+                cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+                return Ok(Outcome::Deferred(
+                    "changed here during the sync; the edit is kept".into(),
+                ));
+            }
+            let path = full(cx, &p)?;
+            let res = if le.kind == EntryKind::Dir {
+                fs::remove_dir(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match res {
+                Ok(()) => report.removed_local += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e)
+                    if le.kind == EntryKind::Dir && e.raw_os_error() == Some(libc::ENOTEMPTY) =>
+                {
+                    // Files the deleting side never saw live in it: edit beats delete, keep the
+                    // directory as a new local change that the next round sends back.
+                    let mut b = cx.local.journal.begin()?;
+                    let stamp = b.next_osn();
+                    let mut keep = le.clone();
+                    keep.version = le.version.merged(&r.version);
+                    keep.version.set(stamp.replica, stamp.osn);
+                    keep.stamp = stamp;
+                    b.put(&keep)?;
+                    b.log(
+                        stamp,
+                        "keep",
+                        &p,
+                        Some("directory deleted elsewhere still holds files"),
+                    )?;
+                    b.commit()?;
+                    cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+                    return Ok(Outcome::Done);
+                }
+                Err(e) => return Err(local_io(cx, &p, "remove", e)),
+            }
+            if let Some(dir) = path.parent() {
+                let _ = fsutil::fsync_dir(dir);
+            }
+        }
+        cx.pending.push(local_entry(&r, None));
+        return Ok(Outcome::Done);
+    }
+    // Same content here already: metadata only.
+    if let Some(le) = l_live {
+        if le.same_content(&r) && local_unchanged(cx, &p, Some(le))? {
+            let path = full(cx, &p)?;
+            if r.kind == EntryKind::File && (le.mode != r.mode || le.mtime_ns != r.mtime_ns) {
+                fsutil::apply_meta(&path, meta(&r))
+                    .map_err(|e| local_io(cx, &p, "set metadata of", e))?;
+            }
+            let m = fs::symlink_metadata(&path).ok();
+            cx.pending.push(local_entry(&r, m.as_ref()));
+            return Ok(Outcome::Done);
+        }
+    }
+    match materialise(cx, &r, &p, l.as_ref()).await? {
+        Some(m) => {
+            report.pulled += 1;
+            cx.pending.push(local_entry(&r, Some(&m)));
+            Ok(Outcome::Done)
+        }
+        None => {
+            cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+            Ok(Outcome::Deferred("changed here during the sync; the local edit was journaled and will meet the incoming one as a conflict".into()))
+        }
+    }
+}
+
+/// A new local stamp for `e` whose version dominates both `e` and `other`.
+fn settled(
+    cx: &mut Ctx<'_>,
+    mut e: Entry,
+    other: &Entry,
+    m: Option<&fs::Metadata>,
+    op: &str,
+    detail: Option<&str>,
+) -> Result<Stamp, StepError> {
+    flush(cx).map_err(StepError::Fatal)?;
+    let mut b = cx.local.journal.begin()?;
+    let stamp = b.next_osn();
+    e.version = e.version.merged(&other.version);
+    e.version.set(stamp.replica, stamp.osn);
+    e.stamp = stamp;
+    if let Some(m) = m {
+        e.inode = m.ino();
+        e.observed_mtime_ns = mtime_ns(m);
+    }
+    b.put(&e)?;
+    b.log(stamp, op, &e.path, detail)?;
+    b.commit()?;
+    Ok(stamp)
+}
+
+/// Journals a conflict copy as a new local file.
+fn record_copy(
+    cx: &mut Ctx<'_>,
+    mut e: Entry,
+    at: &RelPath,
+    m: &fs::Metadata,
+    of: &RelPath,
+) -> Result<(), StepError> {
+    let mut b = cx.local.journal.begin()?;
+    let old = b.entry(at)?;
+    let stamp = b.next_osn();
+    e.path = at.clone();
+    e.version = old.map(|o| o.version).unwrap_or_default();
+    e.version.set(stamp.replica, stamp.osn);
+    e.stamp = stamp;
+    e.inode = m.ino();
+    e.observed_mtime_ns = mtime_ns(m);
+    b.put(&e)?;
+    b.log(
+        stamp,
+        "conflict",
+        at,
+        Some(&format!("losing version of {of}")),
+    )?;
+    b.commit()?;
+    Ok(())
+}
+
+async fn resolve(
+    cx: &mut Ctx<'_>,
+    l: Entry,
+    r: Entry,
+    how: Resolution,
+    report: &mut SyncReport,
+) -> StepResult {
+    let p = l.path.clone();
+    if !local_unchanged(cx, &p, Some(&l))? {
+        cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+        return Ok(Outcome::Deferred("changed here during the sync".into()));
+    }
+    match how {
+        Resolution::Merge | Resolution::EditBeatsDelete { live: Side::Local } => {
+            let m = fs::symlink_metadata(full(cx, &p)?).ok();
+            let (op, detail) = if how == Resolution::Merge {
+                report.merged += 1;
+                ("merge", "same content on both sides")
+            } else {
+                ("keep", "edited here, deleted elsewhere: the edit wins")
+            };
+            let cur = if l.deleted {
+                local_entry(&l, None)
+            } else {
+                local_entry(&l, m.as_ref())
+            };
+            settled(
+                cx,
+                cur,
+                &r,
+                if l.deleted { None } else { m.as_ref() },
+                op,
+                Some(detail),
+            )?;
+            Ok(Outcome::Done)
+        }
+        Resolution::EditBeatsDelete { live: Side::Remote } => {
+            match materialise(cx, &r, &p, Some(&l)).await? {
+                Some(m) => {
+                    report.pulled += 1;
+                    settled(
+                        cx,
+                        r.clone(),
+                        &l,
+                        Some(&m),
+                        "keep",
+                        Some("edited elsewhere, deleted here: the edit wins"),
+                    )?;
+                    Ok(Outcome::Done)
+                }
+                None => Ok(Outcome::Deferred("changed here during the sync".into())),
+            }
+        }
+        Resolution::Conflict { winner } => {
+            let loser = if winner == Side::Local { &r } else { &l };
+            let who = cx
+                .names
+                .get(&loser.stamp.replica)
+                .cloned()
+                .unwrap_or_else(|| loser.stamp.replica.short());
+            let copy = conflict_name(&p, &who, loser.mtime_ns);
+            let copy_here = cx.local.journal.entry(&copy)?;
+            if winner == Side::Local {
+                // Keep the mirror's version beside ours, unless that very copy already exists.
+                if !copy_here
+                    .as_ref()
+                    .is_some_and(|c| !c.deleted && c.same_content(&r))
+                {
+                    match materialise(cx, &r, &copy, copy_here.as_ref()).await? {
+                        Some(m) => record_copy(cx, r.clone(), &copy, &m, &p)?,
+                        None => {
+                            return Ok(Outcome::Deferred(format!(
+                                "{copy} changed here during the sync"
+                            )))
+                        }
+                    }
+                }
+                let m = fs::symlink_metadata(full(cx, &p)?).ok();
+                settled(
+                    cx,
+                    local_entry(&l, m.as_ref()),
+                    &r,
+                    m.as_ref(),
+                    "conflict",
+                    Some(&format!("kept this version; the other is {copy}")),
+                )?;
+            } else {
+                // Move our version aside (same inode: nothing is copied), then take theirs.
+                if !local_unchanged(cx, &copy, copy_here.as_ref())? {
+                    return Ok(Outcome::Deferred(format!(
+                        "{copy} changed here during the sync"
+                    )));
+                }
+                let (src, dst) = (full(cx, &p)?, full(cx, &copy)?);
+                fs::rename(&src, &dst).map_err(|e| local_io(cx, &p, "move aside", e))?;
+                let m = fs::symlink_metadata(&dst).map_err(|e| local_io(cx, &copy, "stat", e))?;
+                record_copy(cx, l.clone(), &copy, &m, &p)?;
+                // The name is now free (the journal still says `l` was there; record its move).
+                let mut gone = l.clone();
+                gone.deleted = true;
+                match materialise(cx, &r, &p, Some(&gone)).await? {
+                    Some(m) => {
+                        report.pulled += 1;
+                        settled(
+                            cx,
+                            r.clone(),
+                            &l,
+                            Some(&m),
+                            "conflict",
+                            Some(&format!("took the other version; ours is {copy}")),
+                        )?;
+                    }
+                    None => {
+                        cx.local.rescan(Some(&[p.clone(), copy.clone()]))?;
+                        return Ok(Outcome::Deferred("changed here during the sync".into()));
+                    }
+                }
+            }
+            tracing::warn!(path = %p, copy = %copy, "conflict: both versions kept");
+            report.conflicts.push(copy.display());
+            Ok(Outcome::Done)
+        }
+    }
+}

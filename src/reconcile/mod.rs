@@ -1,0 +1,413 @@
+//! The reconciliation engine: one two-way sync of the local replica with one mirror.
+//!
+//! 1. Open the mirror: absent root or missing marker → offline, nothing deleted (invariant 4).
+//! 2. Load its state (newest valid generation) and scan its data against it, so edits made
+//!    behind briefcase's back enter the mirror's journal under the mirror's replica ID.
+//! 3. Take each side's entries above the other's knowledge ("reconcile by OSN"), plan per path
+//!    ([`plan`], pure), refuse a mass deletion (invariant 7), and apply ([`apply`]).
+//! 4. Commit: the mirror's state after its data, the local journal per batch; knowledge vectors
+//!    advance only when every change was integrated, so an interrupted or partial sync is simply
+//!    resumed next time (a transient error never discards sync state).
+//!
+//! Concurrent versions are settled on the local side as new local changes (a merge, or a
+//! conflict copy), which the next round pushes; a sync runs rounds until nothing is left.
+
+pub mod apply;
+pub mod conflict;
+pub mod plan;
+pub mod remote;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use briefcase_mirror::{
+    state, EntryKind, Mirror, MirrorError, MirrorState, Presence, RelPath, ReplicaId,
+};
+
+use crate::journal::JournalError;
+use crate::replica::{LocalReplica, ReplicaError};
+pub use plan::{Resolution, Side, Step};
+
+/// Options of one sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Plan only; change nothing on either side.
+    pub dry_run: bool,
+    /// Allow a sync that deletes more than half of a replica's files.
+    pub allow_mass_delete: bool,
+    /// Push local changes but never pull (the mirror is a copy).
+    pub send_only: bool,
+    /// Rescan the whole local tree first (one-shot sync; the watcher keeps it fresh otherwise).
+    pub rescan_local: bool,
+    /// Most rounds (settle conflicts, then push the settled state).
+    pub max_rounds: usize,
+    /// A replica with at least this many files is protected by the half rule.
+    pub mass_delete_min_files: usize,
+    /// Also stop when more than this many files would be deleted (None: no absolute limit).
+    pub max_deletes: Option<usize>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            dry_run: false,
+            allow_mass_delete: false,
+            send_only: false,
+            rescan_local: true,
+            max_rounds: 4,
+            mass_delete_min_files: 10,
+            max_deletes: None,
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SyncReport {
+    /// Mirror name.
+    pub mirror: String,
+    /// Paths written to the mirror (files, dirs, links, metadata).
+    pub pushed: usize,
+    /// Paths written locally.
+    pub pulled: usize,
+    /// Paths removed on the mirror.
+    pub removed_remote: usize,
+    /// Paths removed locally.
+    pub removed_local: usize,
+    /// Renames done as renames (no data copied).
+    pub renamed: usize,
+    /// Concurrent versions with the same content, merged.
+    pub merged: usize,
+    /// Conflict copies created (paths of the copies).
+    pub conflicts: Vec<String>,
+    /// Changes found on the mirror that were made behind briefcase's back.
+    pub remote_changes_found: usize,
+    /// Steps postponed because a side changed during the sync (redone next sync).
+    pub deferred: Vec<String>,
+    /// Steps that failed permanently, with the reason.
+    pub failed: Vec<String>,
+    /// Planned steps (dry run), as `op path`.
+    pub planned: Vec<String>,
+    /// Whether both sides are now known to be in sync (knowledge advanced).
+    pub complete: bool,
+}
+
+/// Why a sync could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// A mirror error (offline, I/O, corrupt state).
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// A local replica error.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// A journal error.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The mirror belongs to another folder.
+    #[error("mirror {mirror} at {location} belongs to folder {found}, not to folder {expected} of {folder}; check the target path")]
+    ForeignMirror {
+        /// Mirror name.
+        mirror: String,
+        /// Location.
+        location: String,
+        /// Local folder root.
+        folder: PathBuf,
+        /// The local folder ID.
+        expected: String,
+        /// The mirror's.
+        found: String,
+    },
+    /// The sync would delete too much (invariant 7).
+    #[error("sync of {folder} with mirror {mirror} stopped: it would delete {count} of {total} files on {side}. If that is what you want, run `briefcase sync {folder} --mirror {mirror} --allow-mass-delete`")]
+    MassDelete {
+        /// Local folder root.
+        folder: PathBuf,
+        /// Mirror name.
+        mirror: String,
+        /// "this machine" or "the mirror".
+        side: String,
+        /// Files that would go.
+        count: usize,
+        /// Files there are.
+        total: usize,
+    },
+    /// A local I/O error outside a single path's apply.
+    #[error("folder {path}: {source}")]
+    Local {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Result of a sync.
+pub type ReconcileResult<T> = Result<T, ReconcileError>;
+
+/// Makes `mirror` a replica of the local folder if it is absent, empty or (when `adopt`) holds
+/// files but no marker; checks the folder ID if it is already initialised. Returns the mirror's
+/// state. Existing files of an adopted target enter as the mirror's own changes at the next sync
+/// (same content merges; different content becomes a conflict: nothing is lost).
+///
+/// # Errors
+/// [`ReconcileError::ForeignMirror`]; mirror errors.
+pub async fn ensure_initialised(
+    local: &LocalReplica,
+    mirror: &dyn Mirror,
+    name: &str,
+    adopt: bool,
+) -> ReconcileResult<MirrorState> {
+    let folder = local.journal.folder_id();
+    match mirror.probe().await? {
+        Presence::Marked(f) if f != folder => {
+            return Err(foreign(local, mirror, name, f));
+        }
+        Presence::Marked(_) => {}
+        Presence::Absent | Presence::Empty => mirror.init(folder).await?,
+        Presence::Unmarked if adopt => mirror.init(folder).await?,
+        Presence::Unmarked => {
+            return Err(MirrorError::Offline {
+                location: mirror.location(),
+                reason: "it holds files but no briefcase marker; add it with `briefcase mirror add` to adopt them".into(),
+            }
+            .into())
+        }
+    }
+    match state::load(mirror).await? {
+        Some(l) => Ok(l.state),
+        None => {
+            let st = MirrorState::new(folder, ReplicaId(crate::replica::random_u64()), name);
+            state::store(mirror, 0, &st).await?;
+            Ok(st)
+        }
+    }
+}
+
+fn foreign(
+    local: &LocalReplica,
+    mirror: &dyn Mirror,
+    name: &str,
+    found: briefcase_mirror::FolderId,
+) -> ReconcileError {
+    ReconcileError::ForeignMirror {
+        mirror: name.to_string(),
+        location: mirror.location(),
+        folder: local.root.clone(),
+        expected: local.journal.folder_id().to_string(),
+        found: found.to_string(),
+    }
+}
+
+/// Opens an initialised mirror for syncing: offline unless its marker names this folder.
+async fn open_mirror(
+    local: &LocalReplica,
+    mirror: &dyn Mirror,
+    name: &str,
+) -> ReconcileResult<(u64, MirrorState)> {
+    match mirror.probe().await? {
+        Presence::Marked(f) if f == local.journal.folder_id() => {}
+        Presence::Marked(f) => return Err(foreign(local, mirror, name, f)),
+        Presence::Absent => {
+            return Err(MirrorError::Offline {
+                location: mirror.location(),
+                reason: format!("its root is missing; is the disk mounted or the stick inserted? Nothing was deleted (mirror {name})"),
+            }
+            .into())
+        }
+        Presence::Empty | Presence::Unmarked => {
+            return Err(MirrorError::Offline {
+                location: mirror.location(),
+                reason: format!("its marker .briefcase/folder-id is missing; is the share mounted? Nothing was deleted (mirror {name})"),
+            }
+            .into())
+        }
+    }
+    match state::load(mirror).await? {
+        Some(l) if l.state.folder_id == local.journal.folder_id() => Ok((l.generation, l.state)),
+        Some(l) => Err(foreign(local, mirror, name, l.state.folder_id)),
+        None => Ok((
+            0,
+            MirrorState::new(
+                local.journal.folder_id(),
+                ReplicaId(crate::replica::random_u64()),
+                name,
+            ),
+        )),
+    }
+}
+
+/// Runs one two-way sync of `local` with `mirror` (named `name` in the config).
+///
+/// # Errors
+/// Offline and foreign mirrors, mass deletion, mirror/journal failures. Per-path failures do not
+/// abort the sync; they are listed in [`SyncReport::failed`].
+pub async fn sync(
+    local: &mut LocalReplica,
+    mirror: &dyn Mirror,
+    name: &str,
+    opts: &SyncOptions,
+) -> ReconcileResult<SyncReport> {
+    let mut report = SyncReport {
+        mirror: name.to_string(),
+        ..Default::default()
+    };
+    if opts.rescan_local && !opts.dry_run {
+        local.rescan(None)?;
+    }
+    let (mut generation, mut st) = open_mirror(local, mirror, name).await?;
+    // Changes made on the mirror behind briefcase's back.
+    if !opts.dry_run {
+        report.remote_changes_found = remote::scan_mirror(mirror, &mut st, &local.rules).await?;
+    }
+    st.replica_names
+        .insert(local.journal.replica_id(), local.journal.name().to_string());
+    for (r, n) in local.journal.replica_names()? {
+        st.replica_names.entry(r).or_insert(n);
+    }
+    {
+        let mut b = local.journal.begin()?;
+        for (r, n) in &st.replica_names {
+            b.name_replica(*r, n)?;
+        }
+        b.commit()?;
+    }
+
+    let mut complete = false;
+    for _round in 0..opts.max_rounds.max(1) {
+        let kl = local.journal.knowledge()?;
+        let kr = st.knowledge.clone();
+        let mut candidates: BTreeMap<RelPath, ()> = BTreeMap::new();
+        for e in local.journal.changes_since(&kr)? {
+            candidates.insert(e.path, ());
+        }
+        if !opts.send_only {
+            for e in st.entries.values() {
+                if !kl.covers(e.stamp) {
+                    candidates.insert(e.path.clone(), ());
+                }
+            }
+        }
+        let mut items = Vec::with_capacity(candidates.len());
+        for p in candidates.into_keys() {
+            let l = local.journal.entry(&p)?;
+            let r = st.entries.get(&p).cloned();
+            items.push((p, l, r));
+        }
+        let mut steps = plan::plan(items);
+        if opts.send_only {
+            steps.retain(|s| matches!(s, Step::Push { .. }));
+        }
+        check_mass_delete(local, &st, name, &steps, opts)?;
+        if opts.dry_run {
+            report.planned = steps.iter().map(describe).collect();
+            return Ok(report);
+        }
+        let had_work = !steps.is_empty();
+        let had_resolve = steps.iter().any(|s| matches!(s, Step::Resolve { .. }));
+        let round = apply::apply(local, mirror, &mut st, steps, &mut report).await;
+        // Commit the mirror's state after its data, even after a failure, so work is not redone.
+        if had_work || generation == 0 {
+            generation = state::store(mirror, generation, &st).await?;
+        }
+        round?;
+        if report.deferred.is_empty() && report.failed.is_empty() && !had_resolve {
+            // Everything above each side's knowledge was integrated: advance both.
+            st.knowledge.merge(&kl);
+            if !opts.send_only {
+                let mut b = local.journal.begin()?;
+                b.merge_knowledge(&kr);
+                b.name_replica(st.replica_id, name)?;
+                b.commit()?;
+            }
+            state::store(mirror, generation, &st).await?;
+            complete = true;
+            break;
+        }
+        if !report.deferred.is_empty() || !report.failed.is_empty() {
+            break;
+        }
+    }
+    report.complete = complete;
+    Ok(report)
+}
+
+fn describe(s: &Step) -> String {
+    let p = s.path().display();
+    match s {
+        Step::Push { local, .. } if local.deleted => format!("delete on mirror  {p}"),
+        Step::Push { .. } => format!("push              {p}"),
+        Step::Pull { remote, .. } if remote.deleted => format!("delete here       {p}"),
+        Step::Pull { .. } => format!("pull              {p}"),
+        Step::Resolve {
+            how: Resolution::Merge,
+            ..
+        } => format!("merge (same)      {p}"),
+        Step::Resolve {
+            how: Resolution::EditBeatsDelete { .. },
+            ..
+        } => format!("keep edit         {p}"),
+        Step::Resolve {
+            how: Resolution::Conflict { .. },
+            ..
+        } => format!("conflict          {p}"),
+    }
+}
+
+fn check_mass_delete(
+    local: &LocalReplica,
+    st: &MirrorState,
+    name: &str,
+    steps: &[Step],
+    opts: &SyncOptions,
+) -> ReconcileResult<()> {
+    if opts.allow_mass_delete {
+        return Ok(());
+    }
+    let local_del = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Pull { remote, local: Some(l) } if remote.deleted && !l.deleted && l.kind != EntryKind::Dir))
+        .count();
+    let remote_del = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Push { local, remote: Some(r) } if local.deleted && !r.deleted && r.kind != EntryKind::Dir))
+        .count();
+    let remote_total = st
+        .entries
+        .values()
+        .filter(|e| !e.deleted && e.kind != EntryKind::Dir)
+        .count();
+    let local_total = if local_del > 0 {
+        local
+            .journal
+            .entries()?
+            .values()
+            .filter(|e| !e.deleted && e.kind != EntryKind::Dir)
+            .count()
+    } else {
+        0
+    };
+    let too_many = |del: usize, total: usize| {
+        (total >= opts.mass_delete_min_files && del * 2 > total)
+            || opts.max_deletes.is_some_and(|m| del > m)
+    };
+    if too_many(local_del, local_total) {
+        return Err(ReconcileError::MassDelete {
+            folder: local.root.clone(),
+            mirror: name.to_string(),
+            side: "this machine".into(),
+            count: local_del,
+            total: local_total,
+        });
+    }
+    if too_many(remote_del, remote_total) {
+        return Err(ReconcileError::MassDelete {
+            folder: local.root.clone(),
+            mirror: name.to_string(),
+            side: "the mirror".into(),
+            count: remote_del,
+            total: remote_total,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Finding changes made to a mirror behind briefcase's back (someone edits the NAS over SMB, or
+//! the plain stick at a machine without briefcase): list the mirror, compare each path with its
+//! manifest (kind, size, mtime within the medium's granularity, inode), fetch and hash only what
+//! differs, and journal the differences in the mirror's state under the mirror's replica ID.
+
+use std::collections::HashSet;
+
+use briefcase_mirror::{Entry, EntryKind, Mirror, MirrorError, MirrorState, RemoteStat, Stamp};
+
+use crate::scan::IgnoreRules;
+
+/// Whether the mirror's stat still matches what its state recorded.
+pub fn remote_matches(e: &Entry, s: &RemoteStat, granularity_ns: u64) -> bool {
+    if e.deleted || e.kind != s.kind {
+        return false;
+    }
+    match s.kind {
+        EntryKind::Dir => true,
+        EntryKind::Symlink => e.symlink_target == s.symlink_target,
+        EntryKind::File => {
+            let g = granularity_ns.max(1) as i64;
+            let dt = (e.observed_mtime_ns - s.mtime_ns).abs();
+            // FAT keeps mtimes in 2 s steps and may shift them by exactly one hour (DST).
+            let mtime_ok = dt < g || (g > 1 && (dt - 3_600_000_000_000).abs() < g);
+            e.size == s.size && mtime_ok && (e.inode == 0 || s.inode == 0 || e.inode == s.inode)
+        }
+    }
+}
+
+/// Scans the mirror against `st` and records what changed as the mirror's own changes.
+/// Returns how many changes were found.
+///
+/// # Errors
+/// Mirror errors (listing or fetching).
+pub async fn scan_mirror(
+    mirror: &dyn Mirror,
+    st: &mut MirrorState,
+    rules: &IgnoreRules,
+) -> Result<usize, MirrorError> {
+    if !mirror.capabilities().two_way {
+        return Ok(0);
+    }
+    let g = mirror.capabilities().mtime_granularity_ns;
+    let listing = mirror.list().await?;
+    let mut seen = HashSet::with_capacity(listing.len());
+    let mut found = 0;
+    let tmpdir = tempfile::tempdir()
+        .map_err(|e| MirrorError::io(&mirror.location(), "create temp dir for", "hashing", e))?;
+    for s in listing {
+        if rules.is_ignored(&s.path, s.kind == EntryKind::Dir) {
+            continue;
+        }
+        seen.insert(s.path.clone());
+        if st
+            .entries
+            .get(&s.path)
+            .is_some_and(|e| remote_matches(e, &s, g))
+        {
+            continue;
+        }
+        let old = st.entries.get(&s.path).cloned();
+        let old = old.as_ref();
+        let (hash, chunks) = match s.kind {
+            EntryKind::File => {
+                let dest = tmpdir.path().join("probe");
+                let got = mirror.get(&s.path, &dest).await?;
+                let r = crate::scan::hash_file(&dest)
+                    .map_err(|e| MirrorError::io(&mirror.location(), "hash", &s.path, e))?;
+                let _ = std::fs::remove_file(&dest);
+                if got.size != s.size {
+                    continue; // changing right now: next scan
+                }
+                (Some(r.0), r.1)
+            }
+            EntryKind::Symlink => (
+                s.symlink_target
+                    .as_deref()
+                    .map(briefcase_mirror::ContentHash::of),
+                Vec::new(),
+            ),
+            EntryKind::Dir => (None, Vec::new()),
+        };
+        if let Some(old) = old {
+            if !old.deleted
+                && old.kind == s.kind
+                && old.hash == hash
+                && old.symlink_target == s.symlink_target
+            {
+                // Same content, only the stat moved (touched, copied back): refresh, no new change.
+                let mut e = old.clone();
+                e.inode = s.inode;
+                e.observed_mtime_ns = s.mtime_ns;
+                st.entries.insert(s.path.clone(), e);
+                continue;
+            }
+        }
+        let osn = st.next_osn();
+        let stamp = Stamp {
+            replica: st.replica_id,
+            osn,
+        };
+        let mut version = old.map(|e| e.version.clone()).unwrap_or_default();
+        version.set(stamp.replica, stamp.osn);
+        let e = Entry {
+            path: s.path.clone(),
+            kind: s.kind,
+            deleted: false,
+            size: s.size,
+            mode: s.mode,
+            mtime_ns: s.mtime_ns,
+            hash,
+            symlink_target: s.symlink_target.clone(),
+            chunks,
+            version,
+            stamp,
+            inode: s.inode,
+            observed_mtime_ns: s.mtime_ns,
+        };
+        st.entries.insert(s.path, e);
+        found += 1;
+    }
+    let gone: Vec<_> = st
+        .entries
+        .values()
+        .filter(|e| {
+            !e.deleted
+                && !seen.contains(&e.path)
+                && !rules.is_ignored(&e.path, e.kind == EntryKind::Dir)
+        })
+        .map(|e| e.path.clone())
+        .collect();
+    for p in gone {
+        let osn = st.next_osn();
+        let stamp = Stamp {
+            replica: st.replica_id,
+            osn,
+        };
+        if let Some(e) = st.entries.get_mut(&p) {
+            e.deleted = true;
+            e.size = 0;
+            e.hash = None;
+            e.chunks.clear();
+            e.symlink_target = None;
+            e.inode = 0;
+            e.version.set(stamp.replica, stamp.osn);
+            e.stamp = stamp;
+            found += 1;
+        }
+    }
+    Ok(found)
+}
