@@ -1,1 +1,1005 @@
+//! The `dir` backend: a mirror that is a plain directory tree (a NAS share mounted over NFS/SMB,
+//! a second disk, a plain USB stick), target syntax `/path` or `dir:/path`.
+//!
+//! Layout: the data is a plain, readable tree under the root; briefcase's own state lives in
+//! `ROOT/.briefcase/` (the marker `folder-id`, holding the folder ID as 32 hex digits and a
+//! newline, and the state generations `state.0`/`state.1`).
+//!
+//! Invariants kept here:
+//! - **Atomic apply** (2): every file is written to `.briefcase-tmp-*` in the same directory,
+//!   fsynced with its mode and mtime, renamed over the target, and the directory fsynced
+//!   ([`briefcase_mirror::fsutil::replace_with`]).
+//! - **An absent root is not a deletion** (4): every operation except [`Mirror::probe`] and
+//!   [`Mirror::init`] first checks the marker and answers [`MirrorError::Offline`] when the root or
+//!   marker is gone (an unmounted share, a stick not inserted), so an empty mount point is never
+//!   read as "everything was deleted" and nothing is written into it.
+//! - **Untrusted input is checked** (6): every path is resolved with
+//!   [`briefcase_mirror::fsutil::resolve`]; a symlink (or file) among the parents is refused with
+//!   [`MirrorError::Unsafe`], and `list` never follows a symlink.
+//!
+//! On FAT and exFAT (detected with `statfs` and `/proc/self/mountinfo`, or forced with
+//! [`DirMirror::with_profile`]) the mirror follows [`Profile::Fat`]/[`Profile::ExFat`]: names are
+//! mapped with [`fatname`], case-only collisions and files over 4 GiB − 1 (FAT32) are refused
+//! before anything is written, and permission bits and symlinks are declared unsupported.
+//! Blocking file-system work runs in `tokio::task::spawn_blocking`.
+#![deny(missing_docs)]
 
+pub mod fatname;
+pub mod profile;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use briefcase_mirror::fsutil::{self, ResolveError};
+use briefcase_mirror::{
+    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence,
+    RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
+};
+
+pub use profile::{Detected, Profile};
+
+/// Name of the folder marker inside [`STATE_DIR`].
+pub const MARKER: &str = "folder-id";
+
+/// A mirror in a local directory. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DirMirror {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    location: String,
+    forced: Option<Profile>,
+    /// Last detection, keyed by the root's device number (a stick re-plugged elsewhere changes it).
+    detected: Mutex<Option<(u64, Detected)>>,
+}
+
+impl DirMirror {
+    /// A mirror rooted at `root` (made absolute against the current directory). The file-system
+    /// profile is detected when the root exists, and again whenever its device changes. No I/O
+    /// happens here; nothing is created until [`Mirror::init`].
+    pub fn new(root: PathBuf) -> DirMirror {
+        Self::build(root, None)
+    }
+
+    /// A mirror with a forced profile instead of detection, e.g. to exercise the FAT rules on
+    /// ext4 in tests, or for a FAT medium behind a network file system that hides its type.
+    pub fn with_profile(root: PathBuf, profile: Profile) -> DirMirror {
+        Self::build(root, Some(profile))
+    }
+
+    fn build(root: PathBuf, forced: Option<Profile>) -> DirMirror {
+        let root = std::path::absolute(&root).unwrap_or(root);
+        let location = format!("dir:{}", root.display());
+        DirMirror {
+            inner: Arc::new(Inner {
+                root,
+                location,
+                forced,
+                detected: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The profile in effect now (forced, or detected on the root's file system; [`Profile::Posix`]
+    /// while the root does not exist). Does a `stat` and, on a new device, a `statfs`.
+    pub fn profile(&self) -> Profile {
+        self.inner.detected().profile
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Inner) -> MirrorResult<T> + Send + 'static,
+    ) -> MirrorResult<T> {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || f(&inner)).await {
+            Ok(r) => r,
+            Err(e) => Err(MirrorError::Io {
+                location: self.inner.location.clone(),
+                op,
+                path: String::new(),
+                source: io::Error::other(format!("worker thread failed: {e}")),
+            }),
+        }
+    }
+}
+
+/// Reason given when the root or its marker is missing.
+fn offline_reason() -> String {
+    format!("its folder marker {STATE_DIR}/{MARKER} is missing; is the share mounted / the stick inserted?")
+}
+
+/// Whether an error while looking at the root means "the medium is not there".
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTCONN | libc::EIO | libc::ENODEV | libc::ENXIO)
+    )
+}
+
+/// Validates a state file name: `[a-z0-9._-]+`, not `.`/`..`, not a temp name, not the marker.
+fn meta_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+        && name != "."
+        && name != ".."
+        && name != MARKER
+        && !name.starts_with(TMP_PREFIX)
+}
+
+impl Inner {
+    fn detected(&self) -> Detected {
+        if let Some(p) = self.forced {
+            return Detected::plain(p);
+        }
+        let dev = fs::metadata(&self.root)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        let mut cache = self.detected.lock().unwrap_or_else(|p| p.into_inner());
+        match (dev, *cache) {
+            (Some(dev), Some((d, det))) if d == dev => det,
+            (Some(_), _) => match profile::detect(&self.root) {
+                Ok((dev, det)) => {
+                    if det.profile != Profile::Posix {
+                        tracing::debug!(location = %self.location, ?det, "file-system profile detected");
+                    }
+                    *cache = Some((dev, det));
+                    det
+                }
+                Err(e) => {
+                    tracing::warn!(location = %self.location, error = %e, "cannot detect the file system; assuming POSIX");
+                    Detected::plain(Profile::Posix)
+                }
+            },
+            (None, cached) => cached
+                .map(|(_, d)| d)
+                .unwrap_or(Detected::plain(Profile::Posix)),
+        }
+    }
+
+    fn io(&self, op: &'static str, path: impl std::fmt::Display, e: io::Error) -> MirrorError {
+        MirrorError::io(&self.location, op, path, e)
+    }
+
+    fn offline(&self) -> MirrorError {
+        MirrorError::Offline {
+            location: self.location.clone(),
+            reason: offline_reason(),
+        }
+    }
+
+    fn marker_path(&self) -> PathBuf {
+        self.root.join(STATE_DIR).join(MARKER)
+    }
+
+    /// Ok when the root carries its marker (a real file in a real `.briefcase` directory).
+    fn check_online(&self) -> MirrorResult<()> {
+        let state_dir = self.root.join(STATE_DIR);
+        match fs::symlink_metadata(&state_dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(self.unsafe_(
+                    STATE_DIR,
+                    "the state directory is a symlink or not a directory",
+                ))
+            }
+            Err(e) if is_gone(&e) => return Err(self.offline()),
+            Err(e) => return Err(self.io("stat", STATE_DIR, e)),
+        }
+        match fs::symlink_metadata(self.marker_path()) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(self.unsafe_(
+                format!("{STATE_DIR}/{MARKER}"),
+                "the folder marker is not a regular file",
+            )),
+            Err(e) if is_gone(&e) => Err(self.offline()),
+            Err(e) => Err(self.io("stat", format!("{STATE_DIR}/{MARKER}"), e)),
+        }
+    }
+
+    fn unsafe_(&self, path: impl std::fmt::Display, reason: impl Into<String>) -> MirrorError {
+        MirrorError::Unsafe {
+            location: self.location.clone(),
+            path: path.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn refused(&self, path: &RelPath, reason: impl Into<String>) -> MirrorError {
+        MirrorError::Refused {
+            location: self.location.clone(),
+            path: path.display(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The on-disk form of `rel` under this profile.
+    fn on_disk(&self, det: Detected, rel: &RelPath) -> MirrorResult<RelPath> {
+        if !det.profile.is_fat_like() {
+            return Ok(rel.clone());
+        }
+        let mut out = Vec::with_capacity(rel.as_bytes().len());
+        for (i, c) in rel.components().enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            let enc = fatname::encode(c).map_err(|e| self.refused(rel, e.to_string()))?;
+            out.extend_from_slice(&enc);
+        }
+        RelPath::new(out).map_err(|e| {
+            self.refused(
+                rel,
+                format!("after mapping the characters FAT forbids, the name is unusable: {e}"),
+            )
+        })
+    }
+
+    /// Resolves `rel` to a full path, refusing symlinked parents.
+    fn full(&self, det: Detected, rel: &RelPath) -> MirrorResult<(RelPath, PathBuf)> {
+        let disk = self.on_disk(det, rel)?;
+        match fsutil::resolve(&self.root, &disk) {
+            Ok(p) => Ok((disk, p)),
+            Err(e @ ResolveError::UnsafeParent(_)) => Err(self.unsafe_(rel, e.to_string())),
+            Err(ResolveError::Io(e)) => Err(self.io("resolve", rel, e)),
+        }
+    }
+
+    /// Checks, before creating `rel` (on disk `disk`), the rules of FAT-like media: ASCII-only
+    /// drivers, and no sibling whose name differs only in case (except `allow`, the source of a
+    /// rename).
+    fn check_new_name(
+        &self,
+        det: Detected,
+        rel: &RelPath,
+        disk: &RelPath,
+        full: &Path,
+        allow: Option<&Path>,
+    ) -> MirrorResult<()> {
+        if !det.profile.is_fat_like() {
+            return Ok(());
+        }
+        if det.fusefat && !disk.file_name().is_ascii() {
+            return Err(self.refused(
+                rel,
+                "this FAT medium is mounted with the fusefat driver, which stores only ASCII names; mount it with \
+                 the kernel vfat/exfat driver, or use a `stick:` mirror",
+            ));
+        }
+        let Some(parent) = full.parent() else {
+            return Ok(());
+        };
+        let name = disk.file_name();
+        let folded = fatname::fold(name);
+        let rd = match fs::read_dir(parent) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(self.io(
+                    "list",
+                    rel.parent().map(|p| p.display()).unwrap_or_default(),
+                    e,
+                ))
+            }
+        };
+        for de in rd {
+            let de = de.map_err(|e| self.io("list", rel, e))?;
+            let other = de.file_name();
+            let other = other.as_bytes();
+            if other == name || fatname::fold(other) != folded {
+                continue;
+            }
+            if allow.is_some_and(|a| a == de.path()) {
+                continue;
+            }
+            let existing = String::from_utf8_lossy(&fatname::decode(other)).into_owned();
+            return Err(self.refused(
+                rel,
+                format!(
+                    "it differs only in case from the existing `{existing}` in the same folder, and FAT/exFAT \
+                     cannot hold both; rename one of them"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn stat_of(&self, rel: &RelPath, full: &Path) -> MirrorResult<RemoteStat> {
+        let m = fs::symlink_metadata(full).map_err(|e| self.io("stat", rel, e))?;
+        self.stat_from(rel, full, &m)?.ok_or_else(|| {
+            self.io(
+                "stat",
+                rel,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a special file (fifo, socket or device)",
+                ),
+            )
+        })
+    }
+
+    fn stat_from(
+        &self,
+        rel: &RelPath,
+        full: &Path,
+        m: &fs::Metadata,
+    ) -> MirrorResult<Option<RemoteStat>> {
+        fsutil::remote_stat(rel.clone(), full, m).map_err(|e| self.io("readlink", rel, e))
+    }
+
+    fn set_meta_at(&self, det: Detected, full: &Path, meta: FileMeta) -> io::Result<()> {
+        if det.capabilities().modes {
+            fsutil::apply_meta(full, meta)
+        } else {
+            fsutil::set_mtime(full, meta.mtime_ns)
+        }
+    }
+
+    /// Sets the mtime again after a rename that reset it (fusefat), durably.
+    fn reapply_mtime(
+        &self,
+        rel: &RelPath,
+        full: &Path,
+        mtime_ns: i64,
+    ) -> MirrorResult<fs::Metadata> {
+        fsutil::set_mtime(full, mtime_ns).map_err(|e| self.io("set metadata", rel, e))?;
+        File::open(full)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| self.io("fsync", rel, e))?;
+        fs::symlink_metadata(full).map_err(|e| self.io("stat", rel, e))
+    }
+
+    fn fsync_parent(&self, rel: &RelPath, full: &Path) -> MirrorResult<()> {
+        match full.parent() {
+            Some(dir) => fsutil::fsync_dir(dir).map_err(|e| self.io("fsync", rel, e)),
+            None => Ok(()),
+        }
+    }
+
+    // ---- the operations, run on a blocking thread ----
+
+    fn probe(&self) -> MirrorResult<Presence> {
+        match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(self.unsafe_("", "the mirror root is not a directory")),
+            Err(e) if is_gone(&e) => return Ok(Presence::Absent),
+            Err(e) => return Err(self.io("stat", "", e)),
+        }
+        match fs::read(self.marker_path()) {
+            Ok(bytes) => return self.parse_marker(&bytes).map(Presence::Marked),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if is_gone(&e) => return Ok(Presence::Absent),
+            Err(e) => return Err(self.io("read", format!("{STATE_DIR}/{MARKER}"), e)),
+        }
+        let rd = fs::read_dir(&self.root).map_err(|e| self.io("list", "", e))?;
+        for de in rd {
+            let de = de.map_err(|e| self.io("list", "", e))?;
+            let name = de.file_name();
+            let name = name.as_bytes();
+            if name != STATE_DIR.as_bytes() && !name.starts_with(TMP_PREFIX.as_bytes()) {
+                return Ok(Presence::Unmarked);
+            }
+        }
+        Ok(Presence::Empty)
+    }
+
+    fn parse_marker(&self, bytes: &[u8]) -> MirrorResult<FolderId> {
+        let text = std::str::from_utf8(bytes).unwrap_or("");
+        let hex = text.strip_suffix('\n').unwrap_or(text);
+        if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Ok(id) = hex.parse::<FolderId>() {
+                return Ok(id);
+            }
+        }
+        Err(MirrorError::Corrupt {
+            location: self.location.clone(),
+            what: format!("{STATE_DIR}/{MARKER}"),
+            reason: "it should hold a folder ID of 32 hex digits; if this directory is not a briefcase mirror, \
+                     remove the .briefcase directory from it"
+                .into(),
+        })
+    }
+
+    fn init(&self, folder: FolderId) -> MirrorResult<()> {
+        fs::create_dir_all(&self.root).map_err(|e| self.io("create", "", e))?;
+        let state_dir = self.root.join(STATE_DIR);
+        match fs::create_dir(&state_dir) {
+            Ok(()) => fsutil::fsync_dir(&self.root).map_err(|e| self.io("fsync", "", e))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(self.io("create", STATE_DIR, e)),
+        }
+        if !fs::symlink_metadata(&state_dir)
+            .map_err(|e| self.io("stat", STATE_DIR, e))?
+            .is_dir()
+        {
+            return Err(self.unsafe_(
+                STATE_DIR,
+                "the state directory is a symlink or not a directory",
+            ));
+        }
+        if let Ok(bytes) = fs::read(self.marker_path()) {
+            if let Ok(existing) = self.parse_marker(&bytes) {
+                if existing == folder {
+                    return Ok(());
+                }
+                return Err(MirrorError::Refused {
+                    location: self.location.clone(),
+                    path: format!("{STATE_DIR}/{MARKER}"),
+                    reason: format!(
+                        "this directory is already a mirror of folder {existing}; choose another directory for {folder}"
+                    ),
+                });
+            }
+        }
+        fsutil::replace_bytes(&self.marker_path(), format!("{folder}\n").as_bytes())
+            .map_err(|e| self.io("write", format!("{STATE_DIR}/{MARKER}"), e))?;
+        Ok(())
+    }
+
+    fn meta_path(&self, name: &str) -> MirrorResult<PathBuf> {
+        if !meta_name_ok(name) {
+            return Err(self.unsafe_(
+                format!("{STATE_DIR}/{name}"),
+                "state file names must match [a-z0-9._-]+ and not be `.`, `..`, a temp name or the marker",
+            ));
+        }
+        self.check_online()?;
+        Ok(self.root.join(STATE_DIR).join(name))
+    }
+
+    fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        let path = self.meta_path(name)?;
+        let mut f = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("read", format!("{STATE_DIR}/{name}"), e)),
+        };
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut f, &mut out)
+            .map_err(|e| self.io("read", format!("{STATE_DIR}/{name}"), e))?;
+        Ok(Some(out))
+    }
+
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
+        let path = self.meta_path(name)?;
+        fsutil::replace_bytes(&path, bytes)
+            .map_err(|e| self.io("write", format!("{STATE_DIR}/{name}"), e))?;
+        Ok(())
+    }
+
+    fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
+        self.check_online()?;
+        let det = self.detected();
+        let mut out = Vec::new();
+        let mut stack: Vec<(PathBuf, Option<RelPath>)> = vec![(self.root.clone(), None)];
+        while let Some((dir, prefix)) = stack.pop() {
+            let shown = prefix.as_ref().map(|p| p.display()).unwrap_or_default();
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && prefix.is_some() => continue, // removed meanwhile
+                Err(e) if prefix.is_none() && is_gone(&e) => return Err(self.offline()),
+                Err(e) => return Err(self.io("list", shown, e)),
+            };
+            for de in rd {
+                let de = de.map_err(|e| self.io("list", &shown, e))?;
+                let os_name = de.file_name();
+                let stored = os_name.as_bytes();
+                if (prefix.is_none() && stored == STATE_DIR.as_bytes())
+                    || stored.starts_with(TMP_PREFIX.as_bytes())
+                {
+                    continue;
+                }
+                let name = if det.profile.is_fat_like() {
+                    fatname::decode(stored)
+                } else {
+                    stored.to_vec()
+                };
+                let rel = match &prefix {
+                    None => RelPath::new(name.clone()),
+                    Some(p) => p.join(&name),
+                };
+                let rel = rel.map_err(|source| MirrorError::InvalidPath {
+                    location: self.location.clone(),
+                    path: if shown.is_empty() {
+                        String::from_utf8_lossy(&name).into_owned()
+                    } else {
+                        format!("{shown}/{}", String::from_utf8_lossy(&name))
+                    },
+                    source,
+                })?;
+                if rel.is_reserved() {
+                    continue;
+                }
+                let full = de.path();
+                let m = match fs::symlink_metadata(&full) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.io("stat", &rel, e)),
+                };
+                let Some(st) = self.stat_from(&rel, &full, &m)? else {
+                    continue;
+                };
+                if st.kind == EntryKind::Dir {
+                    stack.push((full, Some(rel)));
+                }
+                out.push(st);
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn stat(&self, rel: &RelPath) -> MirrorResult<Option<RemoteStat>> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full) = self.full(det, rel)?;
+        match fs::symlink_metadata(&full) {
+            Ok(m) => self.stat_from(rel, &full, &m),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.io("stat", rel, e)),
+        }
+    }
+
+    fn get(&self, rel: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full) = self.full(det, rel)?;
+        let mut src = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&full)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => self.io(
+                    "read",
+                    rel,
+                    io::Error::other("it is a symlink; refusing to follow it"),
+                ),
+                _ => self.io("read", rel, e),
+            })?;
+        let m = src.metadata().map_err(|e| self.io("stat", rel, e))?;
+        if !m.is_file() {
+            return Err(self.io(
+                "read",
+                rel,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        let mut out = File::create(dest).map_err(|e| MirrorError::Io {
+            location: self.location.clone(),
+            op: "create local copy",
+            path: dest.display().to_string(),
+            source: e,
+        })?;
+        io::copy(&mut src, &mut out).map_err(|e| self.io("copy", rel, e))?;
+        out.flush().map_err(|e| self.io("copy", rel, e))?;
+        self.stat_from(rel, &full, &m)?
+            .ok_or_else(|| self.io("read", rel, io::Error::other("not a regular file")))
+    }
+
+    fn put(&self, rel: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        self.check_online()?;
+        let det = self.detected();
+        let caps = det.capabilities();
+        let mut src = File::open(source).map_err(|e| MirrorError::Io {
+            location: self.location.clone(),
+            op: "open local source",
+            path: source.display().to_string(),
+            source: e,
+        })?;
+        let len = src.metadata().map(|m| m.len()).unwrap_or(0);
+        if let Some(max) = caps.max_file_size {
+            if len > max {
+                return Err(self.refused(
+                    rel,
+                    format!(
+                        "it is {len} bytes and FAT cannot hold files over 4 GiB (4294967295 bytes); use a `stick:` \
+                         mirror (which stores files as chunks) or reformat the medium as exFAT"
+                    ),
+                ));
+            }
+        }
+        let (disk, full) = self.full(det, rel)?;
+        self.check_new_name(det, rel, &disk, &full, None)?;
+        let fd_meta = caps.modes.then_some(meta);
+        let m = fsutil::replace_with(&full, fd_meta, |f| {
+            io::copy(&mut src, f)?;
+            if !caps.modes {
+                filetime::set_file_handle_times(f, None, Some(filetime_of(meta.mtime_ns)))?;
+            }
+            Ok(())
+        })
+        .map_err(|e| self.io("write", rel, e))?;
+        let m = if det.fusefat {
+            self.reapply_mtime(rel, &full, meta.mtime_ns)?
+        } else {
+            m
+        };
+        self.stat_from(rel, &full, &m)?
+            .ok_or_else(|| self.io("write", rel, io::Error::other("not a regular file")))
+    }
+
+    fn mkdir(&self, rel: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        self.check_online()?;
+        let det = self.detected();
+        let (disk, full) = self.full(det, rel)?;
+        // Before the lstat: on a case-insensitive medium it would find the other-cased sibling.
+        self.check_new_name(det, rel, &disk, &full, None)?;
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(self.io(
+                    "mkdir",
+                    rel,
+                    io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match fs::create_dir(&full) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && full.is_dir() => {}
+                    Err(e) => return Err(self.io("mkdir", rel, e)),
+                }
+                self.fsync_parent(rel, &full)?;
+            }
+            Err(e) => return Err(self.io("stat", rel, e)),
+        }
+        self.set_meta_at(det, &full, meta)
+            .map_err(|e| self.io("set metadata", rel, e))?;
+        self.stat_of(rel, &full)
+    }
+
+    fn symlink(&self, rel: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full) = self.full(det, rel)?;
+        let dir = full.parent().unwrap_or(&self.root);
+        let tmp = fsutil::temp_path(dir);
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
+            .map_err(|e| self.io("symlink", rel, e))?;
+        if let Err(e) = fs::rename(&tmp, &full) {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io("symlink", rel, e));
+        }
+        self.fsync_parent(rel, &full)?;
+        self.stat_of(rel, &full)
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full_from) = self.full(det, from)?;
+        let (disk_to, full_to) = self.full(det, to)?;
+        fs::symlink_metadata(&full_from).map_err(|e| self.io("rename", from, e))?;
+        self.check_new_name(det, to, &disk_to, &full_to, Some(&full_from))?;
+        fs::rename(&full_from, &full_to)
+            .map_err(|e| self.io("rename", format!("{from} to {to}"), e))?;
+        self.fsync_parent(to, &full_to)?;
+        if full_from.parent() != full_to.parent() {
+            self.fsync_parent(from, &full_from)?;
+        }
+        self.stat_of(to, &full_to)
+    }
+
+    fn remove(&self, rel: &RelPath) -> MirrorResult<()> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full) = self.full(det, rel)?;
+        let r = match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => fs::remove_dir(&full),
+            Ok(_) => fs::remove_file(&full),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => self.fsync_parent(rel, &full),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.io("remove", rel, e)),
+        }
+    }
+
+    fn set_meta(&self, rel: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full) = self.full(det, rel)?;
+        fs::symlink_metadata(&full).map_err(|e| self.io("set metadata", rel, e))?;
+        self.set_meta_at(det, &full, meta)
+            .map_err(|e| self.io("set metadata", rel, e))?;
+        self.stat_of(rel, &full)
+    }
+}
+
+fn filetime_of(mtime_ns: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+#[async_trait]
+impl Mirror for DirMirror {
+    fn location(&self) -> String {
+        self.inner.location.clone()
+    }
+
+    /// The capabilities of the current profile (see [`DirMirror::profile`]).
+    fn capabilities(&self) -> Capabilities {
+        self.inner.detected().capabilities()
+    }
+
+    async fn probe(&self) -> MirrorResult<Presence> {
+        self.run("probe", |i| i.probe()).await
+    }
+
+    async fn init(&self, folder: FolderId) -> MirrorResult<()> {
+        self.run("init", move |i| i.init(folder)).await
+    }
+
+    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        let name = name.to_string();
+        self.run("read", move |i| i.read_meta(&name)).await
+    }
+
+    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
+        let (name, bytes) = (name.to_string(), bytes.to_vec());
+        self.run("write", move |i| i.write_meta(&name, &bytes))
+            .await
+    }
+
+    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
+        self.run("list", |i| i.list()).await
+    }
+
+    async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
+        let path = path.clone();
+        self.run("stat", move |i| i.stat(&path)).await
+    }
+
+    async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
+        let (path, dest) = (path.clone(), dest.to_path_buf());
+        self.run("read", move |i| i.get(&path, &dest)).await
+    }
+
+    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let (path, source) = (path.clone(), source.to_path_buf());
+        self.run("write", move |i| i.put(&path, &source, meta))
+            .await
+    }
+
+    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let path = path.clone();
+        self.run("mkdir", move |i| i.mkdir(&path, meta)).await
+    }
+
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+        if !self.capabilities().symlinks {
+            return Err(MirrorError::Unsupported {
+                location: self.location(),
+                what: format!("symlinks on FAT/exFAT ({path})"),
+            });
+        }
+        let (path, target) = (path.clone(), target.to_vec());
+        self.run("symlink", move |i| i.symlink(&path, &target))
+            .await
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+        if !self.capabilities().rename {
+            return Err(MirrorError::Unsupported {
+                location: self.location(),
+                what: format!(
+                    "rename with the fusefat driver, which loses directory contents ({from})"
+                ),
+            });
+        }
+        let (from, to) = (from.clone(), to.clone());
+        self.run("rename", move |i| i.rename(&from, &to)).await
+    }
+
+    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
+        let path = path.clone();
+        self.run("remove", move |i| i.remove(&path)).await
+    }
+
+    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let path = path.clone();
+        self.run("set metadata", move |i| i.set_meta(&path, meta))
+            .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::try_from(s).unwrap()
+    }
+
+    const META: FileMeta = FileMeta {
+        mode: 0o644,
+        mtime_ns: 1_600_000_000_000_000_000,
+    };
+    const FOLDER: FolderId = FolderId(0xabc);
+
+    #[test]
+    fn meta_names() {
+        for (n, ok) in [
+            ("state.0", true),
+            ("state.1", true),
+            ("a-b_c.9", true),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("folder-id", false),
+            (".briefcase-tmp-1", false),
+            ("State", false),
+            ("a/b", false),
+            ("é", false),
+        ] {
+            assert_eq!(meta_name_ok(n), ok, "{n:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn marker_file_format_and_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DirMirror::new(dir.path().join("nas"));
+        assert_eq!(
+            m.location(),
+            format!("dir:{}", dir.path().join("nas").display())
+        );
+        m.init(FOLDER).await.unwrap();
+        let marker = fs::read_to_string(dir.path().join("nas/.briefcase/folder-id")).unwrap();
+        assert_eq!(marker, format!("{:032x}\n", 0xabc));
+        assert!(
+            matches!(m.init(FolderId(7)).await, Err(MirrorError::Refused { .. })),
+            "another folder's mirror"
+        );
+        fs::write(dir.path().join("nas/.briefcase/folder-id"), b"nonsense").unwrap();
+        assert!(matches!(m.probe().await, Err(MirrorError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn offline_message_tells_what_to_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DirMirror::new(dir.path().to_path_buf());
+        let e = m.list().await.unwrap_err();
+        assert!(
+            e.to_string().contains(
+                ".briefcase/folder-id is missing; is the share mounted / the stick inserted?"
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn fat_profile_maps_names_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DirMirror::with_profile(dir.path().to_path_buf(), Profile::Fat);
+        m.init(FOLDER).await.unwrap();
+        let src = dir.path().join(".briefcase/src");
+        fs::write(&src, b"x").unwrap();
+        m.mkdir(&rp("a:b"), META).await.unwrap();
+        m.put(&rp("a:b/what?.txt"), &src, META).await.unwrap();
+        m.put(&RelPath::new(b"raw\xff.".to_vec()).unwrap(), &src, META)
+            .await
+            .unwrap();
+        assert!(
+            dir.path().join("a\u{F03A}b/what\u{F03F}.txt").is_file(),
+            "stored mapped"
+        );
+        assert!(
+            dir.path().join("raw\u{F0FF}\u{F02E}").is_file(),
+            "stored mapped"
+        );
+        let list: Vec<_> = m
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.path)
+            .collect();
+        assert_eq!(
+            list,
+            [
+                rp("a:b"),
+                rp("a:b/what?.txt"),
+                RelPath::new(b"raw\xff.".to_vec()).unwrap()
+            ]
+        );
+        assert_eq!(
+            m.stat(&rp("a:b/what?.txt")).await.unwrap().unwrap().path,
+            rp("a:b/what?.txt")
+        );
+        let r = m.put(&rp("pua\u{F03A}"), &src, META).await;
+        assert!(matches!(r, Err(MirrorError::Refused { .. })), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn fat_profile_refuses_case_collision_in_subdir_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DirMirror::with_profile(dir.path().to_path_buf(), Profile::ExFat);
+        m.init(FOLDER).await.unwrap();
+        let src = dir.path().join(".briefcase/src");
+        fs::write(&src, b"x").unwrap();
+        m.mkdir(&rp("Docs"), META).await.unwrap();
+        m.put(&rp("Docs/Ünï.txt"), &src, META).await.unwrap();
+        let e = m.put(&rp("Docs/üNÏ.TXT"), &src, META).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, MirrorError::Refused { .. })
+                && msg.contains("Docs/üNÏ.TXT")
+                && msg.contains("`Ünï.txt`"),
+            "{msg}"
+        );
+        assert!(m.mkdir(&rp("DOCS"), META).await.is_err());
+        assert_eq!(
+            m.capabilities().max_file_size,
+            None,
+            "exFAT has no 4 GiB limit"
+        );
+    }
+
+    #[tokio::test]
+    async fn unmarked_and_tmp_only_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DirMirror::new(dir.path().to_path_buf());
+        fs::write(dir.path().join(".briefcase-tmp-1"), b"").unwrap();
+        assert_eq!(
+            m.probe().await.unwrap(),
+            Presence::Empty,
+            "a leftover temp file is not content"
+        );
+        fs::write(dir.path().join("x"), b"").unwrap();
+        assert_eq!(m.probe().await.unwrap(), Presence::Unmarked);
+    }
+
+    #[tokio::test]
+    async fn symlinked_state_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::write(elsewhere.path().join(MARKER), format!("{FOLDER}\n")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(STATE_DIR)).unwrap();
+        let m = DirMirror::new(dir.path().to_path_buf());
+        assert!(matches!(
+            m.write_meta("state.0", b"x").await,
+            Err(MirrorError::Unsafe { .. })
+        ));
+        assert!(!elsewhere.path().join("state.0").exists());
+    }
+}
