@@ -46,7 +46,12 @@ pub fn temp_path(dir: &Path) -> PathBuf {
     let n: u64 = {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         h.write_u32(std::process::id());
         h.finish()
     };
@@ -109,10 +114,15 @@ pub fn replace_with(
     meta: Option<FileMeta>,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<Metadata> {
-    let dir = target.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no parent"))?;
+    let dir = target
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no parent"))?;
     let tmp = temp_path(dir);
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         fill(&mut f)?;
         f.flush()?;
         if let Some(meta) = meta {
@@ -158,7 +168,11 @@ pub fn remove_temp_files(root: &Path) -> io::Result<usize> {
             let ft = de.file_type()?;
             if name.as_encoded_bytes().starts_with(TMP_PREFIX.as_bytes()) {
                 let p = de.path();
-                let r = if ft.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                let r = if ft.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
                 match r {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -174,7 +188,9 @@ pub fn remove_temp_files(root: &Path) -> io::Result<usize> {
 
 /// Modification time of `m` in ns since the epoch.
 pub fn mtime_ns(m: &Metadata) -> i64 {
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 /// The [`EntryKind`] of `m`, or `None` for sockets, fifos and devices (never synced).
@@ -197,7 +213,9 @@ pub fn kind_of(m: &Metadata) -> Option<EntryKind> {
 /// # Errors
 /// I/O errors reading a link target.
 pub fn remote_stat(rel: RelPath, full: &Path, m: &Metadata) -> io::Result<Option<RemoteStat>> {
-    let Some(kind) = kind_of(m) else { return Ok(None) };
+    let Some(kind) = kind_of(m) else {
+        return Ok(None);
+    };
     let symlink_target = if kind == EntryKind::Symlink {
         Some(fs::read_link(full)?.into_os_string().into_encoded_bytes())
     } else {
@@ -215,6 +233,7 @@ pub fn remote_stat(rel: RelPath, full: &Path, m: &Metadata) -> io::Result<Option
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -224,7 +243,9 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
         let rel = RelPath::try_from("evil/passwd").unwrap();
-        assert!(matches!(resolve(root.path(), &rel), Err(ResolveError::UnsafeParent(p)) if p == "evil"));
+        assert!(
+            matches!(resolve(root.path(), &rel), Err(ResolveError::UnsafeParent(p)) if p == "evil")
+        );
         fs::create_dir(root.path().join("ok")).unwrap();
         assert!(resolve(root.path(), &RelPath::try_from("ok/x").unwrap()).is_ok());
         assert!(resolve(root.path(), &RelPath::try_from("missing/x/y").unwrap()).is_ok());
@@ -241,7 +262,11 @@ mod tests {
         });
         assert!(err.is_err());
         assert_eq!(fs::read(&t).unwrap(), b"old");
-        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1, "temp file left behind");
+        assert_eq!(
+            fs::read_dir(root.path()).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
         replace_bytes(&t, b"new").unwrap();
         assert_eq!(fs::read(&t).unwrap(), b"new");
     }
@@ -254,12 +279,33 @@ mod tests {
         fs::set_permissions(&outside, fs::Permissions::from_mode(0o644)).unwrap();
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        apply_meta(&link, FileMeta { mode: 0o600, mtime_ns: 1_000_000_000 }).unwrap();
-        assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o644, "followed the link");
-        assert_eq!(mtime_ns(&fs::symlink_metadata(&link).unwrap()), 1_000_000_000);
+        apply_meta(
+            &link,
+            FileMeta {
+                mode: 0o600,
+                mtime_ns: 1_000_000_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            fs::metadata(&outside).unwrap().mode() & 0o7777,
+            0o644,
+            "followed the link"
+        );
+        assert_eq!(
+            mtime_ns(&fs::symlink_metadata(&link).unwrap()),
+            1_000_000_000
+        );
         let f = root.path().join("f");
         fs::write(&f, b"x").unwrap();
-        apply_meta(&f, FileMeta { mode: 0o000, mtime_ns: -1_500_000_000 }).unwrap();
+        apply_meta(
+            &f,
+            FileMeta {
+                mode: 0o000,
+                mtime_ns: -1_500_000_000,
+            },
+        )
+        .unwrap();
         let m = fs::symlink_metadata(&f).unwrap();
         assert_eq!((m.mode() & 0o7777, mtime_ns(&m)), (0, -1_500_000_000));
     }
