@@ -186,6 +186,21 @@ fn validate(bytes: &[u8]) -> Result<(), PathError> {
     Ok(())
 }
 
+thread_local! {
+    static LAST_REJECTED: std::cell::RefCell<Option<(String, PathError)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn remember_rejected(bytes: &[u8], e: &PathError) {
+    LAST_REJECTED
+        .with(|l| *l.borrow_mut() = Some((String::from_utf8_lossy(bytes).into_owned(), e.clone())));
+}
+
+/// The path most recently refused while deserialising on this thread, and why. Decoders whose
+/// error type drops serde's message (postcard) use it to name the offending path (invariant 6).
+pub fn take_last_rejected() -> Option<(String, PathError)> {
+    LAST_REJECTED.with(|l| l.borrow_mut().take())
+}
+
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&String::from_utf8_lossy(&self.0))
@@ -221,13 +236,17 @@ impl<'de> Deserialize<'de> for RelPath {
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<RelPath, E> {
                 RelPath::new(v.to_vec()).map_err(|e| {
+                    remember_rejected(v, &e);
                     E::custom(format!("bad path {:?}: {e}", String::from_utf8_lossy(v)))
                 })
             }
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<RelPath, E> {
                 self.visit_bytes(&v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RelPath, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RelPath, A::Error> {
                 let mut v = Vec::new();
                 while let Some(b) = seq.next_element::<u8>()? {
                     if v.len() > MAX_PATH_BYTES {
@@ -278,14 +297,25 @@ mod tests {
 
     #[test]
     fn ordering_puts_parent_before_children() {
-        let mut v: Vec<RelPath> = ["a0", "a/b", "a"].iter().map(|s| RelPath::try_from(*s).unwrap()).collect();
+        let mut v: Vec<RelPath> = ["a0", "a/b", "a"]
+            .iter()
+            .map(|s| RelPath::try_from(*s).unwrap())
+            .collect();
         v.sort();
-        assert_eq!(v.iter().map(|p| p.display()).collect::<Vec<_>>(), ["a", "a/b", "a0"]);
+        assert_eq!(
+            v.iter().map(|p| p.display()).collect::<Vec<_>>(),
+            ["a", "a/b", "a0"]
+        );
     }
 
     #[test]
     fn reserved_names() {
-        for (p, r) in [(".briefcase/state.0", true), (".briefcase-folder", true), ("x/.briefcase-tmp-1", true), ("briefcase", false)] {
+        for (p, r) in [
+            (".briefcase/state.0", true),
+            (".briefcase-folder", true),
+            ("x/.briefcase-tmp-1", true),
+            ("briefcase", false),
+        ] {
             assert_eq!(RelPath::try_from(p).unwrap().is_reserved(), r, "{p}");
         }
     }

@@ -41,7 +41,10 @@ pub fn open(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
     let len = u64::from_le_bytes(bytes[16..24].try_into().map_err(|_| "short header")?);
     let payload = &bytes[HEADER..];
     if len != payload.len() as u64 {
-        return Err(format!("truncated: header says {len} bytes, file has {}", payload.len()));
+        return Err(format!(
+            "truncated: header says {len} bytes, file has {}",
+            payload.len()
+        ));
     }
     if checksum(generation, payload).as_bytes() != &bytes[24..56] {
         return Err("checksum mismatch".into());
@@ -75,12 +78,15 @@ pub async fn load(mirror: &dyn Mirror) -> MirrorResult<Option<Loaded>> {
     let mut problems = Vec::new();
     let mut seen = 0;
     for slot in SLOTS {
-        let Some(bytes) = mirror.read_meta(slot).await? else { continue };
+        let Some(bytes) = mirror.read_meta(slot).await? else {
+            continue;
+        };
         seen += 1;
         if bytes.len() > MAX_STATE_BYTES + HEADER {
             problems.push(format!("{slot}: larger than {MAX_STATE_BYTES} bytes"));
             continue;
         }
+        let _ = crate::path::take_last_rejected();
         match open(&bytes) {
             Ok((generation, payload)) => match postcard::from_bytes::<MirrorState>(payload) {
                 Ok(state) => {
@@ -88,7 +94,16 @@ pub async fn load(mirror: &dyn Mirror) -> MirrorResult<Option<Loaded>> {
                         best = Some(Loaded { generation, state });
                     }
                 }
-                Err(e) => problems.push(format!("{slot}: undecodable ({e})")),
+                Err(e) => match crate::path::take_last_rejected() {
+                    Some((path, why)) => {
+                        return Err(MirrorError::InvalidPath {
+                            location: mirror.location(),
+                            path,
+                            source: why,
+                        })
+                    }
+                    None => problems.push(format!("{slot}: undecodable ({e})")),
+                },
             },
             Err(e) => problems.push(format!("{slot}: {e}")),
         }
