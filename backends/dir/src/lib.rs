@@ -252,8 +252,14 @@ impl Inner {
         })
     }
 
-    /// Resolves `rel` to a full path, refusing symlinked parents.
+    /// Resolves `rel` to a full path, refusing reserved paths and symlinked parents.
     fn full(&self, det: Detected, rel: &RelPath) -> MirrorResult<(RelPath, PathBuf)> {
+        if rel.is_reserved() {
+            return Err(self.unsafe_(
+                rel,
+                "it is briefcase's own state or temp file, not data; refusing to touch it",
+            ));
+        }
         let disk = self.on_disk(det, rel)?;
         match fsutil::resolve(&self.root, &disk) {
             Ok(p) => Ok((disk, p)),

@@ -430,6 +430,24 @@ pub mod cases {
                 "read_meta({bad:?}) must be refused"
             );
         }
+        c.m.write_meta("state.1", b"state").await.unwrap();
+        for reserved in [
+            ".briefcase/state.1",
+            ".briefcase-tmp-1",
+            "d/.briefcase-tmp-2",
+        ] {
+            let r = c.put(reserved, b"data over state").await;
+            assert!(r.is_err(), "put {reserved} must be refused: {r:?}");
+            assert!(
+                c.m.stat(&rp(reserved.as_bytes())).await.is_err()
+                    || c.stat(reserved).await.is_none()
+            );
+        }
+        assert!(c.m.remove(&rp(b".briefcase/state.1")).await.is_err());
+        assert_eq!(
+            c.m.read_meta("state.1").await.unwrap().as_deref(),
+            Some(&b"state"[..])
+        );
         assert!(
             c.m.list().await.unwrap().is_empty(),
             "state files are not data"
