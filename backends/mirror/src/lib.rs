@@ -11,11 +11,14 @@
 //! - [`state`]: the two-generation, checksummed state envelope.
 //! - [`fsutil`]: symlink-safe path resolution and atomic writes for local-disk backends and the
 //!   local replica.
-//! - `testkit` (feature): the conformance suite every backend runs (after rclone's fstest).
+//! - `testkit` (feature): the conformance suite every backend runs (after rclone's fstest), and
+//!   `memory`, the in-memory `MemoryMirror` test double.
 #![deny(missing_docs)]
 
 pub mod error;
 pub mod fsutil;
+#[cfg(feature = "testkit")]
+pub mod memory;
 pub mod model;
 pub mod path;
 pub mod state;
@@ -26,8 +29,8 @@ use std::path::Path;
 
 pub use error::{MirrorError, MirrorResult};
 pub use model::{
-    ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn, ReplicaId,
-    Stamp, VectorOrdering, VersionVector,
+    ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn,
+    ReplicaId, Stamp, VectorOrdering, VersionVector,
 };
 pub use path::{PathError, RelPath};
 
@@ -190,7 +193,10 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// [`MirrorError::Unsupported`] where `capabilities().symlinks` is false; I/O errors.
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
         let _ = target;
-        Err(MirrorError::Unsupported { location: self.location(), what: format!("symlinks ({path})") })
+        Err(MirrorError::Unsupported {
+            location: self.location(),
+            what: format!("symlinks ({path})"),
+        })
     }
 
     /// Renames `from` to `to`, replacing a file at `to`.
@@ -199,7 +205,10 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// [`MirrorError::Unsupported`] where `capabilities().rename` is false; I/O errors.
     async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
         let _ = to;
-        Err(MirrorError::Unsupported { location: self.location(), what: format!("rename ({from})") })
+        Err(MirrorError::Unsupported {
+            location: self.location(),
+            what: format!("rename ({from})"),
+        })
     }
 
     /// Removes a file, symlink or empty directory. Succeeds when already absent.

@@ -1,0 +1,584 @@
+//! [`MemoryMirror`]: an in-memory [`Mirror`] for engine tests (feature `testkit`). It keeps the
+//! same contract as a real backend — marker, Offline when "unplugged", symlinks never followed,
+//! reserved paths refused, parents must exist — and can pretend to be a weaker medium through its
+//! [`Capabilities`] (no symlinks, no rename, no modes, coarse mtimes, case-insensitive names, a
+//! size limit), so the engine's handling of each can be tested without a disk. It passes the
+//! conformance suite (see the tests at the bottom).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::model::{EntryKind, FolderId};
+use crate::path::RelPath;
+use crate::{Capabilities, FileMeta, Mirror, MirrorError, MirrorResult, Presence, RemoteStat};
+
+#[derive(Clone, Debug)]
+enum Data {
+    File(Arc<Vec<u8>>),
+    Dir,
+    Symlink(Vec<u8>),
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    data: Data,
+    mode: u32,
+    mtime_ns: i64,
+    inode: u64,
+}
+
+#[derive(Debug, Default)]
+struct Mem {
+    absent: bool,
+    marker: Option<FolderId>,
+    meta: BTreeMap<String, Vec<u8>>,
+    nodes: BTreeMap<RelPath, Node>,
+    next_inode: u64,
+}
+
+/// An in-memory mirror. Cheap to clone; clones share the same tree.
+#[derive(Clone, Debug)]
+pub struct MemoryMirror {
+    name: String,
+    caps: Capabilities,
+    mem: Arc<Mutex<Mem>>,
+}
+
+impl MemoryMirror {
+    /// A present, empty, unmarked mirror with full capabilities; `name` shows in its location
+    /// (`memory:NAME`).
+    pub fn new(name: &str) -> Self {
+        Self::with_capabilities(name, Capabilities::default())
+    }
+
+    /// As [`MemoryMirror::new`], behaving like a medium with `caps`.
+    pub fn with_capabilities(name: &str, caps: Capabilities) -> Self {
+        MemoryMirror {
+            name: name.to_string(),
+            caps,
+            mem: Arc::default(),
+        }
+    }
+
+    /// Unplugs (`false`) or plugs back (`true`) the mirror; its content is kept.
+    pub fn set_present(&self, present: bool) {
+        self.lock().absent = !present;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn online(&self) -> MirrorResult<MutexGuard<'_, Mem>> {
+        let m = self.lock();
+        if m.absent || m.marker.is_none() {
+            return Err(MirrorError::Offline {
+                location: self.location(),
+                reason: "its folder marker is missing (the in-memory mirror is unplugged or not initialised)".into(),
+            });
+        }
+        Ok(m)
+    }
+
+    fn unsafe_(&self, path: &RelPath, reason: &str) -> MirrorError {
+        MirrorError::Unsafe {
+            location: self.location(),
+            path: path.display(),
+            reason: reason.into(),
+        }
+    }
+
+    fn not_found(&self, path: &RelPath) -> MirrorError {
+        MirrorError::NotFound {
+            location: self.location(),
+            path: path.display(),
+        }
+    }
+
+    fn io(
+        &self,
+        op: &'static str,
+        path: &RelPath,
+        kind: std::io::ErrorKind,
+        what: &str,
+    ) -> MirrorError {
+        MirrorError::Io {
+            location: self.location(),
+            op,
+            path: path.display(),
+            source: std::io::Error::new(kind, what.to_string()),
+        }
+    }
+
+    /// Checks the ancestors like `fsutil::resolve`: a symlink or file among them is Unsafe; a
+    /// missing one ends the check. Returns whether the parent exists.
+    fn resolve(&self, m: &Mem, path: &RelPath) -> MirrorResult<bool> {
+        if path.is_reserved() {
+            return Err(self.unsafe_(path, "it is briefcase's own state or temp file, not data"));
+        }
+        for anc in path.ancestors() {
+            match m.nodes.get(&anc).map(|n| &n.data) {
+                Some(Data::Dir) => {}
+                Some(_) => {
+                    return Err(self.unsafe_(
+                        path,
+                        &format!("its parent {anc} is a symlink or not a directory"),
+                    ))
+                }
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    fn need_parent(&self, m: &Mem, path: &RelPath) -> MirrorResult<()> {
+        if self.resolve(m, path)? {
+            Ok(())
+        } else {
+            Err(self.not_found(&path.parent().unwrap_or_else(|| path.clone())))
+        }
+    }
+
+    fn fold(p: &RelPath) -> String {
+        p.display().to_lowercase()
+    }
+
+    /// Refuses a name differing only in case from a sibling on a case-insensitive "medium".
+    fn check_case(&self, m: &Mem, path: &RelPath, allow: Option<&RelPath>) -> MirrorResult<()> {
+        if !self.caps.case_insensitive {
+            return Ok(());
+        }
+        let folded = Self::fold(path);
+        let clash = m.nodes.keys().find(|k| {
+            k.parent() == path.parent()
+                && *k != path
+                && Some(*k) != allow
+                && Self::fold(k) == folded
+        });
+        match clash {
+            Some(k) => Err(MirrorError::Refused {
+                location: self.location(),
+                path: path.display(),
+                reason: format!(
+                    "it differs only in case from the existing `{}`; rename one of them",
+                    k.display()
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn stored_mtime(&self, mtime_ns: i64) -> i64 {
+        let g = i64::try_from(self.caps.mtime_granularity_ns.max(1)).unwrap_or(i64::MAX);
+        mtime_ns.div_euclid(g) * g
+    }
+
+    fn stored_mode(&self, mode: u32, kind: EntryKind) -> u32 {
+        match (self.caps.modes, kind) {
+            (_, EntryKind::Symlink) => 0o777,
+            (true, _) => mode & 0o7777,
+            (false, EntryKind::Dir) => 0o755,
+            (false, _) => 0o644,
+        }
+    }
+
+    fn new_node(&self, m: &mut Mem, data: Data, meta: FileMeta) -> Node {
+        m.next_inode += 1;
+        let kind = kind_of(&data);
+        Node {
+            data,
+            mode: self.stored_mode(meta.mode, kind),
+            mtime_ns: self.stored_mtime(meta.mtime_ns),
+            inode: m.next_inode,
+        }
+    }
+}
+
+fn kind_of(d: &Data) -> EntryKind {
+    match d {
+        Data::File(_) => EntryKind::File,
+        Data::Dir => EntryKind::Dir,
+        Data::Symlink(_) => EntryKind::Symlink,
+    }
+}
+
+fn stat(path: &RelPath, n: &Node) -> RemoteStat {
+    RemoteStat {
+        path: path.clone(),
+        kind: kind_of(&n.data),
+        size: match &n.data {
+            Data::File(b) => b.len() as u64,
+            _ => 0,
+        },
+        mode: n.mode,
+        mtime_ns: n.mtime_ns,
+        inode: n.inode,
+        symlink_target: match &n.data {
+            Data::Symlink(t) => Some(t.clone()),
+            _ => None,
+        },
+    }
+}
+
+fn meta_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+#[async_trait::async_trait]
+impl Mirror for MemoryMirror {
+    fn location(&self) -> String {
+        format!("memory:{}", self.name)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    async fn probe(&self) -> MirrorResult<Presence> {
+        let m = self.lock();
+        Ok(match (m.absent, m.marker) {
+            (true, _) => Presence::Absent,
+            (false, Some(id)) => Presence::Marked(id),
+            (false, None) if m.nodes.is_empty() => Presence::Empty,
+            (false, None) => Presence::Unmarked,
+        })
+    }
+
+    async fn init(&self, folder: FolderId) -> MirrorResult<()> {
+        let mut m = self.lock();
+        if let Some(existing) = m.marker.filter(|e| *e != folder) {
+            return Err(MirrorError::Refused {
+                location: self.location(),
+                path: ".briefcase/folder-id".into(),
+                reason: format!("already a mirror of folder {existing}"),
+            });
+        }
+        m.absent = false;
+        m.marker = Some(folder);
+        Ok(())
+    }
+
+    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        if !meta_name_ok(name) {
+            return Err(MirrorError::Unsafe {
+                location: self.location(),
+                path: name.into(),
+                reason: "bad state file name".into(),
+            });
+        }
+        Ok(self.online()?.meta.get(name).cloned())
+    }
+
+    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
+        if !meta_name_ok(name) {
+            return Err(MirrorError::Unsafe {
+                location: self.location(),
+                path: name.into(),
+                reason: "bad state file name".into(),
+            });
+        }
+        self.online()?.meta.insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
+        let m = self.online()?;
+        Ok(m.nodes.iter().map(|(p, n)| stat(p, n)).collect())
+    }
+
+    async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
+        let m = self.online()?;
+        self.resolve(&m, path)?;
+        Ok(m.nodes.get(path).map(|n| stat(path, n)))
+    }
+
+    async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
+        let (bytes, st) = {
+            let m = self.online()?;
+            self.resolve(&m, path)?;
+            let n = m.nodes.get(path).ok_or_else(|| self.not_found(path))?;
+            match &n.data {
+                Data::File(b) => (b.clone(), stat(path, n)),
+                _ => {
+                    return Err(self.io(
+                        "read",
+                        path,
+                        std::io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ))
+                }
+            }
+        };
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::write(&dest, &*bytes).map_err(|e| (dest, e)))
+            .await
+            .map_err(|e| self.io("read", path, std::io::ErrorKind::Other, &e.to_string()))?
+            .map_err(|(dest, e)| MirrorError::Io {
+                location: self.location(),
+                op: "create local copy",
+                path: dest.display().to_string(),
+                source: e,
+            })?;
+        Ok(st)
+    }
+
+    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        {
+            let m = self.online()?;
+            self.need_parent(&m, path)?;
+        }
+        let src = source.to_path_buf();
+        let max = self.caps.max_file_size;
+        let read = tokio::task::spawn_blocking(move || {
+            let len = std::fs::metadata(&src)?.len();
+            match max {
+                // Refused below without reading the whole source.
+                Some(max) if len > max => Ok(Err(len)),
+                _ => std::fs::read(&src).map(Ok),
+            }
+        })
+        .await
+        .map_err(|e| self.io("write", path, std::io::ErrorKind::Other, &e.to_string()))?
+        .map_err(|e| MirrorError::Io {
+            location: self.location(),
+            op: "open local source",
+            path: source.display().to_string(),
+            source: e,
+        })?;
+        let bytes = read.map_err(|len| MirrorError::Refused {
+            location: self.location(),
+            path: path.display(),
+            reason: format!(
+                "it is {len} bytes and this medium holds at most {} bytes",
+                max.unwrap_or(0)
+            ),
+        })?;
+        let mut m = self.online()?;
+        self.need_parent(&m, path)?;
+        self.check_case(&m, path, None)?;
+        if matches!(m.nodes.get(path).map(|n| &n.data), Some(Data::Dir)) {
+            return Err(self.io(
+                "write",
+                path,
+                std::io::ErrorKind::IsADirectory,
+                "a directory is in the way",
+            ));
+        }
+        let node = self.new_node(&mut m, Data::File(Arc::new(bytes)), meta);
+        let st = stat(path, &node);
+        m.nodes.insert(path.clone(), node);
+        Ok(st)
+    }
+
+    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let mut m = self.online()?;
+        self.need_parent(&m, path)?;
+        self.check_case(&m, path, None)?;
+        let (mode, mtime) = (
+            self.stored_mode(meta.mode, EntryKind::Dir),
+            self.stored_mtime(meta.mtime_ns),
+        );
+        match m.nodes.get_mut(path) {
+            Some(n) if matches!(n.data, Data::Dir) => {
+                n.mode = mode;
+                n.mtime_ns = mtime;
+                Ok(stat(path, n))
+            }
+            Some(_) => Err(self.io(
+                "mkdir",
+                path,
+                std::io::ErrorKind::AlreadyExists,
+                "a file is in the way",
+            )),
+            None => {
+                let node = self.new_node(&mut m, Data::Dir, meta);
+                let st = stat(path, &node);
+                m.nodes.insert(path.clone(), node);
+                Ok(st)
+            }
+        }
+    }
+
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+        if !self.caps.symlinks {
+            return Err(MirrorError::Unsupported {
+                location: self.location(),
+                what: format!("symlinks ({path})"),
+            });
+        }
+        let mut m = self.online()?;
+        self.need_parent(&m, path)?;
+        self.check_case(&m, path, None)?;
+        if matches!(m.nodes.get(path).map(|n| &n.data), Some(Data::Dir)) {
+            return Err(self.io(
+                "symlink",
+                path,
+                std::io::ErrorKind::IsADirectory,
+                "a directory is in the way",
+            ));
+        }
+        let node = self.new_node(
+            &mut m,
+            Data::Symlink(target.to_vec()),
+            FileMeta {
+                mode: 0o777,
+                mtime_ns: 0,
+            },
+        );
+        let st = stat(path, &node);
+        m.nodes.insert(path.clone(), node);
+        Ok(st)
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+        if !self.caps.rename {
+            return Err(MirrorError::Unsupported {
+                location: self.location(),
+                what: format!("rename ({from})"),
+            });
+        }
+        let mut m = self.online()?;
+        self.resolve(&m, from)?;
+        self.need_parent(&m, to)?;
+        self.check_case(&m, to, Some(from))?;
+        let node = m
+            .nodes
+            .get(from)
+            .cloned()
+            .ok_or_else(|| self.not_found(from))?;
+        if to.starts_with(from) && to != from {
+            return Err(self.io(
+                "rename",
+                to,
+                std::io::ErrorKind::InvalidInput,
+                "cannot move a directory into itself",
+            ));
+        }
+        match (m.nodes.get(to).map(|n| &n.data), &node.data) {
+            (Some(Data::Dir), Data::Dir)
+                if m.nodes.keys().any(|k| k.starts_with(to) && k != to) =>
+            {
+                return Err(self.io(
+                    "rename",
+                    to,
+                    std::io::ErrorKind::DirectoryNotEmpty,
+                    "destination directory is not empty",
+                ))
+            }
+            (Some(Data::Dir), Data::File(_) | Data::Symlink(_)) => {
+                return Err(self.io(
+                    "rename",
+                    to,
+                    std::io::ErrorKind::IsADirectory,
+                    "a directory is in the way",
+                ))
+            }
+            (Some(Data::File(_) | Data::Symlink(_)), Data::Dir) => {
+                return Err(self.io(
+                    "rename",
+                    to,
+                    std::io::ErrorKind::NotADirectory,
+                    "a file is in the way",
+                ))
+            }
+            _ => {}
+        }
+        let moved: Vec<RelPath> = m
+            .nodes
+            .keys()
+            .filter(|k| k.starts_with(from))
+            .cloned()
+            .collect();
+        m.nodes.remove(to);
+        for old in moved {
+            if let (Some(n), Some(new)) = (m.nodes.remove(&old), old.rebase(from, to)) {
+                m.nodes.insert(new, n);
+            }
+        }
+        m.nodes
+            .get(to)
+            .map(|n| stat(to, n))
+            .ok_or_else(|| self.not_found(to))
+    }
+
+    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
+        let mut m = self.online()?;
+        if !self.resolve(&m, path)? {
+            return Ok(());
+        }
+        if m.nodes.keys().any(|k| k.starts_with(path) && k != path) {
+            return Err(self.io(
+                "remove",
+                path,
+                std::io::ErrorKind::DirectoryNotEmpty,
+                "directory not empty",
+            ));
+        }
+        m.nodes.remove(path);
+        Ok(())
+    }
+
+    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let mut m = self.online()?;
+        self.resolve(&m, path)?;
+        let mtime = self.stored_mtime(meta.mtime_ns);
+        let n = m.nodes.get_mut(path).ok_or_else(|| self.not_found(path))?;
+        let kind = kind_of(&n.data);
+        n.mode = self.stored_mode(meta.mode, kind);
+        n.mtime_ns = mtime;
+        Ok(stat(path, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::Fixture;
+
+    /// The fixture over a [`MemoryMirror`]: vanishing unplugs it.
+    #[derive(Debug)]
+    struct MemFixture(MemoryMirror);
+
+    impl Fixture for MemFixture {
+        fn mirror(&self) -> &dyn Mirror {
+            &self.0
+        }
+        fn set_root_present(&self, present: bool) -> std::io::Result<()> {
+            self.0.set_present(present);
+            Ok(())
+        }
+    }
+
+    async fn full() -> MemFixture {
+        MemFixture(MemoryMirror::new("full"))
+    }
+
+    async fn fat_like() -> MemFixture {
+        MemFixture(MemoryMirror::with_capabilities(
+            "fat-like",
+            Capabilities {
+                symlinks: false,
+                rename: false,
+                modes: false,
+                mtime_granularity_ns: 2_000_000_000,
+                case_insensitive: true,
+                max_file_size: Some(32 << 20),
+                two_way: true,
+            },
+        ))
+    }
+
+    mod full_caps {
+        crate::conformance_suite!(super::full);
+    }
+
+    mod fat_like_caps {
+        crate::conformance_suite!(super::fat_like);
+    }
+}
