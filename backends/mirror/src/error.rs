@@ -97,26 +97,41 @@ impl MirrorError {
     pub fn is_transient(&self) -> bool {
         match self {
             MirrorError::Offline { .. } => true,
-            MirrorError::Io { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::TimedOut
-                    | io::ErrorKind::Interrupted
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::NotConnected
-                    | io::ErrorKind::WouldBlock
-            ) || source.raw_os_error() == Some(libc_enotconn()),
+            MirrorError::Io { source, .. } => {
+                matches!(
+                    source.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::NotConnected
+                        | io::ErrorKind::WouldBlock
+                ) || source.raw_os_error() == Some(libc_enotconn())
+            }
             _ => false,
         }
     }
 
     /// Builds an [`MirrorError::Io`], or [`MirrorError::NotFound`] when the cause is `ENOENT`.
-    pub fn io(location: &str, op: &'static str, path: impl std::fmt::Display, source: io::Error) -> Self {
+    pub fn io(
+        location: &str,
+        op: &'static str,
+        path: impl std::fmt::Display,
+        source: io::Error,
+    ) -> Self {
         if source.kind() == io::ErrorKind::NotFound {
-            MirrorError::NotFound { location: location.to_string(), path: path.to_string() }
+            MirrorError::NotFound {
+                location: location.to_string(),
+                path: path.to_string(),
+            }
         } else {
-            MirrorError::Io { location: location.to_string(), op, path: path.to_string(), source }
+            MirrorError::Io {
+                location: location.to_string(),
+                op,
+                path: path.to_string(),
+                source,
+            }
         }
     }
 }

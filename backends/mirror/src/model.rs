@@ -67,7 +67,9 @@ impl std::str::FromStr for FolderId {
 }
 
 /// Operation serial number: a replica numbers its own changes 1, 2, 3, …; 0 means "none yet".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Osn(pub u64);
 
 impl fmt::Display for Osn {
@@ -173,7 +175,10 @@ impl VersionVector {
 
     /// Whether `self` has seen every change `other` has (equal or greater).
     pub fn dominates(&self, other: &VersionVector) -> bool {
-        matches!(self.compare(other), VectorOrdering::Equal | VectorOrdering::Greater)
+        matches!(
+            self.compare(other),
+            VectorOrdering::Equal | VectorOrdering::Greater
+        )
     }
 
     /// As a knowledge vector: whether the change `stamp` has been integrated.
@@ -313,7 +318,9 @@ impl Entry {
         self.same_content(other)
             && (self.deleted
                 || self.kind != EntryKind::File
-                || (self.mode == other.mode && self.mtime_ns.div_euclid(1_000_000_000) == other.mtime_ns.div_euclid(1_000_000_000)))
+                || (self.mode == other.mode
+                    && self.mtime_ns.div_euclid(1_000_000_000)
+                        == other.mtime_ns.div_euclid(1_000_000_000)))
     }
 }
 
@@ -400,8 +407,17 @@ mod tests {
     #[test]
     fn knowledge_covers() {
         let k = vv(&[(1, 5)]);
-        assert!(k.covers(Stamp { replica: ReplicaId(1), osn: Osn(5) }));
-        assert!(!k.covers(Stamp { replica: ReplicaId(1), osn: Osn(6) }));
-        assert!(!k.covers(Stamp { replica: ReplicaId(2), osn: Osn(1) }));
+        assert!(k.covers(Stamp {
+            replica: ReplicaId(1),
+            osn: Osn(5)
+        }));
+        assert!(!k.covers(Stamp {
+            replica: ReplicaId(1),
+            osn: Osn(6)
+        }));
+        assert!(!k.covers(Stamp {
+            replica: ReplicaId(2),
+            osn: Osn(1)
+        }));
     }
 }
