@@ -167,6 +167,21 @@ async fn burst_of_2000_creates_is_a_few_hints() {
 }
 
 #[tokio::test]
+async fn a_busy_consumer_gets_merged_hints_and_loses_nothing() {
+    let (_d, root) = tree();
+    let (_w, mut rx) = watch(&root, WatchOptions::default());
+    // More separate batches than the hint queue holds, while nobody reads.
+    let n = HINT_QUEUE * 2 + 3;
+    let want: Vec<RelPath> = (0..n).map(|i| rp(&format!("f{i}"))).collect();
+    for i in 0..n {
+        fs::write(root.join(format!("f{i}")), b"x").unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let hints = until_covered(&mut rx, &want).await;
+    assert!(hints.len() <= HINT_QUEUE + 1, "{} hints", hints.len());
+}
+
+#[tokio::test]
 async fn reading_files_produces_no_hint() {
     let (_d, root) = tree();
     fs::create_dir(root.join("d")).unwrap();

@@ -316,8 +316,6 @@ pub(crate) struct Worker {
     overflow: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     pending: Pending,
-    /// The rescan of the pending batch already re-synchronised the watches.
-    resynced: bool,
     next_poll: Instant,
     /// Do not try to flush before this (git lock hold, full hint queue).
     retry_at: Option<Instant>,
@@ -343,7 +341,6 @@ impl Worker {
             overflow,
             stop,
             pending: Pending::default(),
-            resynced: false,
             next_poll,
             retry_at: None,
             stale_locks: HashSet::new(),
@@ -366,7 +363,6 @@ impl Worker {
             if self.overflow.swap(false, Ordering::Relaxed) {
                 tracing::warn!(root = %self.w.root.display(), "too many file events at once; some were dropped, rescanning the whole folder");
                 self.pending.add_rescan(now);
-                self.resynced = false;
             }
             if now >= self.next_poll {
                 self.poll(now);
@@ -406,14 +402,12 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(root = %self.w.root.display(), error = %e, "file watcher error; rescanning the whole folder");
                 self.pending.add_rescan(now);
-                self.resynced = false;
                 return;
             }
         };
         if ev.need_rescan() {
             tracing::info!(root = %self.w.root.display(), "the kernel dropped file events (queue overflow); rescanning the whole folder");
             self.pending.add_rescan(now);
-            self.resynced = false;
         }
         let kind = ev.kind;
         let dir_hint = match kind {
@@ -437,7 +431,6 @@ impl Worker {
                 ) {
                     tracing::warn!(root = %self.w.root.display(), "the folder root was moved or deleted");
                     self.pending.add_rescan(now);
-                    self.resynced = false;
                 }
                 continue;
             }
@@ -475,7 +468,6 @@ impl Worker {
         for r in roots {
             if r.as_os_str().is_empty() {
                 self.pending.add_rescan(now);
-                self.resynced = false;
                 continue;
             }
             self.w.appeared(&r);
@@ -521,29 +513,26 @@ impl Worker {
             self.stale_locks.retain(|(p, _)| p.exists());
             self.stale_locks.insert(lock);
         }
-        self.retry_at = None;
-        if self.pending.is_rescan() && !self.resynced {
-            // Watch what appeared unseen before the consumer rescans, so nothing falls between.
-            self.w.resync();
-            self.resynced = true;
-        }
-        let Some(hint) = self.pending.to_hint(&self.w.root, &self.w.rules) else {
-            self.pending = Pending::default();
-            return true;
-        };
-        match self.hint_tx.try_send(hint) {
-            Ok(()) => {
-                self.pending = Pending::default();
-                self.resynced = false;
-                true
-            }
-            Err(TrySendError::Full(_)) => {
-                // The consumer is busy: keep merging into this batch, offer it again later.
+        // Reserve a place first, so a busy consumer costs no work here (a batch can be large).
+        let permit = match self.hint_tx.try_reserve() {
+            Ok(p) => p,
+            Err(TrySendError::Full(())) => {
+                // Keep merging into this batch, offer it again later.
                 self.pending.hold_since = None;
                 self.retry_at = Some(now + SEND_RETRY);
-                true
+                return true;
             }
-            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed(())) => return false,
+        };
+        self.retry_at = None;
+        if self.pending.is_rescan() {
+            // Watch what appeared unseen before the consumer rescans, so nothing falls between.
+            self.w.resync();
         }
+        if let Some(hint) = self.pending.to_hint(&self.w.root, &self.w.rules) {
+            permit.send(hint);
+        }
+        self.pending = Pending::default();
+        true
     }
 }
