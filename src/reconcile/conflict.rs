@@ -68,7 +68,7 @@ pub fn original_of(copy: &RelPath) -> Option<RelPath> {
         .position(|w| w == CONFLICT_TAG.as_bytes())?;
     let rest = &name[i + CONFLICT_TAG.len()..];
     // REPLICA-YYYYMMDD-HHMMSS then optional .EXT
-    let dash_time = rest.windows(17).position(|w| {
+    let dash_time = rest.windows(16).position(|w| {
         w[0] == b'-'
             && w[1..9].iter().all(u8::is_ascii_digit)
             && w[9] == b'-'
