@@ -1,6 +1,6 @@
 //! Test support: a "machine" is a set of XDG dirs and a replica name, so two machines can run
 //! side by side in temp dirs and drive the real `briefcase` binary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
