@@ -918,7 +918,6 @@ fn dir_tombstone_vs_new_file_inside() {
 }
 
 #[test]
-#[ignore = "bug: two conflicts on the same path whose losing versions come from the same replica within the same second share one conflict-copy name, and the second overwrites the first copy (lost write)"]
 fn conflict_copy_name_collision() {
     // Conflict copies are named after the losing replica and the losing version's mtime in whole
     // seconds. Here one replica loses two conflicts on f0 with versions written 1 ms apart: the
@@ -959,7 +958,6 @@ fn conflict_copy_name_collision() {
 }
 
 #[test]
-#[ignore = "bug: the same losing content is kept twice, as f0.conflict-alpha-T and f0.conflict-beta-T, because the copy is named after the loser's *stamp* replica, which changes when another replica settles the entry (edit beats delete re-stamps it)"]
 fn same_loser_kept_twice() {
     // f0 everywhere. B deletes f0; A writes f0 = w00002; M2 gets f0 = w00003 behind our back
     // (later mtime). sync(A,M1) pushes w00002 to M1. sync(A,M2): w00002 vs w00003 → A keeps

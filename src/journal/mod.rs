@@ -295,6 +295,32 @@ impl Journal {
         }
     }
 
+    /// Entries whose path starts with the bytes `prefix` (any depth), in path order; an index
+    /// range scan, so finding the conflict copies of one file costs what they number.
+    ///
+    /// # Errors
+    /// SQLite errors; damage.
+    pub fn entries_with_prefix(&self, prefix: &[u8]) -> JournalResult<Vec<Entry>> {
+        // Upper bound: the prefix with its last byte below 0xff incremented (or no bound).
+        let mut hi = prefix.to_vec();
+        while hi.last() == Some(&0xff) {
+            hi.pop();
+        }
+        match hi.last_mut() {
+            Some(b) => {
+                *b += 1;
+                self.query_entries(
+                    &format!("SELECT {COLS} FROM entries WHERE path >= ?1 AND path < ?2 ORDER BY path"),
+                    &[&prefix, &hi],
+                )
+            }
+            None => self.query_entries(
+                &format!("SELECT {COLS} FROM entries WHERE path >= ?1 ORDER BY path"),
+                &[&prefix],
+            ),
+        }
+    }
+
     /// Entries whose stamp `knowledge` does not cover: what a replica with that knowledge has
     /// not integrated yet ("reconcile by OSN"). Cost grows with the answer, not the tree.
     ///

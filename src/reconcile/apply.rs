@@ -17,7 +17,7 @@ use briefcase_mirror::{
     Stamp,
 };
 
-use super::conflict::conflict_name;
+use super::conflict::{conflict_name, conflict_name_tagged, original_of, CONFLICT_TAG};
 use super::plan::{Resolution, Side, Step};
 use super::remote::remote_matches;
 use super::{ReconcileResult, SyncReport};
@@ -788,19 +788,13 @@ async fn resolve(
         }
         Resolution::Conflict { winner } => {
             let loser = if winner == Side::Local { &r } else { &l };
-            let who = cx
-                .names
-                .get(&loser.stamp.replica)
-                .cloned()
-                .unwrap_or_else(|| loser.stamp.replica.short());
-            let copy = conflict_name(&p, &who, loser.mtime_ns);
-            let copy_here = cx.local.journal.entry(&copy)?;
+            let target = copy_target(cx, &p, loser)?;
+            let copy = match &target {
+                CopyAt::Kept(c) | CopyAt::Free(c, _) => c.clone(),
+            };
             if winner == Side::Local {
-                // Keep the mirror's version beside ours, unless that very copy already exists.
-                if !copy_here
-                    .as_ref()
-                    .is_some_and(|c| !c.deleted && c.same_content(&r))
-                {
+                // Keep the mirror's version beside ours, unless it is kept already.
+                if let CopyAt::Free(_, copy_here) = &target {
                     match materialise(cx, &r, &copy, copy_here.as_ref()).await? {
                         Some(m) => record_copy(cx, r.clone(), &copy, &m, &p)?,
                         None => {
@@ -820,20 +814,31 @@ async fn resolve(
                     Some(&format!("kept this version; the other is {copy}")),
                 )?;
             } else {
-                // Move our version aside (same inode: nothing is copied), then take theirs.
-                if !local_unchanged(cx, &copy, copy_here.as_ref())? {
-                    return Ok(Outcome::Deferred(format!(
-                        "{copy} changed here during the sync"
-                    )));
-                }
-                let (src, dst) = (full(cx, &p)?, full(cx, &copy)?);
-                fs::rename(&src, &dst).map_err(|e| local_io(cx, &p, "move aside", e))?;
-                let m = fs::symlink_metadata(&dst).map_err(|e| local_io(cx, &copy, "stat", e))?;
-                record_copy(cx, l.clone(), &copy, &m, &p)?;
-                // The name is now free (the journal still says `l` was there; record its move).
-                let mut gone = l.clone();
-                gone.deleted = true;
-                match materialise(cx, &r, &p, Some(&gone)).await? {
+                // Move our version aside (same inode: nothing is copied), unless that content
+                // is kept already; then take theirs.
+                let at_p = if let CopyAt::Free(..) = &target {
+                    let (src, dst) = (full(cx, &p)?, full(cx, &copy)?);
+                    match rename_noreplace(&src, &dst) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            cx.local.rescan(Some(std::slice::from_ref(&copy)))?;
+                            return Ok(Outcome::Deferred(format!(
+                                "{copy} appeared here during the sync"
+                            )));
+                        }
+                        Err(e) => return Err(local_io(cx, &p, "move aside", e)),
+                    }
+                    let m =
+                        fs::symlink_metadata(&dst).map_err(|e| local_io(cx, &copy, "stat", e))?;
+                    record_copy(cx, l.clone(), &copy, &m, &p)?;
+                    // The name is now free (the journal still says `l` was there).
+                    let mut gone = l.clone();
+                    gone.deleted = true;
+                    gone
+                } else {
+                    l.clone()
+                };
+                match materialise(cx, &r, &p, Some(&at_p)).await? {
                     Some(m) => {
                         report.pulled += 1;
                         settled(
@@ -855,5 +860,93 @@ async fn resolve(
             report.conflicts.push(copy.display());
             Ok(Outcome::Done)
         }
+    }
+}
+
+/// Where the losing version of a conflict is kept.
+enum CopyAt {
+    /// That very content is already kept as a copy of the path (here or on the mirror):
+    /// DESIGN.md keeps the same losing content once, not once per sync.
+    Kept(RelPath),
+    /// A free name, with what the journal holds there (nothing, or a tombstone).
+    Free(RelPath, Option<Entry>),
+}
+
+/// Picks the conflict copy name for the losing version `loser` of `p`: the plain
+/// `NAME.conflict-REPLICA-TIME.EXT` when free, else the same with a content tag (so two losing
+/// versions from one replica in the same second never share a name: a copy is never written
+/// over). Names taken here, on disk (even unjournaled) or on the mirror all count as taken.
+fn copy_target(cx: &Ctx<'_>, p: &RelPath, loser: &Entry) -> Result<CopyAt, StepError> {
+    let who = cx
+        .names
+        .get(&loser.stamp.replica)
+        .cloned()
+        .unwrap_or_else(|| loser.stamp.replica.short());
+    let base = conflict_name(p, &who, loser.mtime_ns);
+
+    // Copies of `p` all start with `DIR/STEM.conflict-`.
+    let b = base.as_bytes();
+    let tag_at = b
+        .windows(CONFLICT_TAG.len())
+        .rposition(|w| w == CONFLICT_TAG.as_bytes())
+        .map_or(b.len(), |i| i + CONFLICT_TAG.len());
+    let prefix = &b[..tag_at];
+    let kept = |e: &Entry| {
+        !e.deleted && e.same_content(loser) && original_of(&e.path).as_ref() == Some(p)
+    };
+    if let Some(e) = cx
+        .local
+        .journal
+        .entries_with_prefix(prefix)?
+        .into_iter()
+        .find(|e| kept(e))
+    {
+        return Ok(CopyAt::Kept(e.path));
+    }
+    if let Some(e) = cx
+        .st
+        .entries
+        .values()
+        .skip_while(|e| e.path.as_bytes() < prefix)
+        .take_while(|e| e.path.as_bytes().starts_with(prefix))
+        .find(|e| kept(e))
+    {
+        return Ok(CopyAt::Kept(e.path.clone()));
+    }
+
+    let hex = match (loser.kind, loser.hash, &loser.symlink_target) {
+        (EntryKind::File, Some(h), _) => h.to_hex(),
+        (_, _, Some(t)) => blake3::hash(t).to_hex().to_string(),
+        _ => blake3::hash(p.as_bytes()).to_hex().to_string(),
+    };
+    let candidates = std::iter::once(base.clone()).chain(
+        [8, 16, 64].map(|n| conflict_name_tagged(p, &who, loser.mtime_ns, Some(&hex[..n]))),
+    );
+    for c in candidates {
+        let here = cx.local.journal.entry(&c)?;
+        let taken = here.as_ref().is_some_and(|e| !e.deleted)
+            || fs::symlink_metadata(full(cx, &c)?).is_ok()
+            || cx.st.entries.get(&c).is_some_and(|e| !e.deleted);
+        if !taken {
+            return Ok(CopyAt::Free(c, here));
+        }
+    }
+    Err(StepError::Path(format!(
+        "folder {}: every conflict copy name for {p} is taken; rename or remove the old copies (briefcase conflicts) and sync again",
+        cx.local.root.display()
+    )))
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `dst` (`renameat2` with
+/// `RENAME_NOREPLACE`; a link-then-unlink fallback where the file system lacks it).
+fn rename_noreplace(src: &Path, dst: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, src, CWD, dst, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            fs::hard_link(src, dst)?;
+            fs::remove_file(src)
+        }
+        Err(e) => Err(e.into()),
     }
 }

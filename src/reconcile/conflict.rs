@@ -11,6 +11,20 @@ pub const CONFLICT_TAG: &str = ".conflict-";
 /// The conflict copy path for `path` whose losing version was written by `replica` at
 /// `mtime_ns` (ns since the epoch).
 pub fn conflict_name(path: &RelPath, replica: &str, mtime_ns: i64) -> RelPath {
+    conflict_name_tagged(path, replica, mtime_ns, None)
+}
+
+/// Like [`conflict_name`], with `-TAG` after the time: `NAME.conflict-REPLICA-YYYYMMDD-HHMMSS-TAG.EXT`.
+/// Used when the plain name is already taken by different content (two losing versions from
+/// one replica within the same second, which FAT's 2 s mtimes and `cp -p` make common); TAG is
+/// lowercase hex from the losing content's hash, so every machine still picks the same name.
+/// [`original_of`] accepts both shapes.
+pub fn conflict_name_tagged(
+    path: &RelPath,
+    replica: &str,
+    mtime_ns: i64,
+    tag: Option<&str>,
+) -> RelPath {
     let name = path.file_name();
     let (stem, ext) = match name.iter().rposition(|b| *b == b'.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
@@ -40,6 +54,10 @@ pub fn conflict_name(path: &RelPath, replica: &str, mtime_ns: i64) -> RelPath {
         .collect();
     let mut new_name = stem.to_vec();
     new_name.extend_from_slice(format!("{CONFLICT_TAG}{replica}-{stamp}").as_bytes());
+    if let Some(tag) = tag {
+        new_name.push(b'-');
+        new_name.extend_from_slice(tag.as_bytes());
+    }
     new_name.extend_from_slice(ext);
     // Keep within NAME_MAX by shortening the stem.
     while new_name.len() > briefcase_mirror::path::MAX_NAME_BYTES && !new_name.is_empty() {
@@ -74,7 +92,18 @@ pub fn original_of(copy: &RelPath) -> Option<RelPath> {
             && w[9] == b'-'
             && w[10..16].iter().all(u8::is_ascii_digit)
     })?;
-    let ext = &rest[dash_time + 16..];
+    let mut ext = &rest[dash_time + 16..];
+    // Optional `-TAG` (lowercase hex) from `conflict_name_tagged`; the original's extension, if
+    // any, starts with a dot.
+    if let Some(tail) = ext.strip_prefix(b"-") {
+        let n = tail
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(*b))
+            .count();
+        if n >= 4 && (n == tail.len() || tail[n] == b'.') {
+            ext = &tail[n..];
+        }
+    }
     let mut orig = name[..i].to_vec();
     orig.extend_from_slice(ext);
     match copy.parent() {
@@ -103,8 +132,16 @@ mod tests {
             let c = conflict_name(&p, "home", t);
             assert_eq!(c.display(), want);
             assert!(is_conflict_copy(&c));
-            assert_eq!(original_of(&c), Some(p), "{want}");
+            assert_eq!(original_of(&c), Some(p.clone()), "{want}");
+            let tagged = conflict_name_tagged(&p, "home", t, Some("0a1b2c3d"));
+            assert!(is_conflict_copy(&tagged));
+            assert_eq!(original_of(&tagged), Some(p), "{}", tagged.display());
         }
+        let p = RelPath::try_from("notes.txt").unwrap();
+        assert_eq!(
+            conflict_name_tagged(&p, "home", t, Some("0a1b2c3d")).display(),
+            "notes.conflict-home-20231114-221320-0a1b2c3d.txt"
+        );
     }
 
     #[test]
