@@ -870,7 +870,6 @@ fn original_of_extensionless_name() {
 }
 
 #[test]
-#[ignore = "bug: a parent dir created on the mirror by remote_parents is not recorded in the mirror state, so the next push of that dir is spuriously deferred"]
 fn parent_dir_created_for_a_child_is_recorded() {
     // M1 holds a tombstone for d2 (A removed it); B, which never saw d2, creates d2/f1.
     // sync(B,M1) pushes d2/f1 (mkdir d2 on M1 on the way, not recorded), then settles d2
@@ -893,7 +892,6 @@ fn parent_dir_created_for_a_child_is_recorded() {
 }
 
 #[test]
-#[ignore = "bug: pushing a directory tombstone fails with ENOTEMPTY when the mirror got a file in that directory the local side never saw (the pull side keeps such a dir as 'edit beats delete'; the push side reports a failed step)"]
 fn dir_tombstone_vs_new_file_inside() {
     // B creates d1 and syncs it to M1; d1/f0 appears on M1 behind our back; B removes d1 (it
     // never saw d1/f0). sync(B,M1) plans "delete d1 on mirror" (removals first, before

@@ -256,7 +256,14 @@ async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), StepError> 
                 mtime_ns: crate::journal::now_ns(),
             },
         };
-        cx.mirror.mkdir(&a, m).await?;
+        let s = cx.mirror.mkdir(&a, m).await?;
+        // Record it, or the next push of this directory would find an unexpected directory on
+        // the mirror and defer.
+        if let Some(e) = cx.local.journal.entry(&a)? {
+            if !e.deleted && e.kind == EntryKind::Dir {
+                cx.st.entries.insert(a, mirror_entry(&e, Some(&s)));
+            }
+        }
     }
     Ok(())
 }
@@ -437,11 +444,41 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
     }
     let r_live = r.as_ref().filter(|e| !e.deleted);
     if l.deleted {
-        if r_live.is_some() {
-            cx.mirror.remove(&p).await.map_err(|e| {
-                StepError::Path(format!("could not remove {p} on mirror {} ({e}); it may hold files this machine has not seen yet", cx.mirror.location()))
-            })?;
-            report.removed_remote += 1;
+        if let Some(r) = r_live {
+            match cx.mirror.remove(&p).await {
+                Ok(()) => report.removed_remote += 1,
+                Err(e) if e.is_dir_not_empty() && r.kind == EntryKind::Dir => {
+                    // Files this machine never saw live in it: edit beats delete, as on the
+                    // pull side. Keep the directory here too, as a change that dominates both
+                    // (the next round sends it back; its new contents are pulled now).
+                    let r = r.clone();
+                    local_parents(cx, &p)?;
+                    let dir = full(cx, &p)?;
+                    match fs::create_dir(&dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(local_io(cx, &p, "create directory", e)),
+                    }
+                    let m = fs::symlink_metadata(&dir).ok();
+                    settled(
+                        cx,
+                        r,
+                        &l,
+                        m.as_ref(),
+                        "keep",
+                        Some("deleted here, but on the mirror it holds files this machine had not seen"),
+                    )?;
+                    cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+                    return Ok(Outcome::Done);
+                }
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    return Err(StepError::Path(format!(
+                        "could not remove {p} on mirror {} ({e}); it is kept and retried next sync",
+                        cx.mirror.location()
+                    )))
+                }
+            }
         }
         cx.st.entries.insert(p, mirror_entry(&l, None));
         return Ok(Outcome::Done);

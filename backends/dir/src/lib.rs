@@ -719,7 +719,13 @@ impl Inner {
         let det = self.detected();
         let (_, full) = self.full(det, rel)?;
         let r = match fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => fs::remove_dir(&full),
+            // fusefat answers EPERM for a non-empty directory: report what it is.
+            Ok(m) if m.is_dir() => fs::remove_dir(&full).map_err(|e| {
+                match fs::read_dir(&full).map(|mut d| d.next().is_some()) {
+                    Ok(true) => io::Error::from(io::ErrorKind::DirectoryNotEmpty),
+                    _ => e,
+                }
+            }),
             Ok(_) => fs::remove_file(&full),
             Err(e) => Err(e),
         };

@@ -113,6 +113,19 @@ impl MirrorError {
         }
     }
 
+    /// Whether this is a [`crate::Mirror::remove`] of a directory that still holds entries
+    /// (`ENOTEMPTY`, or `EEXIST` which POSIX allows for it): the caller decides what the
+    /// directory's unseen contents mean (the engine keeps it: edit beats delete).
+    pub fn is_dir_not_empty(&self) -> bool {
+        match self {
+            MirrorError::Io { source, .. } => {
+                source.kind() == io::ErrorKind::DirectoryNotEmpty
+                    || matches!(source.raw_os_error(), Some(39 | 17)) // ENOTEMPTY, EEXIST
+            }
+            _ => false,
+        }
+    }
+
     /// Builds an [`MirrorError::Io`], or [`MirrorError::NotFound`] when the cause is `ENOENT`.
     pub fn io(
         location: &str,

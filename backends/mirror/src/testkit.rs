@@ -797,12 +797,17 @@ pub mod cases {
         c.m.remove(&rp(b"never/was")).await.unwrap();
     }
 
-    /// `remove` of a non-empty directory fails and keeps it.
+    /// `remove` of a non-empty directory fails with an error that says so
+    /// ([`MirrorError::is_dir_not_empty`]) and keeps it.
     pub async fn remove_non_empty_dir_fails(fx: &dyn Fixture) {
         let c = ready(fx).await;
         c.mkdir("d").await;
         c.put("d/x", b"x").await.unwrap();
-        assert!(c.m.remove(&rp(b"d")).await.is_err());
+        let r = c.m.remove(&rp(b"d")).await;
+        assert!(
+            r.as_ref().is_err_and(MirrorError::is_dir_not_empty),
+            "remove of a non-empty dir: {r:?}"
+        );
         assert_eq!(c.paths().await, ["d", "d/x"]);
     }
 
