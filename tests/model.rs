@@ -55,11 +55,10 @@
 //! 3. **No invented or misplaced data**: every file/symlink in the final tree holds some content
 //!    in `written`, at a path where a user put that content (wrote it, or renamed it there) or at
 //!    a conflict copy of such a path (conflict copies of conflict copies included).
-//! 4. Optionally (`BRIEFCASE_MODEL_STRICT_COPIES=1`; off while `same_loser_kept_twice` fails): no
-//!    two conflict copies of one path hold the same content ("kept once, not once per sync").
-//! 5. Optionally (`BRIEFCASE_MODEL_STRICT=1`; off while `dir_tombstone_vs_new_file_inside` and
-//!    `parent_dir_created_for_a_child_is_recorded` fail): no sync reports a failed or deferred
-//!    step. By default they are tolerated (counted, traced) as long as the end state is right.
+//! 4. No two conflict copies of one path hold the same content ("kept once, not once per sync").
+//! 5. No sync reports a failed or deferred step (syncs here never race an edit, so neither has
+//!    an excuse). `BRIEFCASE_MODEL_LENIENT=1` turns 4 and 5 off (tolerated, counted, traced) to
+//!    look past them for the properties 1–3.
 //!
 //! `BRIEFCASE_MODEL_CASES` sets the number of random cases (default 64; ~0.1 s each in debug);
 //! `BRIEFCASE_MODEL_STATS=1` prints one line per case (writes, conflicts, hiccups, final rounds).
@@ -339,8 +338,8 @@ impl World {
             destroyed: BTreeSet::new(),
             trace: Vec::new(),
             hiccups: 0,
-            strict: env_flag("BRIEFCASE_MODEL_STRICT"),
-            strict_copies: env_flag("BRIEFCASE_MODEL_STRICT_COPIES"),
+            strict: !env_flag("BRIEFCASE_MODEL_LENIENT"),
+            strict_copies: !env_flag("BRIEFCASE_MODEL_LENIENT"),
             mtime_step_ns: 1_000_000_000,
             _tmp: tmp,
         }

@@ -436,6 +436,9 @@ fn rename_locally(
 
 async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncReport) -> StepResult {
     let p = l.path.clone();
+    // An earlier step of this sync may have written the path already (a parent directory made
+    // for a child): what the state says now is what the mirror holds.
+    let r = cx.st.entries.get(&p).cloned().or(r);
     if !remote_unchanged(cx, &p, r.as_ref()).await? {
         return Ok(Outcome::Deferred(format!(
             "changed on mirror {} during the sync",
