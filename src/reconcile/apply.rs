@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use briefcase_mirror::fsutil::{self, mtime_ns};
 use briefcase_mirror::{
-    ContentHash, Entry, EntryKind, FileMeta, Mirror, MirrorError, MirrorState, RelPath, RemoteStat,
-    Stamp,
+    ContentHash, Entry, EntryKind, FileMeta, Mirror, MirrorError, MirrorState, PutItem, RelPath,
+    RemoteStat, Stamp,
 };
 
 use super::conflict::{conflict_name, conflict_name_tagged, original_of, CONFLICT_TAG};
@@ -71,7 +71,14 @@ struct Ctx<'a> {
     /// Journal entries of pulled paths, committed in batches.
     pending: Vec<Entry>,
     names: HashMap<briefcase_mirror::ReplicaId, String>,
+    /// File pushes waiting for [`send_queued`], and their size in bytes.
+    queued: Vec<Entry>,
+    queued_bytes: u64,
 }
+
+/// Most files, and bytes, in one [`Mirror::put_batch`].
+const PUT_BATCH: usize = 1024;
+const PUT_BATCH_BYTES: u64 = 64 << 20;
 
 /// Journal batch size for pulled entries (a crash between apply and commit is healed by the
 /// next scan: the file is found with the same content and merged).
@@ -99,6 +106,8 @@ pub async fn apply(
         st,
         pending: Vec::new(),
         names,
+        queued: Vec::new(),
+        queued_bytes: 0,
     };
 
     // Renames first: a path removed on one side whose content reappears under another name is
@@ -106,6 +115,10 @@ pub async fn apply(
     let steps = renames(&mut cx, steps, report).await?;
 
     for step in steps {
+        // Queued writes go out before anything that is not another push of content.
+        if !matches!(&step, Step::Push { local, .. } if !local.deleted) {
+            send_queued(&mut cx, report).await?;
+        }
         let path = step.path().display();
         let r = match step {
             Step::Push { local, remote } => push(&mut cx, local, remote, report).await,
@@ -132,9 +145,80 @@ pub async fn apply(
         if cx.pending.len() >= JOURNAL_BATCH {
             flush(&mut cx)?;
         }
+        if cx.queued.len() >= PUT_BATCH || cx.queued_bytes >= PUT_BATCH_BYTES {
+            send_queued(&mut cx, report).await?;
+        }
     }
+    send_queued(&mut cx, report).await?;
     flush(&mut cx)?;
     Ok(())
+}
+
+/// Writes the queued file pushes with one [`Mirror::put_batch`] and records each in the mirror's
+/// state, after checking that the local file still holds what was sent (else the step is
+/// deferred and the mirror's copy is left for the next scan of the mirror to find).
+async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()> {
+    if cx.queued.is_empty() {
+        return Ok(());
+    }
+    let queued = std::mem::take(&mut cx.queued);
+    cx.queued_bytes = 0;
+    let items = queued
+        .iter()
+        .map(|l| -> Result<PutItem, StepError> {
+            Ok(PutItem {
+                path: l.path.clone(),
+                source: full(cx, &l.path)?,
+                meta: meta(l),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>();
+    let items = match items {
+        Ok(v) => v,
+        Err(StepError::Fatal(e)) => return Err(e),
+        Err(StepError::Path(why)) => {
+            report.failed.push(why);
+            return Ok(());
+        }
+    };
+    let results = cx.mirror.put_batch(items).await;
+    let mut fatal = None;
+    for (l, r) in queued.into_iter().zip(results) {
+        let p = l.path.clone();
+        let outcome = match r {
+            Ok(s) => match local_unchanged(cx, &p, Some(&l)) {
+                Ok(true) => {
+                    report.pushed += 1;
+                    cx.st.entries.insert(p.clone(), mirror_entry(&l, Some(&s)));
+                    Ok(Outcome::Done)
+                }
+                Ok(false) => Ok(Outcome::Deferred(
+                    "changed here while it was sent; it will be sent again with its new content"
+                        .into(),
+                )),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(StepError::from(e)),
+        };
+        match outcome {
+            Ok(Outcome::Done) => {}
+            Ok(Outcome::Deferred(why)) => {
+                tracing::info!(path = %p, reason = %why, "deferred to the next sync");
+                report.deferred.push(format!("{p}: {why}"));
+            }
+            Err(StepError::Path(why)) => {
+                tracing::warn!(path = %p, error = %why, "not synced");
+                report.failed.push(why);
+            }
+            Err(StepError::Fatal(e)) => {
+                fatal.get_or_insert(e);
+            }
+        }
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn flush(cx: &mut Ctx<'_>) -> ReconcileResult<()> {
@@ -515,7 +599,6 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
                     "changed here during the sync; it will be sent with its new content".into(),
                 ));
             }
-            let src = full(cx, &p)?;
             if let Some(max) = cx.mirror.capabilities().max_file_size {
                 if l.size > max {
                     return Err(StepError::Path(format!(
@@ -525,7 +608,10 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
                     )));
                 }
             }
-            cx.mirror.put(&p, &src, meta(&l)).await?
+            // Sent in a batch (one flush for many small files); recorded there.
+            cx.queued_bytes += l.size;
+            cx.queued.push(l);
+            return Ok(Outcome::Done);
         }
     };
     report.pushed += 1;

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use briefcase_mirror::fsutil::{self, ResolveError};
 use briefcase_mirror::{
-    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence,
+    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence, PutItem,
     RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
 };
 
@@ -115,6 +115,14 @@ impl DirMirror {
             }),
         }
     }
+}
+
+/// Reason given for a file over FAT's limit.
+fn too_big_for_fat(len: u64) -> String {
+    format!(
+        "it is {len} bytes and FAT cannot hold files over 4 GiB (4294967295 bytes); use a `stick:` \
+         mirror (which stores files as chunks) or reformat the medium as exFAT"
+    )
 }
 
 /// Reason given when the root or its marker is missing.
@@ -623,13 +631,7 @@ impl Inner {
         let len = src.metadata().map(|m| m.len()).unwrap_or(0);
         if let Some(max) = caps.max_file_size {
             if len > max {
-                return Err(self.refused(
-                    rel,
-                    format!(
-                        "it is {len} bytes and FAT cannot hold files over 4 GiB (4294967295 bytes); use a `stick:` \
-                         mirror (which stores files as chunks) or reformat the medium as exFAT"
-                    ),
-                ));
+                return Err(self.refused(rel, too_big_for_fat(len)));
             }
         }
         let (disk, full) = self.full(det, rel)?;
@@ -650,6 +652,89 @@ impl Inner {
         };
         self.stat_from(rel, &full, &m)?
             .ok_or_else(|| self.io("write", rel, io::Error::other("not a regular file")))
+    }
+
+    /// [`Mirror::put_batch`]: every temp file first, one flush, then the renames.
+    fn put_batch(&self, items: &[PutItem]) -> Vec<MirrorResult<RemoteStat>> {
+        if let Err(e) = self.check_online() {
+            let reason = e.to_string();
+            return items
+                .iter()
+                .map(|_| {
+                    Err(MirrorError::Offline {
+                        location: self.location.clone(),
+                        reason: reason.clone(),
+                    })
+                })
+                .collect();
+        }
+        // A flush of the whole file system costs more than two fsyncs when little is written.
+        if items.len() <= 2 {
+            return items
+                .iter()
+                .map(|it| self.put(&it.path, &it.source, it.meta))
+                .collect();
+        }
+        let det = self.detected();
+        let caps = det.capabilities();
+        let mut batch = fsutil::BatchReplace::new(&self.root);
+        // Per item: the staging index, or the error.
+        let mut staged: Vec<MirrorResult<(usize, PathBuf)>> = Vec::with_capacity(items.len());
+        for it in items {
+            let rel = &it.path;
+            let r = (|| {
+                let mut src = File::open(&it.source).map_err(|e| MirrorError::Io {
+                    location: self.location.clone(),
+                    op: "open local source",
+                    path: it.source.display().to_string(),
+                    source: e,
+                })?;
+                let len = src.metadata().map(|m| m.len()).unwrap_or(0);
+                if caps.max_file_size.is_some_and(|max| len > max) {
+                    return Err(self.refused(rel, too_big_for_fat(len)));
+                }
+                let (disk, full) = self.full(det, rel)?;
+                self.check_new_name(det, rel, &disk, &full, None)?;
+                let meta = it.meta;
+                let i = batch
+                    .stage(&full, caps.modes.then_some(meta), |f| {
+                        io::copy(&mut src, f)?;
+                        if !caps.modes {
+                            filetime::set_file_handle_times(
+                                f,
+                                None,
+                                Some(filetime_of(meta.mtime_ns)),
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| self.io("write", rel, e))?;
+                Ok((i, full))
+            })();
+            staged.push(r);
+        }
+        let mut done: Vec<Option<io::Result<fs::Metadata>>> =
+            batch.commit().into_iter().map(Some).collect();
+        items
+            .iter()
+            .zip(staged)
+            .map(|(it, s)| {
+                let (i, full) = s?;
+                let rel = &it.path;
+                let m = done
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .unwrap_or_else(|| Err(io::Error::other("lost in the batch")))
+                    .map_err(|e| self.io("write", rel, e))?;
+                let m = if det.fusefat {
+                    self.reapply_mtime(rel, &full, it.meta.mtime_ns)?
+                } else {
+                    m
+                };
+                self.stat_from(rel, &full, &m)?
+                    .ok_or_else(|| self.io("write", rel, io::Error::other("not a regular file")))
+            })
+            .collect()
     }
 
     fn mkdir(&self, rel: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
@@ -809,6 +894,30 @@ impl Mirror for DirMirror {
         let (path, source) = (path.clone(), source.to_path_buf());
         self.run("write", move |i| i.put(&path, &source, meta))
             .await
+    }
+
+    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
+        let n = items.len();
+        let location = self.location();
+        match self
+            .run("write", move |i| Ok(i.put_batch(&items)))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = e.to_string();
+                (0..n)
+                    .map(|_| {
+                        Err(MirrorError::Io {
+                            location: location.clone(),
+                            op: "write",
+                            path: String::new(),
+                            source: io::Error::other(reason.clone()),
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {

@@ -140,6 +140,146 @@ pub fn replace_with(
     result
 }
 
+/// Many atomic replacements made durable together: [`BatchReplace::stage`] writes each temp file
+/// (with its metadata, not yet fsynced) beside its target; [`BatchReplace::commit`] flushes all of
+/// them with one `syncfs(2)` (per-file `fsync` where the file system refuses it), renames each over
+/// its target, and fsyncs every directory involved once. Each target still shows its old or its
+/// new content, never a mix, at any instant and after a crash (invariant 2), like
+/// [`replace_with`]; but a batch of small files costs two flushes, not two per file (an fsync of
+/// a directory costs ~6.6 ms on this project's ext4 test machine, an `fsync` of a small file
+/// ~0.7 ms; see docs/performance.md). Temp files not committed are removed on drop.
+#[derive(Debug)]
+pub struct BatchReplace {
+    root: PathBuf,
+    staged: Vec<(PathBuf, PathBuf)>,
+}
+
+impl BatchReplace {
+    /// A batch for targets on the file system of `root` (used for `syncfs`).
+    pub fn new(root: &Path) -> Self {
+        BatchReplace {
+            root: root.to_path_buf(),
+            staged: Vec::new(),
+        }
+    }
+
+    /// How many files are staged.
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Writes the future content of `target` (produced by `fill`) to a temp file beside it, with
+    /// `meta` set through its handle. Returns the item's index for [`BatchReplace::commit`]'s
+    /// results.
+    ///
+    /// # Errors
+    /// I/O errors (the temp file is removed).
+    pub fn stage(
+        &mut self,
+        target: &Path,
+        meta: Option<FileMeta>,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        let dir = target
+            .parent()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no parent"))?;
+        let tmp = temp_path(dir);
+        let result = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            fill(&mut f)?;
+            f.flush()?;
+            if let Some(meta) = meta {
+                apply_meta_fd(&f, meta)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.staged.push((tmp, target.to_path_buf()));
+                Ok(self.staged.len() - 1)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes every staged file durable, renames each over its target and makes the renames
+    /// durable. Returns each target's new metadata, by staging index.
+    ///
+    /// # Errors
+    /// Per item: the flush, rename or directory fsync that failed (a failed flush fails every
+    /// item and renames nothing).
+    pub fn commit(mut self) -> Vec<io::Result<Metadata>> {
+        let staged = std::mem::take(&mut self.staged);
+        if staged.is_empty() {
+            return Vec::new();
+        }
+        let flushed = File::open(&self.root)
+            .and_then(|root| rustix::fs::syncfs(&root).map_err(io::Error::from))
+            .or_else(|_| {
+                staged
+                    .iter()
+                    .try_for_each(|(tmp, _)| File::open(tmp).and_then(|f| f.sync_all()))
+            });
+        if let Err(e) = flushed {
+            for (tmp, _) in &staged {
+                let _ = fs::remove_file(tmp);
+            }
+            let kind = e.kind();
+            let msg = e.to_string();
+            return staged
+                .iter()
+                .map(|_| Err(io::Error::new(kind, msg.clone())))
+                .collect();
+        }
+        let mut dirs = std::collections::BTreeMap::<PathBuf, Option<String>>::new();
+        let mut out: Vec<io::Result<()>> = Vec::with_capacity(staged.len());
+        for (tmp, target) in &staged {
+            let r = fs::rename(tmp, target);
+            if r.is_err() {
+                let _ = fs::remove_file(tmp);
+            } else if let Some(d) = target.parent() {
+                dirs.entry(d.to_path_buf()).or_insert(None);
+            }
+            out.push(r);
+        }
+        for (d, err) in dirs.iter_mut() {
+            if let Err(e) = fsync_dir(d) {
+                *err = Some(e.to_string());
+            }
+        }
+        staged
+            .iter()
+            .zip(out)
+            .map(|((_, target), r)| {
+                r?;
+                if let Some(Some(e)) = target.parent().and_then(|d| dirs.get(d)) {
+                    return Err(io::Error::other(format!("fsync of the directory: {e}")));
+                }
+                fs::symlink_metadata(target)
+            })
+            .collect()
+    }
+}
+
+impl Drop for BatchReplace {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.staged {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
 /// Atomically replaces `target` with `bytes` (see [`replace_with`]).
 ///
 /// # Errors

@@ -25,7 +25,7 @@ pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use error::{MirrorError, MirrorResult};
 pub use model::{
@@ -95,6 +95,17 @@ pub struct FileMeta {
     pub mode: u32,
     /// Modification time, ns since the Unix epoch.
     pub mtime_ns: i64,
+}
+
+/// One file for [`Mirror::put_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutItem {
+    /// Where on the mirror.
+    pub path: RelPath,
+    /// The local file to copy.
+    pub source: PathBuf,
+    /// Mode and mtime to give it.
+    pub meta: FileMeta,
 }
 
 /// What a backend reports about one path of its data tree (never of its state directory).
@@ -180,6 +191,19 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`MirrorError::Refused`] when the medium cannot hold it; [`MirrorError::Unsafe`]; I/O errors.
     async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat>;
+
+    /// [`Mirror::put`] for many files, with the same guarantee for each (a reader and a crash see
+    /// a file's old or new content, never a mix); returns one result per item, in order, once
+    /// all written ones are durable. A backend may amortise durability over the batch (`dir`
+    /// flushes the temp files with one `syncfs(2)` and each directory once, instead of two
+    /// fsyncs per file); the default calls `put` for each item.
+    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            out.push(self.put(&it.path, &it.source, it.meta).await);
+        }
+        out
+    }
 
     /// Creates a directory (parents must exist); succeeds if it already is one.
     ///

@@ -200,6 +200,7 @@ macro_rules! conformance_suite {
             state_newest_valid_generation_wins
             put_creates_and_overwrites
             put_without_parent_fails
+            put_batch_reports_each_item
             modes_round_trip_or_declared_absent
             get_copies_content
             list_parents_first_and_hides_reserved
@@ -594,6 +595,58 @@ pub mod cases {
             assert!(left.is_empty(), "temp files left behind: {left:?}");
         }
         assert_eq!(c.paths().await, ["f.txt"]);
+    }
+
+    /// `put_batch` writes every item it can (new and overwritten files, in several directories),
+    /// fails only the items that cannot be written, in order, and leaves no temp file.
+    pub async fn put_batch_reports_each_item(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        c.mkdir("d").await;
+        c.put("d/old", b"old").await.unwrap();
+        let meta2 = FileMeta {
+            mode: 0o640,
+            mtime_ns: MTIME + 86_400_000_000_000,
+        };
+        let item = |p: &str, bytes: &[u8], meta| crate::PutItem {
+            path: rp(p.as_bytes()),
+            source: c.src(bytes),
+            meta,
+        };
+        let items = vec![
+            item("a", b"alpha", META),
+            item("no/such/dir", b"x", META),
+            item("d/old", b"new content", meta2),
+            item("d/b", b"", META),
+        ];
+        let r = c.m.put_batch(items).await;
+        assert_eq!(r.len(), 4);
+        assert!(r[1].is_err(), "missing parent: {:?}", r[1]);
+        for (i, want) in [(0, 5), (2, 11), (3, 0)] {
+            let st = r[i].as_ref().unwrap_or_else(|e| panic!("item {i}: {e}"));
+            assert_eq!((st.kind, st.size), (EntryKind::File, want), "item {i}");
+        }
+        assert!(c.mtime_close(r[2].as_ref().unwrap().mtime_ns, meta2.mtime_ns));
+        assert_eq!(c.get("a").await, b"alpha");
+        assert_eq!(c.get("d/old").await, b"new content");
+        assert_eq!(c.get("d/b").await, b"");
+        if c.caps.modes {
+            assert_eq!(c.stat("d/old").await.unwrap().mode, 0o640);
+        }
+        assert_eq!(c.paths().await, ["a", "d", "d/b", "d/old"]);
+        assert!(c.m.put_batch(Vec::new()).await.is_empty());
+        if let Some(root) = fx.root() {
+            for dir in [root.to_path_buf(), root.join("d")] {
+                let left: Vec<_> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .filter(|n| {
+                        n.as_encoded_bytes()
+                            .starts_with(crate::TMP_PREFIX.as_bytes())
+                    })
+                    .collect();
+                assert!(left.is_empty(), "temp files left in {dir:?}: {left:?}");
+            }
+        }
     }
 
     /// `put` does not create parent directories.
