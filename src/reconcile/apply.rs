@@ -74,6 +74,11 @@ struct Ctx<'a> {
     /// File pushes waiting for [`send_queued`], and their size in bytes.
     queued: Vec<Entry>,
     queued_bytes: u64,
+    /// Fetched and verified files waiting for [`land_fetched`] (temp files in `fetched`, the
+    /// incoming and recorded local entries in `fetched_entries`), and their size in bytes.
+    fetched: Option<fsutil::BatchReplace>,
+    fetched_entries: Vec<(Entry, Option<Entry>)>,
+    fetched_bytes: u64,
 }
 
 /// Most files, and bytes, in one [`Mirror::put_batch`].
@@ -108,6 +113,9 @@ pub async fn apply(
         names,
         queued: Vec::new(),
         queued_bytes: 0,
+        fetched: None,
+        fetched_entries: Vec::new(),
+        fetched_bytes: 0,
     };
 
     // Renames first: a path removed on one side whose content reappears under another name is
@@ -118,6 +126,9 @@ pub async fn apply(
         // Queued writes go out before anything that is not another push of content.
         if !matches!(&step, Step::Push { local, .. } if !local.deleted) {
             send_queued(&mut cx, report).await?;
+        }
+        if !matches!(&step, Step::Pull { remote, .. } if !remote.deleted) {
+            land_fetched(&mut cx, report)?;
         }
         let path = step.path().display();
         let r = match step {
@@ -148,10 +159,76 @@ pub async fn apply(
         if cx.queued.len() >= PUT_BATCH || cx.queued_bytes >= PUT_BATCH_BYTES {
             send_queued(&mut cx, report).await?;
         }
+        if cx.fetched_entries.len() >= PUT_BATCH || cx.fetched_bytes >= PUT_BATCH_BYTES {
+            land_fetched(&mut cx, report)?;
+        }
     }
     send_queued(&mut cx, report).await?;
+    land_fetched(&mut cx, report)?;
     flush(&mut cx)?;
     Ok(())
+}
+
+fn mismatch(cx: &Ctx<'_>, r: &Entry) -> StepError {
+    StepError::Path(format!(
+        "{} on mirror {} does not match its recorded hash (changed during the sync?); not applied, retried next sync",
+        r.path,
+        cx.mirror.location()
+    ))
+}
+
+/// Lands the fetched files of the current batch: one flush of the local file system, then each
+/// is renamed into place after re-checking that the local file still holds what the journal
+/// says (invariant 1; if not, the local edit is journaled and the step deferred, so the two
+/// meet as a conflict next round), then each directory is fsynced once, then journaled.
+fn land_fetched(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()> {
+    let Some(batch) = cx.fetched.take() else {
+        return Ok(());
+    };
+    let entries = std::mem::take(&mut cx.fetched_entries);
+    cx.fetched_bytes = 0;
+    let mut check_err = None;
+    let results = batch.commit_checked(|i, _| {
+        let (r, l) = &entries[i];
+        match local_unchanged(cx, &r.path, l.as_ref()) {
+            Ok(ok) => ok,
+            Err(e) => {
+                check_err.get_or_insert(e);
+                false
+            }
+        }
+    });
+    for ((r, _), res) in entries.into_iter().zip(results) {
+        let p = r.path.clone();
+        match res {
+            Ok(Some(m)) => {
+                report.pulled += 1;
+                cx.pending.push(local_entry(&r, Some(&m)));
+            }
+            Ok(None) => {
+                cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+                let why = "changed here during the sync; the local edit was journaled and will meet the incoming one as a conflict";
+                tracing::info!(path = %p, reason = %why, "deferred to the next sync");
+                report.deferred.push(format!("{p}: {why}"));
+            }
+            Err(e) => {
+                let why = format!(
+                    "folder {}: could not write {p}: {e}",
+                    cx.local.root.display()
+                );
+                tracing::warn!(path = %p, error = %why, "not synced");
+                report.failed.push(why);
+            }
+        }
+    }
+    match check_err {
+        Some(StepError::Fatal(e)) => Err(e),
+        Some(StepError::Path(why)) => {
+            report.failed.push(why);
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Writes the queued file pushes with one [`Mirror::put_batch`] and records each in the mirror's
@@ -624,6 +701,7 @@ async fn fetch_verified(
     cx: &Ctx<'_>,
     r: &Entry,
     dest: &Path,
+    durable: bool,
 ) -> Result<Option<PathBuf>, StepError> {
     let dir = dest.parent().unwrap_or(&cx.local.root).to_path_buf();
     let tmp = fsutil::temp_path(&dir);
@@ -633,9 +711,11 @@ async fn fetch_verified(
         if Some(h) != r.hash {
             return Ok(None);
         }
-        let f = fs::File::open(&tmp).map_err(|e| local_io(cx, &r.path, "open", e))?;
-        f.sync_all()
-            .map_err(|e| local_io(cx, &r.path, "fsync", e))?;
+        if durable {
+            let f = fs::File::open(&tmp).map_err(|e| local_io(cx, &r.path, "open", e))?;
+            f.sync_all()
+                .map_err(|e| local_io(cx, &r.path, "fsync", e))?;
+        }
         fsutil::apply_meta(&tmp, meta(r))
             .map_err(|e| local_io(cx, &r.path, "set metadata of", e))?;
         Ok(Some(tmp.clone()))
@@ -697,12 +777,8 @@ async fn materialise(
             fs::rename(&tmp, &dest).map_err(|e| local_io(cx, at, "rename", e))?;
         }
         EntryKind::File => {
-            let Some(tmp) = fetch_verified(cx, r, &dest).await? else {
-                return Err(StepError::Path(format!(
-                    "{} on mirror {} does not match its recorded hash (changed during the sync?); not applied, retried next sync",
-                    r.path,
-                    cx.mirror.location()
-                )));
+            let Some(tmp) = fetch_verified(cx, r, &dest, true).await? else {
+                return Err(mismatch(cx, r));
             };
             // Invariant 1: re-check right before the rename.
             if !local_unchanged(cx, at, recorded)? {
@@ -790,6 +866,23 @@ async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncRep
             }
             let m = fs::symlink_metadata(&path).ok();
             cx.pending.push(local_entry(&r, m.as_ref()));
+            return Ok(Outcome::Done);
+        }
+    }
+    // A plain file: fetched and verified now, landed with the others of its batch (one flush).
+    if r.kind == EntryKind::File {
+        let dest = full(cx, &p)?;
+        if !fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            local_parents(cx, &p)?;
+            let Some(tmp) = fetch_verified(cx, &r, &dest, false).await? else {
+                return Err(mismatch(cx, &r));
+            };
+            cx.fetched_bytes += r.size;
+            let batch = cx
+                .fetched
+                .get_or_insert_with(|| fsutil::BatchReplace::new(&cx.local.root));
+            batch.adopt(tmp, dest);
+            cx.fetched_entries.push((r, l));
             return Ok(Outcome::Done);
         }
     }
@@ -1017,9 +1110,8 @@ fn copy_target(cx: &Ctx<'_>, p: &RelPath, loser: &Entry) -> Result<CopyAt, StepE
         .rposition(|w| w == CONFLICT_TAG.as_bytes())
         .map_or(b.len(), |i| i + CONFLICT_TAG.len());
     let prefix = &b[..tag_at];
-    let kept = |e: &Entry| {
-        !e.deleted && e.same_content(loser) && original_of(&e.path).as_ref() == Some(p)
-    };
+    let kept =
+        |e: &Entry| !e.deleted && e.same_content(loser) && original_of(&e.path).as_ref() == Some(p);
     if let Some(e) = cx
         .local
         .journal
@@ -1045,9 +1137,8 @@ fn copy_target(cx: &Ctx<'_>, p: &RelPath, loser: &Entry) -> Result<CopyAt, StepE
         (_, _, Some(t)) => blake3::hash(t).to_hex().to_string(),
         _ => blake3::hash(p.as_bytes()).to_hex().to_string(),
     };
-    let candidates = std::iter::once(base.clone()).chain(
-        [8, 16, 64].map(|n| conflict_name_tagged(p, &who, loser.mtime_ns, Some(&hex[..n]))),
-    );
+    let candidates = std::iter::once(base.clone())
+        .chain([8, 16, 64].map(|n| conflict_name_tagged(p, &who, loser.mtime_ns, Some(&hex[..n]))));
     for c in candidates {
         let here = cx.local.journal.entry(&c)?;
         let taken = here.as_ref().is_some_and(|e| !e.deleted)

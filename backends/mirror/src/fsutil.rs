@@ -213,24 +213,53 @@ impl BatchReplace {
         }
     }
 
+    /// Takes a temp file already written beside `target` (by someone else, e.g. a mirror's
+    /// `get`) into the batch; it is removed if not committed. Returns its index.
+    pub fn adopt(&mut self, tmp: PathBuf, target: PathBuf) -> usize {
+        self.staged.push((tmp, target));
+        self.staged.len() - 1
+    }
+
     /// Makes every staged file durable, renames each over its target and makes the renames
     /// durable. Returns each target's new metadata, by staging index.
     ///
     /// # Errors
     /// Per item: the flush, rename or directory fsync that failed (a failed flush fails every
     /// item and renames nothing).
-    pub fn commit(mut self) -> Vec<io::Result<Metadata>> {
+    pub fn commit(self) -> Vec<io::Result<Metadata>> {
+        self.commit_checked(|_, _| true)
+            .into_iter()
+            .map(|r| r.and_then(|m| m.ok_or_else(|| io::Error::other("skipped"))))
+            .collect()
+    }
+
+    /// [`BatchReplace::commit`], asking `check(index, target)` right before each rename whether
+    /// the target may still be replaced (invariant 1: the engine re-checks that the local file
+    /// still holds what its journal says); a refused item is dropped and reported as `Ok(None)`.
+    ///
+    /// # Errors
+    /// As [`BatchReplace::commit`].
+    pub fn commit_checked(
+        mut self,
+        mut check: impl FnMut(usize, &Path) -> bool,
+    ) -> Vec<io::Result<Option<Metadata>>> {
         let staged = std::mem::take(&mut self.staged);
         if staged.is_empty() {
             return Vec::new();
         }
-        let flushed = File::open(&self.root)
-            .and_then(|root| rustix::fs::syncfs(&root).map_err(io::Error::from))
-            .or_else(|_| {
-                staged
-                    .iter()
-                    .try_for_each(|(tmp, _)| File::open(tmp).and_then(|f| f.sync_all()))
-            });
+        let each = || {
+            staged
+                .iter()
+                .try_for_each(|(tmp, _)| File::open(tmp).and_then(|f| f.sync_all()))
+        };
+        // A flush of the whole file system costs more than a few fsyncs when little is staged.
+        let flushed = if staged.len() <= 4 {
+            each()
+        } else {
+            File::open(&self.root)
+                .and_then(|root| rustix::fs::syncfs(&root).map_err(io::Error::from))
+                .or_else(|_| each())
+        };
         if let Err(e) = flushed {
             for (tmp, _) in &staged {
                 let _ = fs::remove_file(tmp);
@@ -243,15 +272,20 @@ impl BatchReplace {
                 .collect();
         }
         let mut dirs = std::collections::BTreeMap::<PathBuf, Option<String>>::new();
-        let mut out: Vec<io::Result<()>> = Vec::with_capacity(staged.len());
-        for (tmp, target) in &staged {
+        let mut out: Vec<io::Result<bool>> = Vec::with_capacity(staged.len());
+        for (i, (tmp, target)) in staged.iter().enumerate() {
+            if !check(i, target) {
+                let _ = fs::remove_file(tmp);
+                out.push(Ok(false));
+                continue;
+            }
             let r = fs::rename(tmp, target);
             if r.is_err() {
                 let _ = fs::remove_file(tmp);
             } else if let Some(d) = target.parent() {
                 dirs.entry(d.to_path_buf()).or_insert(None);
             }
-            out.push(r);
+            out.push(r.map(|()| true));
         }
         for (d, err) in dirs.iter_mut() {
             if let Err(e) = fsync_dir(d) {
@@ -262,11 +296,13 @@ impl BatchReplace {
             .iter()
             .zip(out)
             .map(|((_, target), r)| {
-                r?;
+                if !r? {
+                    return Ok(None);
+                }
                 if let Some(Some(e)) = target.parent().and_then(|d| dirs.get(d)) {
                     return Err(io::Error::other(format!("fsync of the directory: {e}")));
                 }
-                fs::symlink_metadata(target)
+                fs::symlink_metadata(target).map(Some)
             })
             .collect()
     }

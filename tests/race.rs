@@ -1,0 +1,306 @@
+//! Invariant 1 (no lost writes) against the exact race it is about: the user saves a file while
+//! a sync is bringing in another version of it. A wrapper mirror edits the local file at chosen
+//! moments of a real sync (while the incoming file is fetched, while a batch of fetched files
+//! waits to land, while a batch of pushes is being written), on a real `dir` mirror and real
+//! local folders. Every version must survive: the local edit under its name or as a conflict
+//! copy, and the incoming version too; after a few more rounds both machines agree.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use briefcase::reconcile::{ensure_initialised, sync, SyncOptions};
+use briefcase::replica::LocalReplica;
+use briefcase_dir::DirMirror;
+use briefcase_mirror::{
+    Capabilities, FileMeta, FolderId, Mirror, MirrorResult, Presence, PutItem, RelPath, RemoteStat,
+};
+
+/// What to do to a local file, and when.
+#[derive(Debug, Clone)]
+enum Trigger {
+    /// After the mirror's `get` of `on` returns, write `content` to local `edit`.
+    AfterGet {
+        on: &'static str,
+        edit: PathBuf,
+        content: Vec<u8>,
+    },
+    /// After a `put_batch`/`put` returns, write `content` to local `edit`.
+    AfterPut { edit: PathBuf, content: Vec<u8> },
+}
+
+/// A `dir` mirror that plays the user at the moments listed in `triggers` (each fires once).
+#[derive(Debug)]
+struct Racing {
+    inner: DirMirror,
+    triggers: Mutex<Vec<Trigger>>,
+}
+
+impl Racing {
+    fn fire_get(&self, path: &RelPath) {
+        let mut t = self.triggers.lock().expect("lock");
+        if let Some(i) = t
+            .iter()
+            .position(|x| matches!(x, Trigger::AfterGet { on, .. } if path.display() == *on))
+        {
+            if let Trigger::AfterGet { edit, content, .. } = t.remove(i) {
+                std::fs::write(edit, content).expect("user edit");
+            }
+        }
+    }
+
+    fn fire_put(&self) {
+        let mut t = self.triggers.lock().expect("lock");
+        if let Some(i) = t.iter().position(|x| matches!(x, Trigger::AfterPut { .. })) {
+            if let Trigger::AfterPut { edit, content } = t.remove(i) {
+                std::fs::write(edit, content).expect("user edit");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Mirror for Racing {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn probe(&self) -> MirrorResult<Presence> {
+        self.inner.probe().await
+    }
+    async fn init(&self, folder: FolderId) -> MirrorResult<()> {
+        self.inner.init(folder).await
+    }
+    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        self.inner.read_meta(name).await
+    }
+    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
+        self.inner.write_meta(name, bytes).await
+    }
+    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
+        self.inner.list().await
+    }
+    async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
+        self.inner.stat(path).await
+    }
+    async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
+        let r = self.inner.get(path, dest).await;
+        self.fire_get(path);
+        r
+    }
+    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let r = self.inner.put(path, source, meta).await;
+        self.fire_put();
+        r
+    }
+    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
+        let r = self.inner.put_batch(items).await;
+        self.fire_put();
+        r
+    }
+    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        self.inner.mkdir(path, meta).await
+    }
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+        self.inner.symlink(path, target).await
+    }
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+        self.inner.rename(from, to).await
+    }
+    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
+        self.inner.remove(path).await
+    }
+    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        self.inner.set_meta(path, meta).await
+    }
+}
+
+struct Two {
+    _tmp: tempfile::TempDir,
+    a: LocalReplica,
+    b: LocalReplica,
+    m: Racing,
+    rt: tokio::runtime::Runtime,
+}
+
+fn opts() -> SyncOptions {
+    SyncOptions::default()
+}
+
+impl Two {
+    fn new() -> Two {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let a = LocalReplica::init(&tmp.path().join("a"), &tmp.path().join("da"), "alpha", None)
+            .expect("init a");
+        let b = LocalReplica::init(
+            &tmp.path().join("b"),
+            &tmp.path().join("db"),
+            "beta",
+            Some(a.journal.folder_id()),
+        )
+        .expect("init b");
+        let m = Racing {
+            inner: DirMirror::new(tmp.path().join("m")),
+            triggers: Mutex::new(Vec::new()),
+        };
+        rt.block_on(async {
+            ensure_initialised(&a, &m, "m", false)
+                .await
+                .expect("init m");
+        });
+        Two {
+            _tmp: tmp,
+            a,
+            b,
+            m,
+            rt,
+        }
+    }
+
+    fn sync_a(&mut self) {
+        let r = self
+            .rt
+            .block_on(sync(&mut self.a, &self.m, "m", &opts()))
+            .expect("sync a");
+        assert!(r.failed.is_empty(), "a: {:?}", r.failed);
+    }
+
+    /// Syncs B; returns the deferred steps.
+    fn sync_b(&mut self) -> Vec<String> {
+        let r = self
+            .rt
+            .block_on(sync(&mut self.b, &self.m, "m", &opts()))
+            .expect("sync b");
+        assert!(r.failed.is_empty(), "b: {:?}", r.failed);
+        r.deferred
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..3 {
+            self.sync_a();
+            self.sync_b();
+        }
+        assert_eq!(tree(&self.a.root), tree(&self.b.root), "a and b differ");
+    }
+}
+
+fn write(root: &Path, name: &str, content: &str) {
+    std::fs::write(root.join(name), content).expect("write");
+}
+
+/// (relative path, content) of every file, without briefcase's marker.
+fn tree(root: &Path) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(root).expect("read_dir") {
+        let e = e.expect("entry");
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".briefcase") || !e.file_type().expect("type").is_file() {
+            continue;
+        }
+        let c = std::fs::read_to_string(e.path()).expect("read");
+        out.insert((name, c));
+    }
+    out
+}
+
+fn contents(root: &Path) -> BTreeSet<String> {
+    tree(root).into_iter().map(|(_, c)| c).collect()
+}
+
+/// Incoming versions of many files (landed as one batch) race local saves: one save while its
+/// own incoming version is being fetched, one save of a file fetched earlier whose batch has not
+/// landed yet. Neither save may be overwritten.
+#[test]
+fn save_during_a_batched_pull_is_kept() {
+    let mut w = Two::new();
+    for i in 0..12 {
+        write(&w.a.root, &format!("f{i:02}"), &format!("v1 {i}"));
+    }
+    w.sync_a();
+    assert!(w.sync_b().is_empty());
+    for i in 0..12 {
+        write(&w.a.root, &format!("f{i:02}"), &format!("v2 from a {i}"));
+    }
+    w.sync_a();
+    w.m.triggers.lock().expect("lock").extend([
+        Trigger::AfterGet {
+            on: "f03",
+            edit: w.b.root.join("f03"),
+            content: b"saved on b while f03 was fetched".to_vec(),
+        },
+        Trigger::AfterGet {
+            on: "f09",
+            edit: w.b.root.join("f01"),
+            content: b"saved on b while f01 waited to land".to_vec(),
+        },
+    ]);
+    let deferred = w.sync_b();
+    assert_eq!(deferred.len(), 2, "both raced paths deferred: {deferred:?}");
+    assert!(w.m.triggers.lock().expect("lock").is_empty(), "both fired");
+    w.settle();
+    let have = contents(&w.a.root);
+    for want in [
+        "saved on b while f03 was fetched",
+        "saved on b while f01 waited to land",
+        "v2 from a 3",
+        "v2 from a 1",
+        "v2 from a 11",
+    ] {
+        assert!(have.contains(want), "lost {want:?}; have {have:?}");
+    }
+}
+
+/// The same race with a single incoming file (a batch of one, flushed with a per-file fsync).
+#[test]
+fn save_during_a_single_pull_is_kept() {
+    let mut w = Two::new();
+    write(&w.a.root, "notes.txt", "v1");
+    w.sync_a();
+    w.sync_b();
+    write(&w.a.root, "notes.txt", "v2 from a");
+    w.sync_a();
+    w.m.triggers.lock().expect("lock").push(Trigger::AfterGet {
+        on: "notes.txt",
+        edit: w.b.root.join("notes.txt"),
+        content: b"saved on b mid-sync".to_vec(),
+    });
+    assert_eq!(w.sync_b().len(), 1);
+    w.settle();
+    let have = contents(&w.b.root);
+    assert!(have.contains("saved on b mid-sync"), "{have:?}");
+    assert!(have.contains("v2 from a"), "{have:?}");
+}
+
+/// A save while a batch of pushes is written: the mirror must not be recorded as holding the
+/// saved content's version, and the save reaches the other machine.
+#[test]
+fn save_during_a_batched_push_is_sent_next() {
+    let mut w = Two::new();
+    for i in 0..12 {
+        write(&w.a.root, &format!("f{i:02}"), &format!("v1 {i}"));
+    }
+    w.m.triggers.lock().expect("lock").push(Trigger::AfterPut {
+        edit: w.a.root.join("f05"),
+        content: b"saved on a while the batch was sent".to_vec(),
+    });
+    let r =
+        w.rt.block_on(sync(&mut w.a, &w.m, "m", &opts()))
+            .expect("sync a");
+    assert_eq!(r.deferred.len(), 1, "{:?}", r.deferred);
+    w.settle();
+    let have = tree(&w.b.root);
+    assert!(
+        have.contains(&(
+            "f05".to_string(),
+            "saved on a while the batch was sent".to_string()
+        )),
+        "{have:?}"
+    );
+}
