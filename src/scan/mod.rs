@@ -106,8 +106,10 @@ pub fn stat_matches(e: &Entry, m: &fs::Metadata) -> bool {
 /// returns the changes, parents before children for upserts.
 ///
 /// # Errors
-/// [`ScanError::RootMissing`] when the root is gone; I/O errors other than paths vanishing during
-/// the scan (those are simply reported as removed or skipped).
+/// [`ScanError::RootMissing`] when the root is gone. A path that vanishes during the scan is
+/// reported as removed or skipped; one that cannot be read (permissions, I/O errors) is logged
+/// with what to check and kept as the journal had it (never taken for deleted), so one bad file
+/// does not stop the folder.
 pub fn scan(
     root: &Path,
     scope: Option<&RelPath>,
@@ -162,8 +164,15 @@ pub fn scan(
         .map(|(rel, m)| observe(root, rel, m))
         .collect();
     for h in hashed {
-        if let Some(o) = h? {
-            changes.push(Change::Upsert(o));
+        match h {
+            Ok(Some(o)) => changes.push(Change::Upsert(o)),
+            Ok(None) => {}
+            // One unreadable file must not stop the folder: it keeps its journal entry (it was
+            // seen, so it is not taken for deleted) and is retried at the next scan.
+            Err(ScanError::Io { path, source }) => {
+                tracing::warn!(path = %path.display(), error = %source, "cannot read this file; it is not synced until it is readable (check its permissions)");
+            }
+            Err(e) => return Err(e),
         }
     }
     changes.sort_by(|a, b| a.path().cmp(b.path()));
@@ -213,17 +222,22 @@ fn walk(
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                return Err(ScanError::Io {
-                    path: dir,
-                    source: e,
-                })
+                // Unreadable (permissions, I/O error): skip it, and keep what the journal knows
+                // below it, so nothing there is taken for deleted.
+                tracing::warn!(path = %dir.display(), error = %e, "cannot list this directory; its contents are kept as they were and not synced until it is readable (check its permissions)");
+                keep_known_below(root, &dir, known, seen);
+                continue;
             }
         };
         for de in rd {
-            let de = de.map_err(|e| ScanError::Io {
-                path: dir.clone(),
-                source: e,
-            })?;
+            let de = match de {
+                Ok(de) => de,
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "listing this directory failed midway; its contents are kept as they were");
+                    keep_known_below(root, &dir, known, seen);
+                    break;
+                }
+            };
             let full = de.path();
             let rel_os = match full.strip_prefix(root) {
                 Ok(r) => r,
@@ -237,10 +251,9 @@ fn walk(
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    return Err(ScanError::Io {
-                        path: full,
-                        source: e,
-                    })
+                    tracing::warn!(path = %full.display(), error = %e, "cannot stat this path; it is kept as it was and not synced until readable");
+                    keep_known_below(root, &full, known, seen);
+                    continue;
                 }
             };
             if rel.is_reserved() || rules.is_ignored(&rel, m.is_dir()) {
@@ -254,6 +267,28 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Marks `full` and every journal entry below it as seen (kept): used when a path cannot be
+/// read, so that a permission problem never reads as a deletion.
+fn keep_known_below(
+    root: &Path,
+    full: &Path,
+    known: &BTreeMap<&RelPath, &Entry>,
+    seen: &mut HashSet<RelPath>,
+) {
+    let Ok(rel) = full
+        .strip_prefix(root)
+        .map_err(|_| ())
+        .and_then(|r| RelPath::from_path(r).map_err(|_| ()))
+    else {
+        return;
+    };
+    for p in known.keys() {
+        if p.starts_with(&rel) {
+            seen.insert((*p).clone());
+        }
+    }
 }
 
 /// Hashes one path into an [`Observed`]; `Ok(None)` when it vanished meanwhile.
