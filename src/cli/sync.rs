@@ -111,6 +111,16 @@ pub async fn sync_one(
 
 pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     let mut rep = super::open_folder(dirs, a.dir.as_deref())?;
+    if !a.dry_run {
+        // Temp files of a sync killed mid-pull are garbage (invariant 2), as at `watch` start.
+        let removed = briefcase_mirror::fsutil::remove_temp_files(&rep.root).unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(
+                count = removed,
+                "removed leftover temp files of an interrupted sync"
+            );
+        }
+    }
     let cfg = super::load_config(dirs)?;
     let mirrors: Vec<MirrorConfig> = cfg
         .folder(&rep.root)

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use briefcase_mirror::{
     state, EntryKind, Mirror, MirrorError, MirrorState, Presence, RelPath, ReplicaId,
+    VectorOrdering,
 };
 
 use crate::journal::JournalError;
@@ -256,9 +257,21 @@ pub async fn sync(
         local.rescan(None)?;
     }
     let (mut generation, mut st) = open_mirror(local, mirror, name).await?;
-    // Changes made on the mirror behind briefcase's back.
     if !opts.dry_run {
+        // Temp files of a sync killed mid-write are garbage (invariant 2).
+        let swept = mirror.remove_temp_files().await?;
+        if swept > 0 {
+            tracing::info!(mirror = %name, count = swept, "removed leftover temp files of an interrupted sync");
+        }
+        // Our own writes of a sync that died before storing the state that records them.
+        let adopted = adopt_intents(mirror, generation, &mut st).await?;
+        // Changes made on the mirror behind briefcase's back.
         report.remote_changes_found = remote::scan_mirror(mirror, &mut st, &local.rules).await?;
+        if adopted > 0 || report.remote_changes_found > 0 {
+            // The mirror's new OSNs are stored before any of them is copied into the local
+            // journal: issued again after a crash, one could name two different versions.
+            generation = state::store(mirror, generation, &st).await?;
+        }
     }
     st.replica_names
         .insert(local.journal.replica_id(), local.journal.name().to_string());
@@ -305,10 +318,24 @@ pub async fn sync(
         }
         let had_work = !steps.is_empty();
         let had_resolve = steps.iter().any(|s| matches!(s, Step::Resolve { .. }));
+        // What this round will write to the mirror, recorded before the first write.
+        let intents: Vec<briefcase_mirror::Entry> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Push { local, .. } => Some(local.clone()),
+                _ => None,
+            })
+            .collect();
+        if !intents.is_empty() {
+            state::store_intents(mirror, generation, &intents).await?;
+        }
         let round = apply::apply(local, mirror, &mut st, steps, &mut report).await;
         // Commit the mirror's state after its data, even after a failure, so work is not redone.
         if had_work || generation == 0 {
             generation = state::store(mirror, generation, &st).await?;
+        }
+        if !intents.is_empty() {
+            state::clear_intents(mirror).await?;
         }
         round?;
         if report.deferred.is_empty() && report.failed.is_empty() && !had_resolve {
@@ -330,6 +357,78 @@ pub async fn sync(
     }
     report.complete = complete;
     Ok(report)
+}
+
+/// Takes into `st` the entries this machine wrote to the mirror in a sync that died before
+/// storing the state recording them ([`state::store_intents`]): a path whose content on the
+/// mirror is exactly what was being written gets the written entry (as the lost state would have
+/// had), instead of being found by [`remote::scan_mirror`] as an edit made behind briefcase's back.
+/// Anything else on the mirror is left to the scan. Returns how many entries were taken.
+async fn adopt_intents(
+    mirror: &dyn Mirror,
+    generation: u64,
+    st: &mut MirrorState,
+) -> ReconcileResult<usize> {
+    if !mirror.capabilities().two_way {
+        return Ok(0);
+    }
+    let intents = state::load_intents(mirror, generation).await?;
+    if intents.is_empty() {
+        return Ok(0);
+    }
+    let g = mirror.capabilities().mtime_granularity_ns;
+    let tmpdir = tempfile::tempdir().map_err(|e| ReconcileError::Local {
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    let mut adopted = 0;
+    for e in intents {
+        let old = st.entries.get(&e.path);
+        // Only what the push would have recorded: newer than the state's entry.
+        if old.is_some_and(|o| e.version.compare(&o.version) != VectorOrdering::Greater) {
+            continue;
+        }
+        let s = mirror.stat(&e.path).await?;
+        if let (Some(o), Some(s)) = (old, s.as_ref()) {
+            if remote::remote_matches(o, s, g) {
+                continue; // the write did not happen
+            }
+        }
+        let written = match (s.as_ref(), e.deleted) {
+            (None, true) => true,
+            (Some(s), false) if s.kind == e.kind => match s.kind {
+                EntryKind::Dir => true,
+                EntryKind::Symlink => s.symlink_target == e.symlink_target,
+                EntryKind::File => {
+                    s.size == e.size && {
+                        let dest = tmpdir.path().join("probe");
+                        let got = mirror.get(&e.path, &dest).await?;
+                        let h = crate::scan::hash_file(&dest).map(|r| r.0).ok();
+                        let _ = std::fs::remove_file(&dest);
+                        got.size == e.size && h.is_some() && h == e.hash
+                    }
+                }
+            },
+            _ => false,
+        };
+        if written {
+            let mut m = e.clone();
+            match &s {
+                Some(s) => {
+                    m.inode = s.inode;
+                    m.observed_mtime_ns = s.mtime_ns;
+                }
+                None => {
+                    m.inode = 0;
+                    m.observed_mtime_ns = e.mtime_ns;
+                }
+            }
+            tracing::debug!(path = %e.path, "written by an interrupted sync; taken as such");
+            st.entries.insert(e.path.clone(), m);
+            adopted += 1;
+        }
+    }
+    Ok(adopted)
 }
 
 fn describe(s: &Step) -> String {

@@ -828,6 +828,11 @@ impl Inner {
         }
     }
 
+    fn remove_temp_files(&self) -> MirrorResult<usize> {
+        self.check_online()?;
+        fsutil::remove_temp_files(&self.root).map_err(|e| self.io("remove temp files in", "", e))
+    }
+
     fn set_meta(&self, rel: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         self.check_online()?;
         let det = self.detected();
@@ -958,6 +963,11 @@ impl Mirror for DirMirror {
     async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let path = path.clone();
         self.run("set metadata", move |i| i.set_meta(&path, meta))
+            .await
+    }
+
+    async fn remove_temp_files(&self) -> MirrorResult<usize> {
+        self.run("remove temp files", |i| i.remove_temp_files())
             .await
     }
 }
@@ -1108,6 +1118,42 @@ mod tests {
         );
         fs::write(dir.path().join("x"), b"").unwrap();
         assert_eq!(m.probe().await.unwrap(), Presence::Unmarked);
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_files_are_removed_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let m = DirMirror::new(dir.path().join("m"));
+        // Not mounted / not a mirror: nothing is touched.
+        assert!(matches!(
+            m.remove_temp_files().await,
+            Err(MirrorError::Offline { .. })
+        ));
+        m.init(FOLDER).await.unwrap();
+        let root = dir.path().join("m");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/.briefcase-tmp-1"), b"half").unwrap();
+        fs::write(root.join(".briefcase-tmp-2"), b"").unwrap();
+        fs::write(root.join(STATE_DIR).join(".briefcase-tmp-3"), b"st").unwrap();
+        fs::write(root.join("a/keep"), b"data").unwrap();
+        fs::write(outside.path().join(".briefcase-tmp-4"), b"not ours").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("a/link")).unwrap();
+        assert_eq!(m.remove_temp_files().await.unwrap(), 3);
+        assert!(
+            outside.path().join(".briefcase-tmp-4").exists(),
+            "followed a symlink"
+        );
+        assert!(root.join("a/keep").exists());
+        let paths: Vec<String> = m
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.path.display())
+            .collect();
+        assert_eq!(paths, ["a", "a/b", "a/keep", "a/link"]);
+        assert_eq!(m.remove_temp_files().await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -246,4 +246,15 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`MirrorError::NotFound`]; I/O errors.
     async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat>;
+
+    /// Removes the `.briefcase-tmp-*` files an interrupted write left behind (a process killed
+    /// between writing a temp file and renaming it, invariant 2), in the data tree and the state
+    /// directory, and returns how many were removed. Called at the start of every sync. Backends
+    /// whose writes leave nothing behind keep the default (nothing to do).
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
+    async fn remove_temp_files(&self) -> MirrorResult<usize> {
+        Ok(0)
+    }
 }

@@ -8,7 +8,7 @@
 //! blake3(generation ‖ payload) (32) | payload (postcard-encoded `MirrorState`).
 
 use crate::error::{MirrorError, MirrorResult};
-use crate::model::MirrorState;
+use crate::model::{Entry, MirrorState};
 use crate::Mirror;
 
 const MAGIC: &[u8; 8] = b"BCSTATE1";
@@ -138,6 +138,66 @@ pub async fn store(mirror: &dyn Mirror, previous: u64, state: &MirrorState) -> M
     Ok(generation)
 }
 
+/// The intent record in `.briefcase/`: the entries a sync is about to write to the mirror.
+pub const INTENTS: &str = "intents";
+
+/// Records, durably and before any of them is written, the entries a sync is about to write to
+/// the mirror (pushes: files, directories, links, removals), tied to `generation`, the newest
+/// state generation stored. If the process dies before the state that records them is stored,
+/// the next sync finds the mirror holding this machine's own writes that its state does not
+/// know; [`load_intents`] lets it recognise them instead of taking them for edits made behind
+/// briefcase's back (which would get new mirror OSNs and turn the next local edit of the same
+/// file into a conflict with itself).
+///
+/// # Errors
+/// Errors from the mirror's [`Mirror::write_meta`].
+pub async fn store_intents(
+    mirror: &dyn Mirror,
+    generation: u64,
+    entries: &[Entry],
+) -> MirrorResult<()> {
+    let payload = postcard::to_stdvec(entries).map_err(|e| MirrorError::Corrupt {
+        location: mirror.location(),
+        what: INTENTS.to_string(),
+        reason: format!("cannot encode: {e}"),
+    })?;
+    mirror
+        .write_meta(INTENTS, &seal(generation, &payload))
+        .await
+}
+
+/// The intents recorded by [`store_intents`] against state `generation` (the one just loaded),
+/// or nothing: intents of another generation are history (the state written after them records
+/// what was done), and an unreadable record is treated as absent (it only ever saves work).
+///
+/// # Errors
+/// I/O errors from the mirror.
+pub async fn load_intents(mirror: &dyn Mirror, generation: u64) -> MirrorResult<Vec<Entry>> {
+    let Some(bytes) = mirror.read_meta(INTENTS).await? else {
+        return Ok(Vec::new());
+    };
+    if bytes.len() > MAX_STATE_BYTES + HEADER {
+        return Ok(Vec::new());
+    }
+    match open(&bytes) {
+        Ok((g, payload)) if g == generation && !payload.is_empty() => {
+            let _ = crate::path::take_last_rejected();
+            let decoded = postcard::from_bytes::<Vec<Entry>>(payload);
+            let _ = crate::path::take_last_rejected();
+            Ok(decoded.unwrap_or_default())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Empties the intent record once the state recording the writes is stored.
+///
+/// # Errors
+/// Errors from the mirror's [`Mirror::write_meta`].
+pub async fn clear_intents(mirror: &dyn Mirror) -> MirrorResult<()> {
+    mirror.write_meta(INTENTS, &seal(0, &[])).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +206,49 @@ mod tests {
     fn seal_open_round_trip() {
         let s = seal(7, b"hello");
         assert_eq!(open(&s).unwrap(), (7, &b"hello"[..]));
+    }
+
+    #[cfg(feature = "testkit")]
+    #[tokio::test]
+    async fn intents_hold_only_for_their_generation() {
+        use crate::memory::MemoryMirror;
+        use crate::model::{EntryKind, Osn, ReplicaId, Stamp, VersionVector};
+        use crate::path::RelPath;
+        let m = MemoryMirror::new("m");
+        m.init(crate::FolderId(7)).await.unwrap();
+        assert!(load_intents(&m, 3).await.unwrap().is_empty(), "none yet");
+        let mut version = VersionVector::new();
+        version.set(ReplicaId(1), Osn(9));
+        let e = Entry {
+            path: RelPath::try_from("d/f").unwrap(),
+            kind: EntryKind::File,
+            deleted: false,
+            size: 1,
+            mode: 0o644,
+            mtime_ns: 5,
+            hash: Some(crate::ContentHash::of(b"x")),
+            symlink_target: None,
+            chunks: vec![],
+            version,
+            stamp: Stamp {
+                replica: ReplicaId(1),
+                osn: Osn(9),
+            },
+            inode: 0,
+            observed_mtime_ns: 5,
+        };
+        store_intents(&m, 3, std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        assert_eq!(load_intents(&m, 3).await.unwrap(), vec![e]);
+        assert!(
+            load_intents(&m, 4).await.unwrap().is_empty(),
+            "state stored since"
+        );
+        clear_intents(&m).await.unwrap();
+        assert!(load_intents(&m, 3).await.unwrap().is_empty());
+        m.write_meta(INTENTS, b"garbage").await.unwrap();
+        assert!(load_intents(&m, 3).await.unwrap().is_empty());
     }
 
     #[test]
