@@ -48,12 +48,57 @@ pub async fn sync_one(
         Ok(b) => b,
         Err(e) => return MirrorOutcome::Failed(format!("mirror {}: {e:#}", m.name)),
     };
+    let (outcome, status) = sync_with(
+        rep,
+        m,
+        backend.as_ref(),
+        opts,
+        &mut reconcile::Session::default(),
+    )
+    .await;
+    if !opts.dry_run {
+        record_status(rep, m, &status);
+    }
+    outcome
+}
+
+/// What `status` shows for a mirror after a sync: the result line, whether it succeeded (sets
+/// the last-sync time), and why it is paused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorStatusLine {
+    pub result: String,
+    pub ok: bool,
+    pub paused: Option<String>,
+}
+
+/// Records `status` for mirror `m` in the journal (a warning if that fails).
+pub fn record_status(rep: &mut LocalReplica, m: &MirrorConfig, status: &MirrorStatusLine) {
+    if let Err(e) = rep.journal.set_mirror_status(
+        &m.name,
+        None,
+        &status.result,
+        status.ok,
+        status.paused.as_deref(),
+    ) {
+        tracing::warn!(error = %e, "could not record the mirror status");
+    }
+}
+
+/// Syncs `rep` with mirror `m` through an open `backend`, keeping `session` (see
+/// [`reconcile::Session`]); returns the outcome and the status line to record.
+pub async fn sync_with(
+    rep: &mut LocalReplica,
+    m: &MirrorConfig,
+    backend: &dyn briefcase_mirror::Mirror,
+    opts: &SyncOptions,
+    session: &mut reconcile::Session,
+) -> (MirrorOutcome, MirrorStatusLine) {
     let opts = SyncOptions {
         send_only: m.send_only || opts.send_only,
         ..opts.clone()
     };
-    let r = reconcile::sync(rep, backend.as_ref(), &m.name, &opts).await;
-    let (outcome, status, ok, paused) = match r {
+    let r = reconcile::sync_session(rep, backend, &m.name, &opts, session).await;
+    let (outcome, result, ok, paused) = match r {
         Ok(report) => {
             let s = if report.complete {
                 "ok".to_string()
@@ -94,19 +139,7 @@ pub async fn sync_one(
             )
         }
     };
-    if !opts.dry_run {
-        let replica = match &outcome {
-            MirrorOutcome::Synced(_) => None,
-            _ => None,
-        };
-        if let Err(e) =
-            rep.journal
-                .set_mirror_status(&m.name, replica, &status, ok, paused.as_deref())
-        {
-            tracing::warn!(error = %e, "could not record the mirror status");
-        }
-    }
-    outcome
+    (outcome, MirrorStatusLine { result, ok, paused })
 }
 
 pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {

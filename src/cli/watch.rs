@@ -3,18 +3,20 @@
 //! sync for the rest) until SIGINT/SIGTERM, finishing the batch in flight.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use briefcase::config::{Dirs, MirrorConfig, Target};
-use briefcase::reconcile::SyncOptions;
+use briefcase::reconcile::{MirrorScan, Session, SyncOptions};
 use briefcase::replica::LocalReplica;
 use briefcase::scan::IgnoreRules;
 use briefcase::watch::{FolderWatcher, Hint, WatchOptions};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::sync::{sync_one, MirrorOutcome};
+use briefcase_mirror::Mirror;
+
+use super::sync::{record_status, sync_with, MirrorOutcome, MirrorStatusLine};
 
 /// Arguments of `watch`.
 #[derive(Debug, clap::Args)]
@@ -43,18 +45,28 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
             "removed leftover temp files of an interrupted sync"
         );
     }
-    let mirrors: Vec<MirrorConfig> = super::load_config(dirs)?
+    let configs: Vec<MirrorConfig> = super::load_config(dirs)?
         .folder(&root)
         .map(|f| f.mirrors.clone())
         .unwrap_or_default();
+    let mut mirrors = Vec::with_capacity(configs.len());
+    for m in configs {
+        let backend = super::backend(&m.target)?;
+        mirrors.push(Run {
+            cfg: m,
+            backend,
+            session: Session::default(),
+            recorded: None,
+        });
+    }
 
     // Watch before the first sync, so nothing that happens during it is missed.
     let (_local_watch, mut local_rx) =
         FolderWatcher::start(root.clone(), rep.rules.clone(), WatchOptions::default())?;
-    let (mtx, mut mirror_rx) = mpsc::channel::<usize>(64);
+    let (mtx, mut mirror_rx) = mpsc::channel::<(usize, Hint)>(64);
     let mut mirror_watches: Vec<Option<FolderWatcher>> = Vec::new();
     for (i, m) in mirrors.iter().enumerate() {
-        mirror_watches.push(start_mirror_watch(i, m, &mtx));
+        mirror_watches.push(start_mirror_watch(i, &m.cfg, &mtx));
     }
 
     let opts = SyncOptions {
@@ -62,7 +74,7 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
         ..Default::default()
     };
     rep.rescan(None)?;
-    sync_all(&mut rep, &mirrors, &opts).await;
+    sync_all(&mut rep, &mut mirrors, &opts, &MirrorScan::Full).await;
     eprintln!(
         "watching {} with {} mirror(s); Ctrl-C to stop",
         root.display(),
@@ -86,31 +98,46 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
                 match rec {
                     Ok(r) if r.total() > 0 => {
                         tracing::debug!(changes = r.total(), "local changes journaled");
-                        sync_all(&mut rep, &mirrors, &opts).await;
-                        drain(&mut mirror_rx);
+                        // A watched mirror's own changes arrive as its hints; the others are
+                        // scanned whole (their changes are only seen that way).
+                        for i in 0..mirrors.len() {
+                            let scan = if mirror_watches[i].is_some() {
+                                MirrorScan::Skip
+                            } else {
+                                MirrorScan::Full
+                            };
+                            sync_run(&mut rep, &mut mirrors[i], &opts, &scan).await;
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "rescan failed; will retry"),
                 }
             }
-            Some(i) = mirror_rx.recv() => {
-                drain(&mut mirror_rx);
-                if let Some(m) = mirrors.get(i) {
-                    report(sync_one(&mut rep, m, &opts).await, m);
+            Some((i, hint)) = mirror_rx.recv() => {
+                // Merge what else is queued for the same mirror.
+                let mut hints = vec![(i, hint)];
+                while let Ok(h) = mirror_rx.try_recv() {
+                    hints.push(h);
                 }
-                drain(&mut mirror_rx);
+                for (i, m) in mirrors.iter_mut().enumerate() {
+                    let mine: Vec<&Hint> = hints.iter().filter(|(j, _)| *j == i).map(|(_, h)| h).collect();
+                    if mine.is_empty() {
+                        continue;
+                    }
+                    let scan = mirror_scan_for(m, &mine);
+                    sync_run(&mut rep, m, &opts, &scan).await;
+                }
             }
             _ = tick.tick() => {
                 for (i, m) in mirrors.iter().enumerate() {
                     if mirror_watches[i].is_none() {
-                        mirror_watches[i] = start_mirror_watch(i, m, &mtx);
+                        mirror_watches[i] = start_mirror_watch(i, &m.cfg, &mtx);
                     }
                 }
                 if let Err(e) = rep.rescan(None) {
                     tracing::warn!(error = %e, "periodic rescan failed");
                 }
-                sync_all(&mut rep, &mirrors, &opts).await;
-                drain(&mut mirror_rx);
+                sync_all(&mut rep, &mut mirrors, &opts, &MirrorScan::Full).await;
             }
         }
     }
@@ -118,14 +145,37 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     Ok(super::EXIT_OK)
 }
 
-fn drain(rx: &mut mpsc::Receiver<usize>) {
-    while rx.try_recv().is_ok() {}
+/// One configured mirror while watching: its open backend, the engine's session, and the status
+/// last recorded in the journal (rewritten only when it changes or a minute has passed).
+struct Run {
+    cfg: MirrorConfig,
+    backend: Box<dyn Mirror>,
+    session: Session,
+    recorded: Option<(MirrorStatusLine, Instant)>,
+}
+
+/// How much of mirror `m` to scan for `hints` from its watcher: the reported paths, or all of it
+/// when events were lost or the medium maps names (FAT: the watcher sees on-disk names).
+fn mirror_scan_for(m: &Run, hints: &[&Hint]) -> MirrorScan {
+    if !m.backend.capabilities().modes {
+        return MirrorScan::Full;
+    }
+    let mut paths = Vec::new();
+    for h in hints {
+        match h {
+            Hint::Rescan => return MirrorScan::Full,
+            Hint::Paths(p) => paths.extend(p.iter().cloned()),
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    MirrorScan::Paths(paths)
 }
 
 fn start_mirror_watch(
     i: usize,
     m: &MirrorConfig,
-    tx: &mpsc::Sender<usize>,
+    tx: &mpsc::Sender<(usize, Hint)>,
 ) -> Option<FolderWatcher> {
     let path = Target::parse(&m.target).ok()?.local_path()?.to_path_buf();
     if !path.join(briefcase_mirror::STATE_DIR).exists() {
@@ -135,8 +185,8 @@ fn start_mirror_watch(
         FolderWatcher::start(path, IgnoreRules::defaults(), WatchOptions::default()).ok()?;
     let tx = tx.clone();
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            if tx.send(i).await.is_err() {
+        while let Some(h) = rx.recv().await {
+            if tx.send((i, h)).await.is_err() {
                 break;
             }
         }
@@ -144,10 +194,32 @@ fn start_mirror_watch(
     Some(w)
 }
 
-async fn sync_all(rep: &mut LocalReplica, mirrors: &[MirrorConfig], opts: &SyncOptions) {
+async fn sync_all(
+    rep: &mut LocalReplica,
+    mirrors: &mut [Run],
+    opts: &SyncOptions,
+    scan: &MirrorScan,
+) {
     for m in mirrors {
-        report(sync_one(rep, m, opts).await, m);
+        sync_run(rep, m, opts, scan).await;
     }
+}
+
+async fn sync_run(rep: &mut LocalReplica, m: &mut Run, opts: &SyncOptions, scan: &MirrorScan) {
+    let opts = SyncOptions {
+        mirror_scan: scan.clone(),
+        ..opts.clone()
+    };
+    let (out, status) = sync_with(rep, &m.cfg, m.backend.as_ref(), &opts, &mut m.session).await;
+    let stale = m
+        .recorded
+        .as_ref()
+        .is_none_or(|(s, at)| *s != status || at.elapsed() > Duration::from_secs(60));
+    if stale {
+        record_status(rep, &m.cfg, &status);
+        m.recorded = Some((status, Instant::now()));
+    }
+    report(out, &m.cfg);
 }
 
 fn report(out: MirrorOutcome, m: &MirrorConfig) {

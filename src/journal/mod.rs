@@ -310,7 +310,9 @@ impl Journal {
             Some(b) => {
                 *b += 1;
                 self.query_entries(
-                    &format!("SELECT {COLS} FROM entries WHERE path >= ?1 AND path < ?2 ORDER BY path"),
+                    &format!(
+                        "SELECT {COLS} FROM entries WHERE path >= ?1 AND path < ?2 ORDER BY path"
+                    ),
                     &[&prefix, &hi],
                 )
             }

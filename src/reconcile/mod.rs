@@ -46,6 +46,8 @@ pub struct SyncOptions {
     pub mass_delete_min_files: usize,
     /// Also stop when more than this many files would be deleted (None: no absolute limit).
     pub max_deletes: Option<usize>,
+    /// Which part of the mirror to scan for changes made behind briefcase's back.
+    pub mirror_scan: MirrorScan,
 }
 
 impl Default for SyncOptions {
@@ -58,6 +60,7 @@ impl Default for SyncOptions {
             max_rounds: 4,
             mass_delete_min_files: 10,
             max_deletes: None,
+            mirror_scan: MirrorScan::Full,
         }
     }
 }
@@ -205,7 +208,8 @@ async fn open_mirror(
     local: &LocalReplica,
     mirror: &dyn Mirror,
     name: &str,
-) -> ReconcileResult<(u64, MirrorState)> {
+    cached: Option<(u64, [u8; 32], MirrorState)>,
+) -> ReconcileResult<(u64, [u8; 32], MirrorState)> {
     match mirror.probe().await? {
         Presence::Marked(f) if f == local.journal.folder_id() => {}
         Presence::Marked(f) => return Err(foreign(local, mirror, name, f)),
@@ -224,11 +228,19 @@ async fn open_mirror(
             .into())
         }
     }
-    match state::load(mirror).await? {
-        Some(l) if l.state.folder_id == local.journal.folder_id() => Ok((l.generation, l.state)),
-        Some(l) => Err(foreign(local, mirror, name, l.state.folder_id)),
-        None => Ok((
+    let known = cached.as_ref().map(|(g, c, _)| (*g, *c));
+    match state::load_unless(mirror, known).await? {
+        state::Reload::Unchanged => match cached {
+            Some(c) => Ok(c),
+            None => unreachable_reload(mirror),
+        },
+        state::Reload::Loaded(l) if l.state.folder_id == local.journal.folder_id() => {
+            Ok((l.generation, l.checksum, l.state))
+        }
+        state::Reload::Loaded(l) => Err(foreign(local, mirror, name, l.state.folder_id)),
+        state::Reload::Absent => Ok((
             0,
+            [0; 32],
             MirrorState::new(
                 local.journal.folder_id(),
                 ReplicaId(crate::replica::random_u64()),
@@ -236,6 +248,41 @@ async fn open_mirror(
             ),
         )),
     }
+}
+
+/// What a long-running caller (`watch`, the daemon) keeps between syncs with one mirror, so that
+/// a sync after a small change costs what changed, not the size of the tree: the mirror's state
+/// as this process last read or wrote it (re-read only when the mirror's newest generation is
+/// another one, e.g. written by another machine), and whether leftover temp files were swept.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// (generation, envelope checksum, state) last read or stored.
+    cached: Option<(u64, [u8; 32], MirrorState)>,
+}
+
+/// Which part of the mirror a sync scans for changes made behind briefcase's back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MirrorScan {
+    /// The whole mirror (a one-shot sync, a periodic pass, a watcher that lost events); also
+    /// sweeps temp files left by an interrupted write.
+    #[default]
+    Full,
+    /// Only these paths and what is below them (a watcher on the mirror reported them).
+    Paths(Vec<RelPath>),
+    /// Nothing: the caller watches the mirror and nothing was reported there (a sync for a local
+    /// change). Writes still check each target on the mirror first (`apply`), so a change made
+    /// there meanwhile is deferred, never overwritten.
+    Skip,
+}
+
+/// `load_unless` says "unchanged" only when given a known state; kept as an error, not a panic.
+fn unreachable_reload<T>(mirror: &dyn Mirror) -> ReconcileResult<T> {
+    Err(MirrorError::Corrupt {
+        location: mirror.location(),
+        what: "state".into(),
+        reason: "reported unchanged without a cached state (a bug); sync again".into(),
+    }
+    .into())
 }
 
 /// Runs one two-way sync of `local` with `mirror` (named `name` in the config).
@@ -249,6 +296,21 @@ pub async fn sync(
     name: &str,
     opts: &SyncOptions,
 ) -> ReconcileResult<SyncReport> {
+    sync_session(local, mirror, name, opts, &mut Session::default()).await
+}
+
+/// [`sync`] for a caller that syncs with the same mirror again and again, keeping `session`
+/// between calls (after an error the session forgets the state and the next sync reloads it).
+///
+/// # Errors
+/// As [`sync`].
+pub async fn sync_session(
+    local: &mut LocalReplica,
+    mirror: &dyn Mirror,
+    name: &str,
+    opts: &SyncOptions,
+    session: &mut Session,
+) -> ReconcileResult<SyncReport> {
     let mut report = SyncReport {
         mirror: name.to_string(),
         ..Default::default()
@@ -256,28 +318,54 @@ pub async fn sync(
     if opts.rescan_local && !opts.dry_run {
         local.rescan(None)?;
     }
-    let (mut generation, mut st) = open_mirror(local, mirror, name).await?;
+    // Within a session every write is followed by this process's own store (or the error that
+    // empties the session), so intents need checking only after a fresh load.
+    let fresh = session.cached.is_none();
+    let (mut generation, mut checksum, mut st) =
+        open_mirror(local, mirror, name, session.cached.take()).await?;
     if !opts.dry_run {
-        // Temp files of a sync killed mid-write are garbage (invariant 2).
-        let swept = mirror.remove_temp_files().await?;
-        if swept > 0 {
-            tracing::info!(mirror = %name, count = swept, "removed leftover temp files of an interrupted sync");
+        if opts.mirror_scan == MirrorScan::Full {
+            // Temp files of a sync killed mid-write are garbage (invariant 2).
+            let swept = mirror.remove_temp_files().await?;
+            if swept > 0 {
+                tracing::info!(mirror = %name, count = swept, "removed leftover temp files of an interrupted sync");
+            }
         }
         // Our own writes of a sync that died before storing the state that records them.
-        let adopted = adopt_intents(mirror, generation, &mut st).await?;
+        let adopted = if fresh {
+            adopt_intents(mirror, generation, &mut st).await?
+        } else {
+            0
+        };
         // Changes made on the mirror behind briefcase's back.
-        report.remote_changes_found = remote::scan_mirror(mirror, &mut st, &local.rules).await?;
+        report.remote_changes_found = match &opts.mirror_scan {
+            MirrorScan::Full => remote::scan_mirror(mirror, &mut st, &local.rules).await?,
+            MirrorScan::Paths(ps) => {
+                remote::scan_mirror_scoped(mirror, &mut st, &local.rules, Some(ps)).await?
+            }
+            MirrorScan::Skip => 0,
+        };
         if adopted > 0 || report.remote_changes_found > 0 {
             // The mirror's new OSNs are stored before any of them is copied into the local
             // journal: issued again after a crash, one could name two different versions.
-            generation = state::store(mirror, generation, &st).await?;
+            (generation, checksum) = state::store_tracked(mirror, generation, &st).await?;
         }
     }
-    st.replica_names
-        .insert(local.journal.replica_id(), local.journal.name().to_string());
-    for (r, n) in local.journal.replica_names()? {
-        st.replica_names.entry(r).or_insert(n);
+    let mut names_changed = st
+        .replica_names
+        .insert(local.journal.replica_id(), local.journal.name().to_string())
+        .is_none_or(|old| old != local.journal.name());
+    let known = local.journal.replica_names()?;
+    for (r, n) in &known {
+        if !st.replica_names.contains_key(r) {
+            st.replica_names.insert(*r, n.clone());
+            names_changed = true;
+        }
     }
+    if st
+        .replica_names
+        .iter()
+        .any(|(r, n)| known.get(r) != Some(n))
     {
         let mut b = local.journal.begin()?;
         for (r, n) in &st.replica_names {
@@ -330,24 +418,35 @@ pub async fn sync(
             state::store_intents(mirror, generation, &intents).await?;
         }
         let round = apply::apply(local, mirror, &mut st, steps, &mut report).await;
-        // Commit the mirror's state after its data, even after a failure, so work is not redone.
-        if had_work || generation == 0 {
-            generation = state::store(mirror, generation, &st).await?;
+        // The mirror's state is stored after its data, even after a failure, so work is not
+        // redone. Intents need no clearing: they hold only for the generation they were written
+        // against, and this store starts a new one.
+        let integrated =
+            round.is_ok() && report.deferred.is_empty() && report.failed.is_empty() && !had_resolve;
+        if integrated {
+            // Everything above each side's knowledge was integrated: advance both (the mirror's
+            // in the same store as the round's work).
+            let before = st.knowledge.clone();
+            st.knowledge.merge(&kl);
+            names_changed |= st.knowledge != before;
         }
-        if !intents.is_empty() {
-            state::clear_intents(mirror).await?;
+        if had_work || generation == 0 || (integrated && names_changed) {
+            (generation, checksum) = state::store_tracked(mirror, generation, &st).await?;
+            names_changed = false;
         }
         round?;
-        if report.deferred.is_empty() && report.failed.is_empty() && !had_resolve {
-            // Everything above each side's knowledge was integrated: advance both.
-            st.knowledge.merge(&kl);
-            if !opts.send_only {
+        if integrated {
+            let local_knows = local.journal.knowledge()?;
+            let mut merged = local_knows.clone();
+            merged.merge(&kr);
+            let named =
+                local.journal.replica_names()?.get(&st.replica_id) == Some(&name.to_string());
+            if !opts.send_only && (merged != local_knows || !named) {
                 let mut b = local.journal.begin()?;
                 b.merge_knowledge(&kr);
                 b.name_replica(st.replica_id, name)?;
                 b.commit()?;
             }
-            state::store(mirror, generation, &st).await?;
             complete = true;
             break;
         }
@@ -355,6 +454,10 @@ pub async fn sync(
             break;
         }
     }
+    if names_changed && !opts.dry_run {
+        (generation, checksum) = state::store_tracked(mirror, generation, &st).await?;
+    }
+    session.cached = Some((generation, checksum, st));
     report.complete = complete;
     Ok(report)
 }

@@ -5,7 +5,9 @@
 
 use std::collections::HashSet;
 
-use briefcase_mirror::{Entry, EntryKind, Mirror, MirrorError, MirrorState, RemoteStat, Stamp};
+use briefcase_mirror::{
+    Entry, EntryKind, Mirror, MirrorError, MirrorState, RelPath, RemoteStat, Stamp,
+};
 
 use crate::scan::IgnoreRules;
 
@@ -37,11 +39,41 @@ pub async fn scan_mirror(
     st: &mut MirrorState,
     rules: &IgnoreRules,
 ) -> Result<usize, MirrorError> {
+    scan_mirror_scoped(mirror, st, rules, None).await
+}
+
+/// [`scan_mirror`] limited to `scope` (paths and everything below them; `None`: the whole
+/// mirror), for a watcher's hint: costs the size of the scope, not of the mirror.
+///
+/// # Errors
+/// Mirror errors (listing or fetching).
+pub async fn scan_mirror_scoped(
+    mirror: &dyn Mirror,
+    st: &mut MirrorState,
+    rules: &IgnoreRules,
+    scope: Option<&[RelPath]>,
+) -> Result<usize, MirrorError> {
     if !mirror.capabilities().two_way {
         return Ok(0);
     }
     let g = mirror.capabilities().mtime_granularity_ns;
-    let listing = mirror.list().await?;
+    let listing = match scope {
+        None => mirror.list().await?,
+        Some(paths) => {
+            let mut v = Vec::new();
+            for p in paths {
+                if let Some(s) = mirror.stat(p).await? {
+                    let is_dir = s.kind == EntryKind::Dir;
+                    v.push(s);
+                    if is_dir {
+                        v.extend(mirror.list_under(p).await?);
+                    }
+                }
+            }
+            v
+        }
+    };
+    let in_scope = |p: &RelPath| scope.is_none_or(|ps| ps.iter().any(|s| p.starts_with(s)));
     let mut seen = HashSet::with_capacity(listing.len());
     let mut found = 0;
     let tmpdir = tempfile::tempdir()
@@ -125,6 +157,7 @@ pub async fn scan_mirror(
         .filter(|e| {
             !e.deleted
                 && !seen.contains(&e.path)
+                && in_scope(&e.path)
                 && !rules.is_ignored(&e.path, e.kind == EntryKind::Dir)
         })
         .map(|e| e.path.clone())

@@ -55,7 +55,9 @@ pub const WATCH_HEADROOM: usize = 512;
 /// Tuning of a [`FolderWatcher`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
-    /// A batch is emitted once no new event arrived for this long (default 20 ms).
+    /// A batch is emitted once no new event arrived for this long (default 8 ms: an editor's
+    /// save — temp file, rename, backup removal — happens within it; lsyncd with `delay = 0`,
+    /// the fastest peer measured in docs/performance.md, reacts in ~20 ms).
     pub quiet: Duration,
     /// A batch is emitted at most this long after its first event, even while events keep coming
     /// (default 1 s).
@@ -74,7 +76,7 @@ pub struct WatchOptions {
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
-            quiet: Duration::from_millis(20),
+            quiet: Duration::from_millis(8),
             cap: Duration::from_secs(1),
             poll_interval: Duration::from_secs(10),
             git_lock_wait: Duration::from_secs(30),

@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use briefcase_mirror::fsutil::{self, ResolveError};
 use briefcase_mirror::{
-    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence, PutItem,
-    RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
+    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence,
+    PutItem, RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
 };
 
 pub use profile::{Detected, Profile};
@@ -504,9 +504,37 @@ impl Inner {
 
     fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
         self.check_online()?;
+        self.list_from(self.root.clone(), None)
+    }
+
+    fn list_under(&self, rel: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full) = self.full(det, rel)?;
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => self.list_from(full, Some(rel.clone())),
+            Ok(_) => Ok(Vec::new()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(self.io("list", rel, e)),
+        }
+    }
+
+    /// Lists below `start` (the root when `start_rel` is `None`, else the directory `start_rel`).
+    fn list_from(
+        &self,
+        start: PathBuf,
+        start_rel: Option<RelPath>,
+    ) -> MirrorResult<Vec<RemoteStat>> {
         let det = self.detected();
         let mut out = Vec::new();
-        let mut stack: Vec<(PathBuf, Option<RelPath>)> = vec![(self.root.clone(), None)];
+        let mut stack: Vec<(PathBuf, Option<RelPath>)> = vec![(start, start_rel)];
         while let Some((dir, prefix)) = stack.pop() {
             let shown = prefix.as_ref().map(|p| p.display()).unwrap_or_default();
             let rd = match fs::read_dir(&dir) {
@@ -885,6 +913,11 @@ impl Mirror for DirMirror {
         self.run("list", |i| i.list()).await
     }
 
+    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
+        let dir = dir.clone();
+        self.run("list", move |i| i.list_under(&dir)).await
+    }
+
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         let path = path.clone();
         self.run("stat", move |i| i.stat(&path)).await
@@ -904,10 +937,7 @@ impl Mirror for DirMirror {
     async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
         let n = items.len();
         let location = self.location();
-        match self
-            .run("write", move |i| Ok(i.put_batch(&items)))
-            .await
-        {
+        match self.run("write", move |i| Ok(i.put_batch(&items))).await {
             Ok(v) => v,
             Err(e) => {
                 let reason = e.to_string();

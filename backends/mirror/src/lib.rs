@@ -172,6 +172,21 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// I/O errors; [`MirrorError::InvalidPath`] for a name that cannot be a [`RelPath`].
     async fn list(&self) -> MirrorResult<Vec<RemoteStat>>;
 
+    /// Lists what is below the directory `dir` (not `dir` itself), parents before children, like
+    /// [`Mirror::list`]; empty when `dir` is absent or not a directory. Lets a watcher's hint
+    /// cost the size of a subtree, not of the mirror. The default filters [`Mirror::list`].
+    ///
+    /// # Errors
+    /// As [`Mirror::list`]; [`MirrorError::Unsafe`] when a parent of `dir` is a symlink.
+    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|s| s.path != *dir && s.path.starts_with(dir))
+            .collect())
+    }
+
     /// Stats one path without following a final symlink. `Ok(None)` when absent.
     ///
     /// # Errors

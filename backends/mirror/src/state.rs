@@ -64,6 +64,9 @@ fn checksum(generation: u64, payload: &[u8]) -> blake3::Hash {
 pub struct Loaded {
     /// The generation number read.
     pub generation: u64,
+    /// The envelope's checksum: with `generation`, identifies exactly what was read (two
+    /// machines writing the same generation number still differ here).
+    pub checksum: [u8; 32],
     /// The state.
     pub state: MirrorState,
 }
@@ -74,7 +77,35 @@ pub struct Loaded {
 /// [`MirrorError::Corrupt`] when slots exist but none is valid (naming both reasons);
 /// I/O errors from the mirror.
 pub async fn load(mirror: &dyn Mirror) -> MirrorResult<Option<Loaded>> {
-    let mut best: Option<Loaded> = None;
+    match load_unless(mirror, None).await? {
+        Reload::Loaded(l) => Ok(Some(l)),
+        Reload::Absent | Reload::Unchanged => Ok(None),
+    }
+}
+
+/// What [`load_unless`] found.
+#[derive(Debug)]
+pub enum Reload {
+    /// The newest valid generation is the one the caller already holds.
+    Unchanged,
+    /// A different newest generation, decoded.
+    Loaded(Loaded),
+    /// Neither slot exists (a new mirror).
+    Absent,
+}
+
+/// [`load`] for a caller that keeps the state in memory between syncs (`watch`, the daemon):
+/// when the newest valid generation has the `known` (generation, checksum), it is not decoded
+/// again, so an unchanged state costs a read and a checksum, not a decode of every entry. Only
+/// the newest valid envelope is decoded (the older one only if that fails).
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_unless(
+    mirror: &dyn Mirror,
+    known: Option<(u64, [u8; 32])>,
+) -> MirrorResult<Reload> {
+    let mut valid: Vec<(u64, [u8; 32], Vec<u8>, &str)> = Vec::new();
     let mut problems = Vec::new();
     let mut seen = 0;
     for slot in SLOTS {
@@ -86,29 +117,43 @@ pub async fn load(mirror: &dyn Mirror) -> MirrorResult<Option<Loaded>> {
             problems.push(format!("{slot}: larger than {MAX_STATE_BYTES} bytes"));
             continue;
         }
-        let _ = crate::path::take_last_rejected();
         match open(&bytes) {
-            Ok((generation, payload)) => match postcard::from_bytes::<MirrorState>(payload) {
-                Ok(state) => {
-                    if best.as_ref().is_none_or(|b| b.generation < generation) {
-                        best = Some(Loaded { generation, state });
-                    }
-                }
-                Err(e) => match crate::path::take_last_rejected() {
-                    Some((path, why)) => {
-                        return Err(MirrorError::InvalidPath {
-                            location: mirror.location(),
-                            path,
-                            source: why,
-                        })
-                    }
-                    None => problems.push(format!("{slot}: undecodable ({e})")),
-                },
-            },
+            Ok((generation, _)) => {
+                let mut sum = [0u8; 32];
+                sum.copy_from_slice(&bytes[24..56]);
+                valid.push((generation, sum, bytes, slot));
+            }
             Err(e) => problems.push(format!("{slot}: {e}")),
         }
     }
-    if best.is_none() && seen > 0 {
+    valid.sort_by_key(|v| std::cmp::Reverse(v.0));
+    for (generation, checksum, bytes, slot) in valid {
+        if known == Some((generation, checksum)) {
+            return Ok(Reload::Unchanged);
+        }
+        let payload = &bytes[HEADER..];
+        let _ = crate::path::take_last_rejected();
+        match postcard::from_bytes::<MirrorState>(payload) {
+            Ok(state) => {
+                return Ok(Reload::Loaded(Loaded {
+                    generation,
+                    checksum,
+                    state,
+                }))
+            }
+            Err(e) => match crate::path::take_last_rejected() {
+                Some((path, why)) => {
+                    return Err(MirrorError::InvalidPath {
+                        location: mirror.location(),
+                        path,
+                        source: why,
+                    })
+                }
+                None => problems.push(format!("{slot}: undecodable ({e})")),
+            },
+        }
+    }
+    if seen > 0 {
         return Err(MirrorError::Corrupt {
             location: mirror.location(),
             what: ".briefcase/state.0 and state.1".into(),
@@ -118,7 +163,7 @@ pub async fn load(mirror: &dyn Mirror) -> MirrorResult<Option<Loaded>> {
             ),
         });
     }
-    Ok(best)
+    Ok(Reload::Absent)
 }
 
 /// Writes `state` as generation `previous + 1` into the slot the previous generation does not
@@ -127,6 +172,18 @@ pub async fn load(mirror: &dyn Mirror) -> MirrorResult<Option<Loaded>> {
 /// # Errors
 /// Errors from the mirror's [`Mirror::write_meta`].
 pub async fn store(mirror: &dyn Mirror, previous: u64, state: &MirrorState) -> MirrorResult<u64> {
+    store_tracked(mirror, previous, state).await.map(|(g, _)| g)
+}
+
+/// [`store`], also returning the new envelope's checksum (for [`load_unless`]).
+///
+/// # Errors
+/// As [`store`].
+pub async fn store_tracked(
+    mirror: &dyn Mirror,
+    previous: u64,
+    state: &MirrorState,
+) -> MirrorResult<(u64, [u8; 32])> {
     let generation = previous + 1;
     let payload = postcard::to_stdvec(state).map_err(|e| MirrorError::Corrupt {
         location: mirror.location(),
@@ -134,8 +191,11 @@ pub async fn store(mirror: &dyn Mirror, previous: u64, state: &MirrorState) -> M
         reason: format!("cannot encode: {e}"),
     })?;
     let slot = SLOTS[(generation % 2) as usize];
-    mirror.write_meta(slot, &seal(generation, &payload)).await?;
-    Ok(generation)
+    let sealed = seal(generation, &payload);
+    let mut sum = [0u8; 32];
+    sum.copy_from_slice(&sealed[24..56]);
+    mirror.write_meta(slot, &sealed).await?;
+    Ok((generation, sum))
 }
 
 /// The intent record in `.briefcase/`: the entries a sync is about to write to the mirror.

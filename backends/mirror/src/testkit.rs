@@ -204,6 +204,7 @@ macro_rules! conformance_suite {
             modes_round_trip_or_declared_absent
             get_copies_content
             list_parents_first_and_hides_reserved
+            list_under_lists_one_subtree
             mkdir_is_idempotent
             rename_file_and_dir
             rename_over_existing_file
@@ -646,6 +647,38 @@ pub mod cases {
                     .collect();
                 assert!(left.is_empty(), "temp files left in {dir:?}: {left:?}");
             }
+        }
+    }
+
+    /// `list_under` lists exactly what `list` shows below a directory (not the directory itself,
+    /// not a sibling sharing its name as a prefix), and nothing for a file or an absent path.
+    pub async fn list_under_lists_one_subtree(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        c.mkdir("d").await;
+        c.mkdir("d/e").await;
+        c.mkdir("dx").await;
+        c.put("d/e/f", b"f").await.unwrap();
+        c.put("d/g", b"g").await.unwrap();
+        c.put("dx/h", b"h").await.unwrap();
+        let under = |p: &'static str| async move {
+            let mut v: Vec<String> =
+                c.m.list_under(&rp(p.as_bytes()))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.path.display())
+                    .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(under("d").await, ["d/e", "d/e/f", "d/g"]);
+        assert_eq!(under("d/e").await, ["d/e/f"]);
+        assert!(under("d/g").await.is_empty(), "a file has nothing below it");
+        assert!(under("nope").await.is_empty(), "absent");
+        let all = c.m.list().await.unwrap();
+        let listed = c.m.list_under(&rp(b"d")).await.unwrap();
+        for s in &listed {
+            assert!(all.contains(s), "list_under and list disagree on {s:?}");
         }
     }
 
