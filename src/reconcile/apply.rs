@@ -138,20 +138,9 @@ pub async fn apply(
                 resolve(&mut cx, local, remote, how, report).await
             }
         };
-        match r {
-            Ok(Outcome::Done) => {}
-            Ok(Outcome::Deferred(why)) => {
-                tracing::info!(path = %path, reason = %why, "deferred to the next sync");
-                report.deferred.push(format!("{path}: {why}"));
-            }
-            Err(StepError::Path(why)) => {
-                tracing::warn!(path = %path, error = %why, "not synced");
-                report.failed.push(why);
-            }
-            Err(StepError::Fatal(e)) => {
-                flush(&mut cx)?;
-                return Err(e);
-            }
+        if let Some(e) = note(report, &path, r) {
+            flush(&mut cx)?;
+            return Err(e);
         }
         if cx.pending.len() >= JOURNAL_BATCH {
             flush(&mut cx)?;
@@ -277,24 +266,31 @@ async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResu
             },
             Err(e) => Err(StepError::from(e)),
         };
-        match outcome {
-            Ok(Outcome::Done) => {}
-            Ok(Outcome::Deferred(why)) => {
-                tracing::info!(path = %p, reason = %why, "deferred to the next sync");
-                report.deferred.push(format!("{p}: {why}"));
-            }
-            Err(StepError::Path(why)) => {
-                tracing::warn!(path = %p, error = %why, "not synced");
-                report.failed.push(why);
-            }
-            Err(StepError::Fatal(e)) => {
-                fatal.get_or_insert(e);
-            }
+        if let Some(e) = note(report, &p.display(), outcome) {
+            fatal.get_or_insert(e);
         }
     }
     match fatal {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Records how a step ended in `report` (and the log); returns the error that stops the sync.
+fn note(report: &mut SyncReport, path: &str, r: StepResult) -> Option<super::ReconcileError> {
+    match r {
+        Ok(Outcome::Done) => None,
+        Ok(Outcome::Deferred(why)) => {
+            tracing::info!(path = %path, reason = %why, "deferred to the next sync");
+            report.deferred.push(format!("{path}: {why}"));
+            None
+        }
+        Err(StepError::Path(why)) => {
+            tracing::warn!(path = %path, error = %why, "not synced");
+            report.failed.push(why);
+            None
+        }
+        Err(StepError::Fatal(e)) => Some(e),
     }
 }
 
@@ -361,7 +357,9 @@ async fn remote_unchanged(
     })
 }
 
-fn mirror_entry(e: &Entry, s: Option<&RemoteStat>) -> Entry {
+/// `e` as the mirror holds it: with the mirror's inode and observed mtime from `s` (none: the
+/// entry's own mtime, no inode).
+pub(super) fn mirror_entry(e: &Entry, s: Option<&RemoteStat>) -> Entry {
     let mut m = e.clone();
     match s {
         Some(s) => {

@@ -515,17 +515,7 @@ async fn adopt_intents(
             _ => false,
         };
         if written {
-            let mut m = e.clone();
-            match &s {
-                Some(s) => {
-                    m.inode = s.inode;
-                    m.observed_mtime_ns = s.mtime_ns;
-                }
-                None => {
-                    m.inode = 0;
-                    m.observed_mtime_ns = e.mtime_ns;
-                }
-            }
+            let m = apply::mirror_entry(&e, s.as_ref());
             tracing::debug!(path = %e.path, "written by an interrupted sync; taken as such");
             st.entries.insert(e.path.clone(), m);
             adopted += 1;

@@ -114,6 +114,29 @@ pub fn replace_with(
     meta: Option<FileMeta>,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<Metadata> {
+    let (tmp, f) = write_temp(target, meta, fill)?;
+    let result = (|| {
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, target)?;
+        if let Some(dir) = target.parent() {
+            fsync_dir(dir)?;
+        }
+        fs::symlink_metadata(target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes what `fill` produces, and `meta`, to a new temp file beside `target` (not fsynced);
+/// returns its path and handle. On error the temp file is removed.
+fn write_temp(
+    target: &Path,
+    meta: Option<FileMeta>,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<(PathBuf, File)> {
     let dir = target
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no parent"))?;
@@ -128,16 +151,15 @@ pub fn replace_with(
         if let Some(meta) = meta {
             apply_meta_fd(&f, meta)?;
         }
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, target)?;
-        fsync_dir(dir)?;
-        fs::symlink_metadata(target)
+        Ok(f)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok(f) => Ok((tmp, f)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Many atomic replacements made durable together: [`BatchReplace::stage`] writes each temp file
@@ -185,32 +207,9 @@ impl BatchReplace {
         meta: Option<FileMeta>,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<usize> {
-        let dir = target
-            .parent()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no parent"))?;
-        let tmp = temp_path(dir);
-        let result = (|| {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            fill(&mut f)?;
-            f.flush()?;
-            if let Some(meta) = meta {
-                apply_meta_fd(&f, meta)?;
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                self.staged.push((tmp, target.to_path_buf()));
-                Ok(self.staged.len() - 1)
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        let (tmp, _) = write_temp(target, meta, fill)?;
+        self.staged.push((tmp, target.to_path_buf()));
+        Ok(self.staged.len() - 1)
     }
 
     /// Takes a temp file already written beside `target` (by someone else, e.g. a mirror's

@@ -315,6 +315,19 @@ pub mod cases {
         }
     }
 
+    /// Fails when `dir` (not below) holds a `.briefcase-tmp-*` file.
+    fn assert_no_temp_files(dir: &Path) {
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| {
+                n.as_encoded_bytes()
+                    .starts_with(crate::TMP_PREFIX.as_bytes())
+            })
+            .collect();
+        assert!(left.is_empty(), "temp files left in {dir:?}: {left:?}");
+    }
+
     fn rp(bytes: &[u8]) -> RelPath {
         RelPath::new(bytes.to_vec()).unwrap()
     }
@@ -585,15 +598,7 @@ pub mod cases {
             assert_eq!(stat.mode, 0o640);
         }
         if let Some(root) = fx.root() {
-            let left: Vec<_> = std::fs::read_dir(root)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .filter(|n| {
-                    n.as_encoded_bytes()
-                        .starts_with(crate::TMP_PREFIX.as_bytes())
-                })
-                .collect();
-            assert!(left.is_empty(), "temp files left behind: {left:?}");
+            assert_no_temp_files(root);
         }
         assert_eq!(c.paths().await, ["f.txt"]);
     }
@@ -636,17 +641,8 @@ pub mod cases {
         assert_eq!(c.paths().await, ["a", "d", "d/b", "d/old"]);
         assert!(c.m.put_batch(Vec::new()).await.is_empty());
         if let Some(root) = fx.root() {
-            for dir in [root.to_path_buf(), root.join("d")] {
-                let left: Vec<_> = std::fs::read_dir(&dir)
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name())
-                    .filter(|n| {
-                        n.as_encoded_bytes()
-                            .starts_with(crate::TMP_PREFIX.as_bytes())
-                    })
-                    .collect();
-                assert!(left.is_empty(), "temp files left in {dir:?}: {left:?}");
-            }
+            assert_no_temp_files(root);
+            assert_no_temp_files(&root.join("d"));
         }
     }
 
