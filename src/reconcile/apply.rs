@@ -79,6 +79,10 @@ struct Ctx<'a> {
     fetched: Option<fsutil::BatchReplace>,
     fetched_entries: Vec<(Entry, Option<Entry>)>,
     fetched_bytes: u64,
+    /// Removals on the mirror waiting for [`send_removals`]: (local tombstone, mirror entry).
+    removals: Vec<(Entry, Entry)>,
+    /// Local directories whose entries were removed, fsynced once before the journal commit.
+    dirty_dirs: std::collections::BTreeSet<PathBuf>,
 }
 
 /// Most files, and bytes, in one [`Mirror::put_batch`].
@@ -116,6 +120,8 @@ pub async fn apply(
         fetched: None,
         fetched_entries: Vec::new(),
         fetched_bytes: 0,
+        removals: Vec::new(),
+        dirty_dirs: std::collections::BTreeSet::new(),
     };
 
     // Renames first: a path removed on one side whose content reappears under another name is
@@ -126,6 +132,9 @@ pub async fn apply(
         // Queued writes go out before anything that is not another push of content.
         if !matches!(&step, Step::Push { local, .. } if !local.deleted) {
             send_queued(&mut cx, report).await?;
+        }
+        if !matches!(&step, Step::Push { local, .. } if local.deleted) {
+            send_removals(&mut cx, report).await?;
         }
         if !matches!(&step, Step::Pull { remote, .. } if !remote.deleted) {
             land_fetched(&mut cx, report)?;
@@ -148,10 +157,14 @@ pub async fn apply(
         if cx.queued.len() >= PUT_BATCH || cx.queued_bytes >= PUT_BATCH_BYTES {
             send_queued(&mut cx, report).await?;
         }
+        if cx.removals.len() >= PUT_BATCH {
+            send_removals(&mut cx, report).await?;
+        }
         if cx.fetched_entries.len() >= PUT_BATCH || cx.fetched_bytes >= PUT_BATCH_BYTES {
             land_fetched(&mut cx, report)?;
         }
     }
+    send_removals(&mut cx, report).await?;
     send_queued(&mut cx, report).await?;
     land_fetched(&mut cx, report)?;
     flush(&mut cx)?;
@@ -218,6 +231,69 @@ fn land_fetched(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()
         }
         None => Ok(()),
     }
+}
+
+/// Removes the queued paths with one [`Mirror::remove_batch`] and records each removal in the
+/// mirror's state. A directory that still holds files this machine never saw is kept on both
+/// sides (edit beats delete, as on the pull side).
+async fn send_removals(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()> {
+    if cx.removals.is_empty() {
+        return Ok(());
+    }
+    let queued = std::mem::take(&mut cx.removals);
+    let results = cx
+        .mirror
+        .remove_batch(queued.iter().map(|(l, _)| l.path.clone()).collect())
+        .await;
+    let mut fatal = None;
+    for ((l, r), res) in queued.into_iter().zip(results) {
+        let p = l.path.clone();
+        let outcome = match res {
+            Ok(()) => {
+                report.removed_remote += 1;
+                cx.st.entries.insert(p.clone(), mirror_entry(&l, None));
+                Ok(Outcome::Done)
+            }
+            Err(e) if e.is_dir_not_empty() && r.kind == EntryKind::Dir => keep_dir(cx, l, r),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => Err(StepError::Path(format!(
+                "could not remove {p} on mirror {} ({e}); it is kept and retried next sync",
+                cx.mirror.location()
+            ))),
+        };
+        if let Some(e) = note(report, &p.display(), outcome) {
+            fatal.get_or_insert(e);
+        }
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The directory `l` deleted here still holds, on the mirror (`r`), files this machine never
+/// saw: edit beats delete. Keep it here too, as a change that dominates both (the next round
+/// sends it back; its new contents are pulled).
+fn keep_dir(cx: &mut Ctx<'_>, l: Entry, r: Entry) -> StepResult {
+    let p = l.path.clone();
+    local_parents(cx, &p)?;
+    let dir = full(cx, &p)?;
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(local_io(cx, &p, "create directory", e)),
+    }
+    let m = fs::symlink_metadata(&dir).ok();
+    settled(
+        cx,
+        r,
+        &l,
+        m.as_ref(),
+        "keep",
+        Some("deleted here, but on the mirror it holds files this machine had not seen"),
+    )?;
+    cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+    Ok(Outcome::Done)
 }
 
 /// Writes the queued file pushes with one [`Mirror::put_batch`] and records each in the mirror's
@@ -295,6 +371,17 @@ fn note(report: &mut SyncReport, path: &str, r: StepResult) -> Option<super::Rec
 }
 
 fn flush(cx: &mut Ctx<'_>) -> ReconcileResult<()> {
+    // Local removals become durable before the journal records them (one fsync per directory).
+    let dirs = std::mem::take(&mut cx.dirty_dirs);
+    if let Some((d, Some(e))) = fsutil::fsync_dirs(dirs.iter().map(PathBuf::as_path))
+        .into_iter()
+        .find(|(_, e)| e.is_some())
+    {
+        return Err(super::ReconcileError::Local {
+            path: d,
+            source: io::Error::other(format!("fsync after removals: {e}")),
+        });
+    }
     if cx.pending.is_empty() {
         return Ok(());
     }
@@ -607,40 +694,18 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
     let r_live = r.as_ref().filter(|e| !e.deleted);
     if l.deleted {
         if let Some(r) = r_live {
-            match cx.mirror.remove(&p).await {
-                Ok(()) => report.removed_remote += 1,
-                Err(e) if e.is_dir_not_empty() && r.kind == EntryKind::Dir => {
-                    // Files this machine never saw live in it: edit beats delete, as on the
-                    // pull side. Keep the directory here too, as a change that dominates both
-                    // (the next round sends it back; its new contents are pulled now).
-                    let r = r.clone();
-                    local_parents(cx, &p)?;
-                    let dir = full(cx, &p)?;
-                    match fs::create_dir(&dir) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(local_io(cx, &p, "create directory", e)),
-                    }
-                    let m = fs::symlink_metadata(&dir).ok();
-                    settled(
-                        cx,
-                        r,
-                        &l,
-                        m.as_ref(),
-                        "keep",
-                        Some("deleted here, but on the mirror it holds files this machine had not seen"),
-                    )?;
-                    cx.local.rescan(Some(std::slice::from_ref(&p)))?;
-                    return Ok(Outcome::Done);
-                }
-                Err(e) if e.is_transient() => return Err(e.into()),
-                Err(e) => {
-                    return Err(StepError::Path(format!(
-                        "could not remove {p} on mirror {} ({e}); it is kept and retried next sync",
-                        cx.mirror.location()
-                    )))
-                }
+            // Removed in a batch (one fsync per directory); a directory waits for the removal
+            // of what was queued below it.
+            let depth = p.components().count();
+            if cx
+                .removals
+                .last()
+                .is_some_and(|(q, _)| q.path.components().count() > depth)
+            {
+                send_removals(cx, report).await.map_err(StepError::Fatal)?;
             }
+            cx.removals.push((l, r.clone()));
+            return Ok(Outcome::Done);
         }
         cx.st.entries.insert(p, mirror_entry(&l, None));
         return Ok(Outcome::Done);
@@ -848,7 +913,7 @@ async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncRep
                 Err(e) => return Err(local_io(cx, &p, "remove", e)),
             }
             if let Some(dir) = path.parent() {
-                let _ = fsutil::fsync_dir(dir);
+                cx.dirty_dirs.insert(dir.to_path_buf());
             }
         }
         cx.pending.push(local_entry(&r, None));

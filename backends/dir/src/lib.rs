@@ -117,6 +117,27 @@ impl DirMirror {
     }
 }
 
+/// `e` (which stopped a whole batch) as the result of each of its `n` items: offline stays
+/// offline (transient: nothing is given up), anything else becomes an I/O error with its text.
+fn fan_out<T>(n: usize, e: &MirrorError) -> Vec<MirrorResult<T>> {
+    (0..n)
+        .map(|_| {
+            Err(match e {
+                MirrorError::Offline { location, reason } => MirrorError::Offline {
+                    location: location.clone(),
+                    reason: reason.clone(),
+                },
+                other => MirrorError::Io {
+                    location: String::new(),
+                    op: "batch",
+                    path: String::new(),
+                    source: io::Error::other(other.to_string()),
+                },
+            })
+        })
+        .collect()
+}
+
 /// Reason given for a file over FAT's limit.
 fn too_big_for_fat(len: u64) -> String {
     format!(
@@ -685,16 +706,7 @@ impl Inner {
     /// [`Mirror::put_batch`]: every temp file first, one flush, then the renames.
     fn put_batch(&self, items: &[PutItem]) -> Vec<MirrorResult<RemoteStat>> {
         if let Err(e) = self.check_online() {
-            let reason = e.to_string();
-            return items
-                .iter()
-                .map(|_| {
-                    Err(MirrorError::Offline {
-                        location: self.location.clone(),
-                        reason: reason.clone(),
-                    })
-                })
-                .collect();
+            return fan_out(items.len(), &e);
         }
         // A flush of the whole file system costs more than two fsyncs when little is written.
         if items.len() <= 2 {
@@ -829,6 +841,45 @@ impl Inner {
 
     fn remove(&self, rel: &RelPath) -> MirrorResult<()> {
         self.check_online()?;
+        let full = self.remove_unsynced(rel)?;
+        match full {
+            Some(full) => self.fsync_parent(rel, &full),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Mirror::remove_batch`]: each removal, then one fsync per directory involved.
+    fn remove_batch(&self, paths: &[RelPath]) -> Vec<MirrorResult<()>> {
+        if let Err(e) = self.check_online() {
+            return fan_out(paths.len(), &e);
+        }
+        let mut out: Vec<MirrorResult<Option<PathBuf>>> =
+            paths.iter().map(|p| self.remove_unsynced(p)).collect();
+        let dirs = fsutil::fsync_dirs(
+            out.iter()
+                .flatten()
+                .flatten()
+                .filter_map(|full| full.parent()),
+        );
+        paths
+            .iter()
+            .zip(out.drain(..))
+            .map(|(rel, r)| match r? {
+                Some(full) => match full.parent().and_then(|d| dirs.get(d)) {
+                    Some(Some(e)) => Err(self.io(
+                        "remove",
+                        rel,
+                        io::Error::other(format!("fsync of the directory: {e}")),
+                    )),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
+            })
+            .collect()
+    }
+
+    /// Removes `rel` without making it durable; returns the removed path (None: already absent).
+    fn remove_unsynced(&self, rel: &RelPath) -> MirrorResult<Option<PathBuf>> {
         let det = self.detected();
         let (_, full) = self.full(det, rel)?;
         let r = match fs::symlink_metadata(&full) {
@@ -843,14 +894,14 @@ impl Inner {
             Err(e) => Err(e),
         };
         match r {
-            Ok(()) => self.fsync_parent(rel, &full),
+            Ok(()) => Ok(Some(full)),
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
                 ) =>
             {
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(self.io("remove", rel, e)),
         }
@@ -936,23 +987,9 @@ impl Mirror for DirMirror {
 
     async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
         let n = items.len();
-        let location = self.location();
-        match self.run("write", move |i| Ok(i.put_batch(&items))).await {
-            Ok(v) => v,
-            Err(e) => {
-                let reason = e.to_string();
-                (0..n)
-                    .map(|_| {
-                        Err(MirrorError::Io {
-                            location: location.clone(),
-                            op: "write",
-                            path: String::new(),
-                            source: io::Error::other(reason.clone()),
-                        })
-                    })
-                    .collect()
-            }
-        }
+        self.run("write", move |i| Ok(i.put_batch(&items)))
+            .await
+            .unwrap_or_else(|e| fan_out(n, &e))
     }
 
     async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
@@ -994,6 +1031,13 @@ impl Mirror for DirMirror {
         let path = path.clone();
         self.run("set metadata", move |i| i.set_meta(&path, meta))
             .await
+    }
+
+    async fn remove_batch(&self, paths: Vec<RelPath>) -> Vec<MirrorResult<()>> {
+        let n = paths.len();
+        self.run("remove", move |i| Ok(i.remove_batch(&paths)))
+            .await
+            .unwrap_or_else(|e| fan_out(n, &e))
     }
 
     async fn remove_temp_files(&self) -> MirrorResult<usize> {

@@ -58,6 +58,26 @@ pub fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TMP_PREFIX}{n:016x}"))
 }
 
+/// fsyncs each distinct directory of `dirs` once (renames or removals in them become durable);
+/// returns, per directory, the error of its fsync if any. A directory that no longer exists
+/// (removed later in the same batch) has nothing left to make durable and is not an error.
+pub fn fsync_dirs<'a>(
+    dirs: impl Iterator<Item = &'a Path>,
+) -> std::collections::BTreeMap<PathBuf, Option<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for d in dirs {
+        out.entry(d.to_path_buf()).or_insert(None);
+    }
+    for (d, err) in out.iter_mut() {
+        match fsync_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => *err = Some(e.to_string()),
+        }
+    }
+    out
+}
+
 /// fsyncs a directory so that a rename inside it is durable.
 ///
 /// # Errors
@@ -270,7 +290,6 @@ impl BatchReplace {
                 .map(|_| Err(io::Error::new(kind, msg.clone())))
                 .collect();
         }
-        let mut dirs = std::collections::BTreeMap::<PathBuf, Option<String>>::new();
         let mut out: Vec<io::Result<bool>> = Vec::with_capacity(staged.len());
         for (i, (tmp, target)) in staged.iter().enumerate() {
             if !check(i, target) {
@@ -281,16 +300,16 @@ impl BatchReplace {
             let r = fs::rename(tmp, target);
             if r.is_err() {
                 let _ = fs::remove_file(tmp);
-            } else if let Some(d) = target.parent() {
-                dirs.entry(d.to_path_buf()).or_insert(None);
             }
             out.push(r.map(|()| true));
         }
-        for (d, err) in dirs.iter_mut() {
-            if let Err(e) = fsync_dir(d) {
-                *err = Some(e.to_string());
-            }
-        }
+        let dirs = fsync_dirs(
+            staged
+                .iter()
+                .zip(&out)
+                .filter(|(_, r)| matches!(r, Ok(true)))
+                .filter_map(|((_, t), _)| t.parent()),
+        );
         staged
             .iter()
             .zip(out)

@@ -256,6 +256,18 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// I/O errors (a non-empty directory is an error).
     async fn remove(&self, path: &RelPath) -> MirrorResult<()>;
 
+    /// [`Mirror::remove`] for many paths, in order (children before their directory), with one
+    /// result per path; returns once the removals are durable. A backend may amortise that (`dir`
+    /// fsyncs each directory once, not once per removed file: ~6.6 ms each on ext4 here). The
+    /// default calls `remove` for each.
+    async fn remove_batch(&self, paths: Vec<RelPath>) -> Vec<MirrorResult<()>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in &paths {
+            out.push(self.remove(p).await);
+        }
+        out
+    }
+
     /// Sets mode and mtime of an existing path.
     ///
     /// # Errors

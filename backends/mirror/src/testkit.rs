@@ -210,6 +210,7 @@ macro_rules! conformance_suite {
             rename_over_existing_file
             remove_file_symlink_and_empty_dir
             remove_non_empty_dir_fails
+            remove_batch_reports_each_path
             symlink_stored_as_link_never_followed
             symlink_parent_outside_root_is_unsafe
             set_meta_changes_mode_and_mtime
@@ -891,6 +892,30 @@ pub mod cases {
             "remove of a non-empty dir: {r:?}"
         );
         assert_eq!(c.paths().await, ["d", "d/x"]);
+    }
+
+    /// `remove_batch` removes children then their directory in one call, reports a non-empty
+    /// directory as such (and keeps it), and takes an absent path as removed.
+    pub async fn remove_batch_reports_each_path(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        c.mkdir("d").await;
+        c.mkdir("keep").await;
+        for p in ["d/a", "d/b", "keep/x", "top"] {
+            c.put(p, p.as_bytes()).await.unwrap();
+        }
+        let paths = ["d/a", "d/b", "d", "keep", "top", "never/was"].map(|p| rp(p.as_bytes()));
+        let r = c.m.remove_batch(paths.to_vec()).await;
+        assert_eq!(r.len(), 6);
+        for i in [0, 1, 2, 4, 5] {
+            assert!(r[i].is_ok(), "{}: {:?}", paths[i], r[i]);
+        }
+        assert!(
+            r[3].as_ref().is_err_and(MirrorError::is_dir_not_empty),
+            "non-empty dir: {:?}",
+            r[3]
+        );
+        assert_eq!(c.paths().await, ["keep", "keep/x"]);
+        assert!(c.m.remove_batch(Vec::new()).await.is_empty());
     }
 
     /// A symlink is stored as a link with its target bytes, replaced atomically, and never
