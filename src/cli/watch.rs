@@ -25,9 +25,14 @@ pub struct Args {
     pub dir: PathBuf,
     /// Mirrors to add if not configured yet (`/path` or `dir:/path`).
     pub targets: Vec<String>,
-    /// Seconds between full syncs with every mirror (catches what no event reported).
+    /// Seconds between checks for mirrors that came back online, and syncs with mirrors that
+    /// cannot be watched.
     #[arg(long, default_value_t = 30)]
     pub interval: u64,
+    /// Seconds between full rescans of the folder and of watched mirrors (catches what no event
+    /// reported; inotify reports everything else as it happens). Syncthing's default is 3600.
+    #[arg(long, default_value_t = 3600)]
+    pub rescan_interval: u64,
 }
 
 pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
@@ -57,6 +62,7 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
             backend,
             session: Session::default(),
             recorded: None,
+            last_sync: Instant::now(),
         });
     }
 
@@ -85,6 +91,8 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(a.interval.max(1)));
     tick.tick().await;
+    let mut full = tokio::time::interval(Duration::from_secs(a.rescan_interval.max(1)));
+    full.tick().await;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -129,11 +137,20 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
                 }
             }
             _ = tick.tick() => {
-                for (i, m) in mirrors.iter().enumerate() {
+                for (i, m) in mirrors.iter_mut().enumerate() {
                     if mirror_watches[i].is_none() {
                         mirror_watches[i] = start_mirror_watch(i, &m.cfg, &mtx);
+                        // Back online, or never watchable (not a local path): a full pass.
+                        sync_run(&mut rep, m, &opts, &MirrorScan::Full).await;
+                    }
+                    // An idle watcher keeps no copy of the mirror's state (memory); the next
+                    // sync reads it again.
+                    if m.last_sync.elapsed() > Duration::from_secs(a.interval.max(1)) {
+                        m.session = Session::default();
                     }
                 }
+            }
+            _ = full.tick() => {
                 if let Err(e) = rep.rescan(None) {
                     tracing::warn!(error = %e, "periodic rescan failed");
                 }
@@ -152,6 +169,7 @@ struct Run {
     backend: Box<dyn Mirror>,
     session: Session,
     recorded: Option<(MirrorStatusLine, Instant)>,
+    last_sync: Instant,
 }
 
 /// How much of mirror `m` to scan for `hints` from its watcher: the reported paths, or all of it
@@ -211,6 +229,7 @@ async fn sync_run(rep: &mut LocalReplica, m: &mut Run, opts: &SyncOptions, scan:
         ..opts.clone()
     };
     let (out, status) = sync_with(rep, &m.cfg, m.backend.as_ref(), &opts, &mut m.session).await;
+    m.last_sync = Instant::now();
     let stale = m
         .recorded
         .as_ref()
