@@ -60,7 +60,8 @@
 //!    an excuse). `BRIEFCASE_MODEL_LENIENT=1` turns 4 and 5 off (tolerated, counted, traced) to
 //!    look past them for the properties 1–3.
 //!
-//! `BRIEFCASE_MODEL_CASES` sets the number of random cases (default 256, a few hundred as the issue asks for CI; ~0.1–0.2 s each in debug; soak runs set thousands);
+//! `BRIEFCASE_MODEL_CASES` sets the number of random cases (default 256 for CI, ~0.1–0.2 s each
+//! in debug; soak runs set thousands);
 //! `BRIEFCASE_MODEL_STATS=1` prints one line per case (writes, conflicts, hiccups, final rounds).
 
 use std::collections::{BTreeMap, BTreeSet};
