@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use briefcase::reconcile::{ensure_initialised, sync, SyncOptions};
-use briefcase::replica::LocalReplica;
+
+mod support;
 use briefcase_dir::DirMirror;
 use briefcase_mirror::{
     Capabilities, FileMeta, FolderId, Mirror, MirrorResult, Presence, PutItem, RelPath, RemoteStat,
 };
+use support::pair::Pair;
 
 /// What to do to a local file, and when.
 #[derive(Debug, Clone)]
@@ -118,66 +119,30 @@ impl Mirror for Racing {
     }
 }
 
-struct Two {
-    _tmp: tempfile::TempDir,
-    a: LocalReplica,
-    b: LocalReplica,
-    m: Racing,
-    rt: tokio::runtime::Runtime,
-}
+type Two = Pair<Racing>;
 
-fn opts() -> SyncOptions {
-    SyncOptions::default()
-}
-
-impl Two {
-    fn new() -> Two {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let a = LocalReplica::init(&tmp.path().join("a"), &tmp.path().join("da"), "alpha", None)
-            .expect("init a");
-        let b = LocalReplica::init(
-            &tmp.path().join("b"),
-            &tmp.path().join("db"),
-            "beta",
-            Some(a.journal.folder_id()),
-        )
-        .expect("init b");
-        let m = Racing {
-            inner: DirMirror::new(tmp.path().join("m")),
-            triggers: Mutex::new(Vec::new()),
-        };
-        rt.block_on(async {
-            ensure_initialised(&a, &m, "m", false)
-                .await
-                .expect("init m");
-        });
-        Two {
-            _tmp: tmp,
-            a,
-            b,
-            m,
-            rt,
-        }
+fn racing(inner: DirMirror) -> Racing {
+    Racing {
+        inner,
+        triggers: Mutex::new(Vec::new()),
     }
+}
 
+trait Syncs {
+    fn sync_a(&mut self);
+    fn sync_b(&mut self) -> Vec<String>;
+    fn settle(&mut self);
+}
+
+impl Syncs for Two {
     fn sync_a(&mut self) {
-        let r = self
-            .rt
-            .block_on(sync(&mut self.a, &self.m, "m", &opts()))
-            .expect("sync a");
+        let r = self.sync(false);
         assert!(r.failed.is_empty(), "a: {:?}", r.failed);
     }
 
     /// Syncs B; returns the deferred steps.
     fn sync_b(&mut self) -> Vec<String> {
-        let r = self
-            .rt
-            .block_on(sync(&mut self.b, &self.m, "m", &opts()))
-            .expect("sync b");
+        let r = self.sync(true);
         assert!(r.failed.is_empty(), "b: {:?}", r.failed);
         r.deferred
     }
@@ -219,7 +184,7 @@ fn contents(root: &Path) -> BTreeSet<String> {
 /// landed yet. Neither save may be overwritten.
 #[test]
 fn save_during_a_batched_pull_is_kept() {
-    let mut w = Two::new();
+    let mut w = Two::new(racing);
     for i in 0..12 {
         write(&w.a.root, &format!("f{i:02}"), &format!("v1 {i}"));
     }
@@ -260,7 +225,7 @@ fn save_during_a_batched_pull_is_kept() {
 /// The same race with a single incoming file (a batch of one, flushed with a per-file fsync).
 #[test]
 fn save_during_a_single_pull_is_kept() {
-    let mut w = Two::new();
+    let mut w = Two::new(racing);
     write(&w.a.root, "notes.txt", "v1");
     w.sync_a();
     w.sync_b();
@@ -282,7 +247,7 @@ fn save_during_a_single_pull_is_kept() {
 /// saved content's version, and the save reaches the other machine.
 #[test]
 fn save_during_a_batched_push_is_sent_next() {
-    let mut w = Two::new();
+    let mut w = Two::new(racing);
     for i in 0..12 {
         write(&w.a.root, &format!("f{i:02}"), &format!("v1 {i}"));
     }
@@ -290,9 +255,7 @@ fn save_during_a_batched_push_is_sent_next() {
         edit: w.a.root.join("f05"),
         content: b"saved on a while the batch was sent".to_vec(),
     });
-    let r =
-        w.rt.block_on(sync(&mut w.a, &w.m, "m", &opts()))
-            .expect("sync a");
+    let r = w.sync(false);
     assert_eq!(r.deferred.len(), 1, "{:?}", r.deferred);
     w.settle();
     let have = tree(&w.b.root);

@@ -7,49 +7,19 @@
 
 use std::path::Path;
 
-use briefcase::reconcile::{
-    ensure_initialised, sync, sync_session, MirrorScan, Session, SyncOptions,
-};
-use briefcase::replica::LocalReplica;
+use briefcase::reconcile::{sync_session, MirrorScan, Session, SyncOptions, SyncReport};
 use briefcase_dir::DirMirror;
 use briefcase_mirror::RelPath;
 
-struct Two {
-    tmp: tempfile::TempDir,
-    a: LocalReplica,
-    b: LocalReplica,
-    m: DirMirror,
-    rt: tokio::runtime::Runtime,
-}
+mod support;
+use support::pair::Pair;
 
-impl Two {
-    fn new() -> Two {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let a = LocalReplica::init(&tmp.path().join("a"), &tmp.path().join("da"), "alpha", None)
-            .expect("init a");
-        let b = LocalReplica::init(
-            &tmp.path().join("b"),
-            &tmp.path().join("db"),
-            "beta",
-            Some(a.journal.folder_id()),
-        )
-        .expect("init b");
-        let m = DirMirror::new(tmp.path().join("m"));
-        rt.block_on(async {
-            ensure_initialised(&a, &m, "m", false)
-                .await
-                .expect("init m");
-        });
-        Two { tmp, a, b, m, rt }
-    }
+type Two = Pair<DirMirror>;
 
-    fn mirror_root(&self) -> std::path::PathBuf {
-        self.tmp.path().join("m")
-    }
+/// A sync of A through `session`, scanning `s` of the mirror.
+fn sync_a(w: &mut Two, session: &mut Session, s: MirrorScan) -> SyncReport {
+    w.rt.block_on(sync_session(&mut w.a, &w.m, "m", &scan(s), session))
+        .expect("sync a")
 }
 
 fn scan(s: MirrorScan) -> SyncOptions {
@@ -72,33 +42,15 @@ fn rp(s: &str) -> RelPath {
 /// generation and pull the change, not trust its stale copy.
 #[test]
 fn another_machines_sync_invalidates_the_cached_state() {
-    let mut w = Two::new();
+    let mut w = Two::new(|m| m);
     let mut sa = Session::default();
     std::fs::write(w.a.root.join("f"), "one").expect("write");
-    let r =
-        w.rt.block_on(sync_session(
-            &mut w.a,
-            &w.m,
-            "m",
-            &scan(MirrorScan::Full),
-            &mut sa,
-        ))
-        .expect("a");
+    let r = sync_a(&mut w, &mut sa, MirrorScan::Full);
     assert!(r.complete);
-    w.rt.block_on(sync(&mut w.b, &w.m, "m", &SyncOptions::default()))
-        .expect("b pulls");
+    w.sync(true);
     std::fs::write(w.b.root.join("g"), "from b").expect("write");
-    w.rt.block_on(sync(&mut w.b, &w.m, "m", &SyncOptions::default()))
-        .expect("b pushes");
-    let r =
-        w.rt.block_on(sync_session(
-            &mut w.a,
-            &w.m,
-            "m",
-            &scan(MirrorScan::Skip),
-            &mut sa,
-        ))
-        .expect("a again");
+    w.sync(true);
+    let r = sync_a(&mut w, &mut sa, MirrorScan::Skip);
     assert!(r.complete, "{r:?}");
     assert_eq!(read(&w.a.root, "g").as_deref(), Some("from b"));
 }
@@ -107,7 +59,7 @@ fn another_machines_sync_invalidates_the_cached_state() {
 /// leaves what is outside its scope for a later full scan.
 #[test]
 fn scoped_scan_finds_changes_in_scope_only() {
-    let mut w = Two::new();
+    let mut w = Two::new(|m| m);
     let mut sa = Session::default();
     std::fs::create_dir_all(w.a.root.join("d/e")).expect("mkdir");
     for (p, c) in [
@@ -118,28 +70,13 @@ fn scoped_scan_finds_changes_in_scope_only() {
     ] {
         std::fs::write(w.a.root.join(p), c).expect("write");
     }
-    w.rt.block_on(sync_session(
-        &mut w.a,
-        &w.m,
-        "m",
-        &scan(MirrorScan::Full),
-        &mut sa,
-    ))
-    .expect("first");
+    sync_a(&mut w, &mut sa, MirrorScan::Full);
     // Behind briefcase's back, on the mirror.
     let m = w.mirror_root();
     std::fs::write(m.join("top"), "t2 edited on the mirror").expect("edit");
     std::fs::remove_dir_all(m.join("d/e")).expect("rm -r");
     std::fs::write(m.join("other"), "o2 edited on the mirror").expect("edit");
-    let r =
-        w.rt.block_on(sync_session(
-            &mut w.a,
-            &w.m,
-            "m",
-            &scan(MirrorScan::Paths(vec![rp("d"), rp("top")])),
-            &mut sa,
-        ))
-        .expect("scoped");
+    let r = sync_a(&mut w, &mut sa, MirrorScan::Paths(vec![rp("d"), rp("top")]));
     assert!(r.complete, "{r:?}");
     assert_eq!(r.remote_changes_found, 3, "top, d/e and d/e/x: {r:?}");
     assert_eq!(
@@ -153,14 +90,7 @@ fn scoped_scan_finds_changes_in_scope_only() {
         Some("o1"),
         "out of scope: not yet"
     );
-    w.rt.block_on(sync_session(
-        &mut w.a,
-        &w.m,
-        "m",
-        &scan(MirrorScan::Full),
-        &mut sa,
-    ))
-    .expect("full");
+    sync_a(&mut w, &mut sa, MirrorScan::Full);
     assert_eq!(
         read(&w.a.root, "other").as_deref(),
         Some("o2 edited on the mirror")
@@ -172,29 +102,14 @@ fn scoped_scan_finds_changes_in_scope_only() {
 /// the next full scan turns the two edits into a conflict with both kept.
 #[test]
 fn skipped_scan_never_overwrites_a_mirror_edit() {
-    let mut w = Two::new();
+    let mut w = Two::new(|m| m);
     let mut sa = Session::default();
     std::fs::write(w.a.root.join("f"), "base").expect("write");
-    w.rt.block_on(sync_session(
-        &mut w.a,
-        &w.m,
-        "m",
-        &scan(MirrorScan::Full),
-        &mut sa,
-    ))
-    .expect("first");
+    sync_a(&mut w, &mut sa, MirrorScan::Full);
     std::fs::write(w.mirror_root().join("f"), "edited on the mirror, longer").expect("edit");
     std::fs::write(w.a.root.join("f"), "edited here").expect("edit");
     w.a.rescan(None).expect("rescan");
-    let r =
-        w.rt.block_on(sync_session(
-            &mut w.a,
-            &w.m,
-            "m",
-            &scan(MirrorScan::Skip),
-            &mut sa,
-        ))
-        .expect("skip");
+    let r = sync_a(&mut w, &mut sa, MirrorScan::Skip);
     assert_eq!(r.deferred.len(), 1, "{r:?}");
     assert_eq!(
         read(&w.mirror_root(), "f").as_deref(),
@@ -202,14 +117,7 @@ fn skipped_scan_never_overwrites_a_mirror_edit() {
         "the mirror edit was overwritten"
     );
     for _ in 0..2 {
-        w.rt.block_on(sync_session(
-            &mut w.a,
-            &w.m,
-            "m",
-            &scan(MirrorScan::Full),
-            &mut sa,
-        ))
-        .expect("full");
+        sync_a(&mut w, &mut sa, MirrorScan::Full);
     }
     let mut contents: Vec<String> = std::fs::read_dir(&w.a.root)
         .expect("ls")
@@ -223,5 +131,4 @@ fn skipped_scan_never_overwrites_a_mirror_edit() {
         .collect();
     contents.sort();
     assert_eq!(contents, ["edited here", "edited on the mirror, longer"]);
-    let _ = &w.b;
 }

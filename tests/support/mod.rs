@@ -7,6 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod pair;
+
 pub struct Machine {
     pub home: tempfile::TempDir,
     pub name: String,
