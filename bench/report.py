@@ -255,8 +255,10 @@ def render(res, base=None):
     out.append(f"- briefcase: `{v.get('briefcase')}` built from {meta.get('briefcase_rev')}; "
                f"{v.get('rsync')}; unison {v.get('unison')}; lsyncd {v.get('lsyncd')}; python {v.get('python')}.")
     keys = ["edit_saves", "gap", "save_interval", "bin_mib", "bin_reps", "bg_files", "burst_files", "burst_rounds",
-            "first_files", "first_mib", "first_reps", "resync_reps", "idle_files", "idle_dirs", "idle_secs", "direct_burst_rounds"]
+            "first_files", "first_mib", "first_reps", "resync_reps", "idle_files", "idle_dirs", "idle_secs", "settle_max", "direct_burst_rounds"]
     out.append("- parameters: " + ", ".join(f"{k}={cfg.get(k)}" for k in keys) + ".")
+    for n in meta.get("notes", []):
+        out.append(f"- note: {n}")
     if meta.get("step_secs"):
         out.append("- harness wall time per step: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta["step_secs"].items())
                    + f"; total {meta.get('total_secs', 0):.0f} s.")
