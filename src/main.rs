@@ -13,7 +13,9 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::new(if args.verbose {
                 "info,briefcase=debug"
             } else {
-                "warn,briefcase=info"
+                // notify warns once per directory removed while watched (its watch is already
+                // gone with it: nothing to do), which floods the log after an `rm -r`.
+                "warn,notify=error,briefcase=info"
             })
         });
     tracing_subscriber::fmt()

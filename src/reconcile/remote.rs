@@ -73,7 +73,14 @@ pub async fn scan_mirror_scoped(
             v
         }
     };
-    let in_scope = |p: &RelPath| scope.is_none_or(|ps| ps.iter().any(|s| p.starts_with(s)));
+    // A path is in scope when it or one of its ancestors is a scope path: a set lookup per
+    // level, so the check costs the depth of the path, not the number of scope paths.
+    let scope_set: Option<HashSet<&RelPath>> = scope.map(|ps| ps.iter().collect());
+    let in_scope = |p: &RelPath| {
+        scope_set
+            .as_ref()
+            .is_none_or(|set| set.contains(p) || p.ancestors().iter().any(|a| set.contains(a)))
+    };
     let mut seen = HashSet::with_capacity(listing.len());
     let mut found = 0;
     let tmpdir = tempfile::tempdir()
