@@ -215,8 +215,9 @@ fn land_fetched(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()
             }
             Err(e) => {
                 let why = format!(
-                    "folder {}: could not write {p}: {e}",
-                    cx.local.root.display()
+                    "folder {}: could not write {p} from mirror {}: {e}; nothing was replaced, it is retried next sync (check free space and permissions)",
+                    cx.local.root.display(),
+                    cx.mirror.location()
                 );
                 tracing::warn!(path = %p, error = %why, "not synced");
                 report.failed.push(why);

@@ -151,15 +151,22 @@ fn offline_reason() -> String {
     format!("its folder marker {STATE_DIR}/{MARKER} is missing; is the share mounted / the stick inserted?")
 }
 
-/// Whether an error while looking at the root means "the medium is not there".
-fn is_gone(e: &io::Error) -> bool {
+/// Whether an error while looking at a path inside the mirror means "no such path" (a parent
+/// that is gone or is a file counts as absent too).
+fn is_absent(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    ) || matches!(
-        e.raw_os_error(),
-        Some(libc::ENOTCONN | libc::EIO | libc::ENODEV | libc::ENXIO)
     )
+}
+
+/// Whether an error while looking at the root means "the medium is not there".
+fn is_gone(e: &io::Error) -> bool {
+    is_absent(e)
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENOTCONN | libc::EIO | libc::ENODEV | libc::ENXIO)
+        )
 }
 
 /// Validates a state file name: `[a-z0-9._-]+`, not `.`/`..`, not a temp name, not the marker.
@@ -535,14 +542,7 @@ impl Inner {
         match fs::symlink_metadata(&full) {
             Ok(m) if m.is_dir() => self.list_from(full, Some(rel.clone())),
             Ok(_) => Ok(Vec::new()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Ok(Vec::new())
-            }
+            Err(e) if is_absent(&e) => Ok(Vec::new()),
             Err(e) => Err(self.io("list", rel, e)),
         }
     }
@@ -619,14 +619,7 @@ impl Inner {
         let (_, full) = self.full(det, rel)?;
         match fs::symlink_metadata(&full) {
             Ok(m) => self.stat_from(rel, &full, &m),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(self.io("stat", rel, e)),
         }
     }
@@ -895,14 +888,7 @@ impl Inner {
         };
         match r {
             Ok(()) => Ok(Some(full)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(self.io("remove", rel, e)),
         }
     }
