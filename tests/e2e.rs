@@ -177,29 +177,34 @@ fn malicious_manifest_is_refused() {
     m.ok(&["mirror", "add", w, n, "--name", "nas"]);
     m.ok(&["sync", w]);
 
-    // Rewrite every "zz/x" in the manifest as "../x" and re-seal it with a valid checksum, as an
-    // attacker with write access to the NAS could.
+    // Rewrite every "zz/x" in the manifest's parts as "../x", re-seal them and the root with
+    // valid checksums, as an attacker with write access to the NAS could.
+    use briefcase_mirror::state;
     let slot = sealed_state(&nas);
-    let bytes = fs::read(&slot).unwrap();
-    let (gen, payload) = briefcase_mirror::state::open(&bytes).unwrap();
-    let mut evil = payload.to_vec();
-    let needle = b"zz/x";
-    let mut i = 0;
+    let root_bytes = fs::read(&slot).unwrap();
+    let (_, payload) = state::open(&root_bytes).unwrap();
+    let mut root: state::Root = postcard::from_bytes(payload).unwrap();
     let mut hits = 0;
-    while i + needle.len() <= evil.len() {
-        if &evil[i..i + needle.len()] == needle {
-            evil[i..i + needle.len()].copy_from_slice(b"../x");
-            hits += 1;
+    for part in &mut root.parts {
+        let file = nas.join(".briefcase").join(&part.name);
+        let bytes = fs::read(&file).unwrap();
+        let mut evil = state::open(&bytes).unwrap().1.to_vec();
+        let needle = b"zz/x";
+        for i in 0..=evil.len().saturating_sub(needle.len()) {
+            if &evil[i..i + needle.len()] == needle {
+                evil[i..i + needle.len()].copy_from_slice(b"../x");
+                hits += 1;
+            }
         }
-        i += 1;
+        let sealed = state::reseal(&bytes, &evil).unwrap();
+        part.len = sealed.len() as u64;
+        part.hash = *blake3::hash(&sealed).as_bytes();
+        fs::write(&file, sealed).unwrap();
     }
     assert!(hits > 0);
+    let root_sealed = state::reseal(&root_bytes, &postcard::to_stdvec(&root).unwrap()).unwrap();
     for s in ["state.0", "state.1"] {
-        fs::write(
-            nas.join(".briefcase").join(s),
-            briefcase_mirror::state::seal(gen + 1, &evil),
-        )
-        .unwrap();
+        fs::write(nas.join(".briefcase").join(s), &root_sealed).unwrap();
     }
     let (code, out) = m.run(&["sync", w]);
     assert_ne!(code, 0, "{out}");

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use briefcase_mirror::fsutil::{self, mtime_ns};
 use briefcase_mirror::{
-    ContentHash, Entry, EntryKind, FileMeta, Mirror, MirrorError, MirrorState, PutItem, RelPath,
-    RemoteStat, Stamp,
+    ContentHash, Entry, EntryKind, FileMeta, Mirror, MirrorError, MirrorState, PutItem, PutSource,
+    RelPath, RemoteStat, Stamp,
 };
 
 use super::conflict::{conflict_name, conflict_name_tagged, original_of, CONFLICT_TAG};
@@ -252,7 +252,7 @@ async fn send_removals(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileRe
         let outcome = match res {
             Ok(()) => {
                 report.removed_remote += 1;
-                cx.st.entries.insert(p.clone(), mirror_entry(&l, None));
+                cx.st.insert_entry(mirror_entry(&l, None));
                 Ok(Outcome::Done)
             }
             Err(e) if e.is_dir_not_empty() && r.kind == EntryKind::Dir => keep_dir(cx, l, r),
@@ -311,7 +311,7 @@ async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResu
         .map(|l| -> Result<PutItem, StepError> {
             Ok(PutItem {
                 path: l.path.clone(),
-                source: full(cx, &l.path)?,
+                source: PutSource::File(full(cx, &l.path)?),
                 meta: meta(l),
             })
         })
@@ -332,7 +332,7 @@ async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResu
             Ok(s) => match local_unchanged(cx, &p, Some(&l)) {
                 Ok(true) => {
                     report.pushed += 1;
-                    cx.st.entries.insert(p.clone(), mirror_entry(&l, Some(&s)));
+                    cx.st.insert_entry(mirror_entry(&l, Some(&s)));
                     Ok(Outcome::Done)
                 }
                 Ok(false) => Ok(Outcome::Deferred(
@@ -490,8 +490,7 @@ async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), StepError> 
     for a in p.ancestors() {
         if cx
             .st
-            .entries
-            .get(&a)
+            .entry(&a)
             .is_some_and(|e| !e.deleted && e.kind == EntryKind::Dir)
         {
             continue;
@@ -508,7 +507,7 @@ async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), StepError> 
         // the mirror and defer.
         if let Some(e) = cx.local.journal.entry(&a)? {
             if !e.deleted && e.kind == EntryKind::Dir {
-                cx.st.entries.insert(a, mirror_entry(&e, Some(&s)));
+                cx.st.insert_entry(mirror_entry(&e, Some(&s)));
             }
         }
     }
@@ -650,12 +649,8 @@ async fn rename_on_mirror(
     } else {
         s
     };
-    cx.st
-        .entries
-        .insert(to_l.path.clone(), mirror_entry(to_l, Some(&s)));
-    cx.st
-        .entries
-        .insert(from_l.path.clone(), mirror_entry(from_l, None));
+    cx.st.insert_entry(mirror_entry(to_l, Some(&s)));
+    cx.st.insert_entry(mirror_entry(from_l, None));
     Ok(true)
 }
 
@@ -685,7 +680,7 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
     let p = l.path.clone();
     // An earlier step of this sync may have written the path already (a parent directory made
     // for a child): what the state says now is what the mirror holds.
-    let r = cx.st.entries.get(&p).cloned().or(r);
+    let r = cx.st.entry(&p).cloned().or(r);
     if !remote_unchanged(cx, &p, r.as_ref()).await? {
         return Ok(Outcome::Deferred(format!(
             "changed on mirror {} during the sync",
@@ -708,7 +703,7 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
             cx.removals.push((l, r.clone()));
             return Ok(Outcome::Done);
         }
-        cx.st.entries.insert(p, mirror_entry(&l, None));
+        cx.st.insert_entry(mirror_entry(&l, None));
         return Ok(Outcome::Done);
     }
     // Same content already there: metadata only.
@@ -720,7 +715,7 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
             } else {
                 cx.mirror.stat(&p).await?
             };
-            cx.st.entries.insert(p, mirror_entry(&l, s.as_ref()));
+            cx.st.insert_entry(mirror_entry(&l, s.as_ref()));
             return Ok(Outcome::Done);
         }
         if r.kind != l.kind {
@@ -756,7 +751,7 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
         }
     };
     report.pushed += 1;
-    cx.st.entries.insert(p, mirror_entry(&l, Some(&s)));
+    cx.st.insert_entry(mirror_entry(&l, Some(&s)));
     Ok(Outcome::Done)
 }
 
@@ -1187,7 +1182,7 @@ fn copy_target(cx: &Ctx<'_>, p: &RelPath, loser: &Entry) -> Result<CopyAt, StepE
     }
     if let Some(e) = cx
         .st
-        .entries
+        .entries()
         .values()
         .skip_while(|e| e.path.as_bytes() < prefix)
         .take_while(|e| e.path.as_bytes().starts_with(prefix))
@@ -1207,7 +1202,7 @@ fn copy_target(cx: &Ctx<'_>, p: &RelPath, loser: &Entry) -> Result<CopyAt, StepE
         let here = cx.local.journal.entry(&c)?;
         let taken = here.as_ref().is_some_and(|e| !e.deleted)
             || fs::symlink_metadata(full(cx, &c)?).is_ok()
-            || cx.st.entries.get(&c).is_some_and(|e| !e.deleted);
+            || cx.st.entry(&c).is_some_and(|e| !e.deleted);
         if !taken {
             return Ok(CopyAt::Free(c, here));
         }

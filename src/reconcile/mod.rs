@@ -181,8 +181,8 @@ pub async fn ensure_initialised(
     match state::load(mirror).await? {
         Some(l) => Ok(l.state),
         None => {
-            let st = MirrorState::new(folder, ReplicaId(crate::replica::random_u64()), name);
-            state::store(mirror, 0, &st).await?;
+            let mut st = MirrorState::new(folder, ReplicaId(crate::replica::random_u64()), name);
+            state::store(mirror, &state::Stored::default(), &mut st).await?;
             Ok(st)
         }
     }
@@ -208,8 +208,8 @@ async fn open_mirror(
     local: &LocalReplica,
     mirror: &dyn Mirror,
     name: &str,
-    cached: Option<(u64, [u8; 32], MirrorState)>,
-) -> ReconcileResult<(u64, [u8; 32], MirrorState)> {
+    cached: Option<(state::Stored, MirrorState)>,
+) -> ReconcileResult<(state::Stored, MirrorState)> {
     match mirror.probe().await? {
         Presence::Marked(f) if f == local.journal.folder_id() => {}
         Presence::Marked(f) => return Err(foreign(local, mirror, name, f)),
@@ -228,19 +228,18 @@ async fn open_mirror(
             .into())
         }
     }
-    let known = cached.as_ref().map(|(g, c, _)| (*g, *c));
+    let known = cached.as_ref().map(|(s, _)| (s.generation, s.checksum));
     match state::load_unless(mirror, known).await? {
         state::Reload::Unchanged => match cached {
             Some(c) => Ok(c),
             None => unreachable_reload(mirror),
         },
         state::Reload::Loaded(l) if l.state.folder_id == local.journal.folder_id() => {
-            Ok((l.generation, l.checksum, l.state))
+            Ok((l.stored, l.state))
         }
         state::Reload::Loaded(l) => Err(foreign(local, mirror, name, l.state.folder_id)),
         state::Reload::Absent => Ok((
-            0,
-            [0; 32],
+            state::Stored::default(),
             MirrorState::new(
                 local.journal.folder_id(),
                 ReplicaId(crate::replica::random_u64()),
@@ -256,8 +255,8 @@ async fn open_mirror(
 /// another one, e.g. written by another machine), and whether leftover temp files were swept.
 #[derive(Debug, Default)]
 pub struct Session {
-    /// (generation, envelope checksum, state) last read or stored.
-    cached: Option<(u64, [u8; 32], MirrorState)>,
+    /// What the mirror holds, and the state, as last read or stored.
+    cached: Option<(state::Stored, MirrorState)>,
 }
 
 /// Which part of the mirror a sync scans for changes made behind briefcase's back.
@@ -321,8 +320,7 @@ pub async fn sync_session(
     // Within a session every write is followed by this process's own store (or the error that
     // empties the session), so intents need checking only after a fresh load.
     let fresh = session.cached.is_none();
-    let (mut generation, mut checksum, mut st) =
-        open_mirror(local, mirror, name, session.cached.take()).await?;
+    let (mut stored, mut st) = open_mirror(local, mirror, name, session.cached.take()).await?;
     if !opts.dry_run {
         if opts.mirror_scan == MirrorScan::Full {
             // Temp files of a sync killed mid-write are garbage (invariant 2).
@@ -333,7 +331,7 @@ pub async fn sync_session(
         }
         // Our own writes of a sync that died before storing the state that records them.
         let adopted = if fresh {
-            adopt_intents(mirror, generation, &mut st).await?
+            adopt_intents(mirror, stored.generation, &mut st).await?
         } else {
             0
         };
@@ -348,7 +346,7 @@ pub async fn sync_session(
         if adopted > 0 || report.remote_changes_found > 0 {
             // The mirror's new OSNs are stored before any of them is copied into the local
             // journal: issued again after a crash, one could name two different versions.
-            (generation, checksum) = state::store_tracked(mirror, generation, &st).await?;
+            stored = state::store(mirror, &stored, &mut st).await?;
         }
     }
     let mut names_changed = st
@@ -383,7 +381,7 @@ pub async fn sync_session(
             candidates.insert(e.path, ());
         }
         if !opts.send_only {
-            for e in st.entries.values() {
+            for e in st.entries().values() {
                 if !kl.covers(e.stamp) {
                     candidates.insert(e.path.clone(), ());
                 }
@@ -392,7 +390,7 @@ pub async fn sync_session(
         let mut items = Vec::with_capacity(candidates.len());
         for p in candidates.into_keys() {
             let l = local.journal.entry(&p)?;
-            let r = st.entries.get(&p).cloned();
+            let r = st.entry(&p).cloned();
             items.push((p, l, r));
         }
         let mut steps = plan::plan(items);
@@ -415,7 +413,7 @@ pub async fn sync_session(
             })
             .collect();
         if !intents.is_empty() {
-            state::store_intents(mirror, generation, &intents).await?;
+            state::store_intents(mirror, stored.generation, &intents).await?;
         }
         let round = apply::apply(local, mirror, &mut st, steps, &mut report).await;
         // The mirror's state is stored after its data, even after a failure, so work is not
@@ -430,8 +428,8 @@ pub async fn sync_session(
             st.knowledge.merge(&kl);
             names_changed |= st.knowledge != before;
         }
-        if had_work || generation == 0 || (integrated && names_changed) {
-            (generation, checksum) = state::store_tracked(mirror, generation, &st).await?;
+        if had_work || stored.generation == 0 || (integrated && names_changed) {
+            stored = state::store(mirror, &stored, &mut st).await?;
             names_changed = false;
         }
         round?;
@@ -455,9 +453,9 @@ pub async fn sync_session(
         }
     }
     if names_changed && !opts.dry_run {
-        (generation, checksum) = state::store_tracked(mirror, generation, &st).await?;
+        stored = state::store(mirror, &stored, &mut st).await?;
     }
-    session.cached = Some((generation, checksum, st));
+    session.cached = Some((stored, st));
     report.complete = complete;
     Ok(report)
 }
@@ -486,7 +484,7 @@ async fn adopt_intents(
     })?;
     let mut adopted = 0;
     for e in intents {
-        let old = st.entries.get(&e.path);
+        let old = st.entry(&e.path);
         // Only what the push would have recorded: newer than the state's entry.
         if old.is_some_and(|o| e.version.compare(&o.version) != VectorOrdering::Greater) {
             continue;
@@ -517,7 +515,7 @@ async fn adopt_intents(
         if written {
             let m = apply::mirror_entry(&e, s.as_ref());
             tracing::debug!(path = %e.path, "written by an interrupted sync; taken as such");
-            st.entries.insert(e.path.clone(), m);
+            st.insert_entry(m);
             adopted += 1;
         }
     }
@@ -565,7 +563,7 @@ fn check_mass_delete(
         .filter(|s| matches!(s, Step::Push { local, remote: Some(r) } if local.deleted && !r.deleted && r.kind != EntryKind::Dir))
         .count();
     let remote_total = st
-        .entries
+        .entries()
         .values()
         .filter(|e| !e.deleted && e.kind != EntryKind::Dir)
         .count();

@@ -90,14 +90,10 @@ pub async fn scan_mirror_scoped(
             continue;
         }
         seen.insert(s.path.clone());
-        if st
-            .entries
-            .get(&s.path)
-            .is_some_and(|e| remote_matches(e, &s, g))
-        {
+        if st.entry(&s.path).is_some_and(|e| remote_matches(e, &s, g)) {
             continue;
         }
-        let old = st.entries.get(&s.path).cloned();
+        let old = st.entry(&s.path).cloned();
         let old = old.as_ref();
         let (hash, chunks) = match s.kind {
             EntryKind::File => {
@@ -129,7 +125,7 @@ pub async fn scan_mirror_scoped(
                 let mut e = old.clone();
                 e.inode = s.inode;
                 e.observed_mtime_ns = s.mtime_ns;
-                st.entries.insert(s.path.clone(), e);
+                st.insert_entry(e);
                 continue;
             }
         }
@@ -155,11 +151,11 @@ pub async fn scan_mirror_scoped(
             inode: s.inode,
             observed_mtime_ns: s.mtime_ns,
         };
-        st.entries.insert(s.path, e);
+        st.insert_entry(e);
         found += 1;
     }
     let gone: Vec<_> = st
-        .entries
+        .entries()
         .values()
         .filter(|e| {
             !e.deleted
@@ -175,7 +171,7 @@ pub async fn scan_mirror_scoped(
             replica: st.replica_id,
             osn,
         };
-        if let Some(e) = st.entries.get_mut(&p) {
+        if let Some(e) = st.entry_mut(&p) {
             e.deleted = true;
             e.size = 0;
             e.hash = None;

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use briefcase_mirror::fsutil::{self, ResolveError};
 use briefcase_mirror::{
     Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence,
-    PutItem, RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
+    PutItem, PutSource, RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
 };
 
 pub use profile::{Detected, Profile};
@@ -530,6 +530,61 @@ impl Inner {
         Ok(())
     }
 
+    fn remove_meta(&self, name: &str) -> MirrorResult<()> {
+        let path = self.meta_path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(self.io("remove", format!("{STATE_DIR}/{name}"), e)),
+        }
+    }
+
+    fn list_meta(&self) -> MirrorResult<Vec<String>> {
+        self.check_online()?;
+        let dir = self.root.join(STATE_DIR);
+        let rd = fs::read_dir(&dir).map_err(|e| self.io("list", STATE_DIR, e))?;
+        let mut out = Vec::new();
+        for d in rd {
+            let d = d.map_err(|e| self.io("list", STATE_DIR, e))?;
+            if let Some(n) = d.file_name().to_str() {
+                if meta_name_ok(n) {
+                    out.push(n.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_bytes(&self, rel: &RelPath, limit: u64) -> MirrorResult<Vec<u8>> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, full) = self.full(det, rel)?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&full)
+            .map_err(|e| self.io("read", rel, e))?;
+        let m = f.metadata().map_err(|e| self.io("stat", rel, e))?;
+        if !m.is_file() {
+            return Err(self.io(
+                "read",
+                rel,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        if m.len() > limit {
+            return Err(MirrorError::Corrupt {
+                location: self.location.clone(),
+                what: rel.to_string(),
+                reason: format!("{} bytes, more than the {limit} expected", m.len()),
+            });
+        }
+        let mut out = Vec::with_capacity(m.len() as usize);
+        io::Read::read_to_end(&mut io::Read::take(f, limit + 1), &mut out)
+            .map_err(|e| self.io("read", rel, e))?;
+        Ok(out)
+    }
+
     fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
         self.check_online()?;
         self.list_from(self.root.clone(), None)
@@ -702,10 +757,17 @@ impl Inner {
             return fan_out(items.len(), &e);
         }
         // A flush of the whole file system costs more than two fsyncs when little is written.
-        if items.len() <= 2 {
+        if items.len() <= 2
+            && items
+                .iter()
+                .all(|it| matches!(it.source, PutSource::File(_)))
+        {
             return items
                 .iter()
-                .map(|it| self.put(&it.path, &it.source, it.meta))
+                .map(|it| match &it.source {
+                    PutSource::File(source) => self.put(&it.path, source, it.meta),
+                    PutSource::Bytes(_) => unreachable!("only files take this path"),
+                })
                 .collect();
         }
         let det = self.detected();
@@ -716,16 +778,27 @@ impl Inner {
         for it in items {
             let rel = &it.path;
             let r = (|| {
-                let mut src = File::open(&it.source).map_err(|e| MirrorError::Io {
-                    location: self.location.clone(),
-                    op: "open local source",
-                    path: it.source.display().to_string(),
-                    source: e,
-                })?;
-                let len = src.metadata().map(|m| m.len()).unwrap_or(0);
-                if caps.max_file_size.is_some_and(|max| len > max) {
-                    return Err(self.refused(rel, too_big_for_fat(len)));
-                }
+                let mut src: Box<dyn io::Read> = match &it.source {
+                    PutSource::File(path) => {
+                        let f = File::open(path).map_err(|e| MirrorError::Io {
+                            location: self.location.clone(),
+                            op: "open local source",
+                            path: path.display().to_string(),
+                            source: e,
+                        })?;
+                        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                        if caps.max_file_size.is_some_and(|max| len > max) {
+                            return Err(self.refused(rel, too_big_for_fat(len)));
+                        }
+                        Box::new(f)
+                    }
+                    PutSource::Bytes(b) => {
+                        if caps.max_file_size.is_some_and(|max| b.len() as u64 > max) {
+                            return Err(self.refused(rel, too_big_for_fat(b.len() as u64)));
+                        }
+                        Box::new(b.as_slice())
+                    }
+                };
                 let (disk, full) = self.full(det, rel)?;
                 self.check_new_name(det, rel, &disk, &full, None)?;
                 let meta = it.meta;
@@ -944,6 +1017,20 @@ impl Mirror for DirMirror {
         let (name, bytes) = (name.to_string(), bytes.to_vec());
         self.run("write", move |i| i.write_meta(&name, &bytes))
             .await
+    }
+
+    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
+        let name = name.to_string();
+        self.run("remove", move |i| i.remove_meta(&name)).await
+    }
+
+    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
+        self.run("list", |i| i.list_meta()).await
+    }
+
+    async fn read_bytes(&self, path: &RelPath, limit: u64) -> MirrorResult<Vec<u8>> {
+        let path = path.clone();
+        self.run("read", move |i| i.read_bytes(&path, limit)).await
     }
 
     async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {

@@ -27,6 +27,15 @@ pub mod testkit;
 
 use std::path::{Path, PathBuf};
 
+/// Writes `bytes` to a new local temp file (for defaults that need a file to read from).
+fn spill(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut tmp = tempfile::NamedTempFile::new()?;
+    tmp.write_all(bytes)?;
+    tmp.flush()?;
+    Ok(tmp)
+}
+
 pub use error::{MirrorError, MirrorResult};
 pub use model::{
     ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn,
@@ -97,13 +106,23 @@ pub struct FileMeta {
     pub mtime_ns: i64,
 }
 
+/// Where the content of a [`PutItem`] comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutSource {
+    /// A local file, copied (the engine pushing a file of the local replica).
+    File(PathBuf),
+    /// Bytes in memory (a layer over this mirror writing what it made itself, e.g. the stick's
+    /// encrypted chunks).
+    Bytes(Vec<u8>),
+}
+
 /// One file for [`Mirror::put_batch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutItem {
     /// Where on the mirror.
     pub path: RelPath,
-    /// The local file to copy.
-    pub source: PathBuf,
+    /// The content.
+    pub source: PutSource,
     /// Mode and mtime to give it.
     pub meta: FileMeta,
 }
@@ -166,6 +185,29 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
     async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()>;
 
+    /// Removes a state file; succeeds when it is already absent. Lets the incremental state
+    /// ([`state`]) drop segments no generation refers to any more.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`]; [`MirrorError::Unsupported`] by default.
+    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
+        Err(MirrorError::Unsupported {
+            location: self.location(),
+            what: format!("removing state files ({name})"),
+        })
+    }
+
+    /// Names of all state files (not temp files, not the folder marker), in any order.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`]; [`MirrorError::Unsupported`] by default.
+    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
+        Err(MirrorError::Unsupported {
+            location: self.location(),
+            what: "listing state files".into(),
+        })
+    }
+
     /// Lists the whole data tree (not the state directory nor temp files), parents before children.
     ///
     /// # Errors
@@ -212,12 +254,52 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// all written ones are durable. A backend may amortise durability over the batch (`dir`
     /// flushes the temp files with one `syncfs(2)` and each directory once, instead of two
     /// fsyncs per file); the default calls `put` for each item.
+    ///
+    /// [`PutSource::Bytes`] items are written to a local temp file first by the default; a
+    /// backend that can write bytes directly should override this.
     async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
         let mut out = Vec::with_capacity(items.len());
         for it in items {
-            out.push(self.put(&it.path, &it.source, it.meta).await);
+            out.push(match &it.source {
+                PutSource::File(source) => self.put(&it.path, source, it.meta).await,
+                PutSource::Bytes(bytes) => match spill(bytes) {
+                    Ok(tmp) => self.put(&it.path, tmp.path(), it.meta).await,
+                    Err(e) => Err(MirrorError::Io {
+                        location: self.location(),
+                        op: "stage in a local temp file",
+                        path: it.path.to_string(),
+                        source: e,
+                    }),
+                },
+            });
         }
         out
+    }
+
+    /// Reads the whole file at `path` into memory. Files larger than `limit` bytes are refused
+    /// with [`MirrorError::Corrupt`] (a layer reading its own small files: state, chunks). The
+    /// default goes through [`Mirror::get`] and a local temp file.
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`]; [`MirrorError::Corrupt`] over `limit`; I/O errors.
+    async fn read_bytes(&self, path: &RelPath, limit: u64) -> MirrorResult<Vec<u8>> {
+        let local_err = |op: &'static str, e: std::io::Error| MirrorError::Io {
+            location: self.location(),
+            op,
+            path: path.to_string(),
+            source: e,
+        };
+        let tmp = tempfile::NamedTempFile::new()
+            .map_err(|e| local_err("create a local temp file for", e))?;
+        let st = self.get(path, tmp.path()).await?;
+        if st.size > limit {
+            return Err(MirrorError::Corrupt {
+                location: self.location(),
+                what: path.to_string(),
+                reason: format!("{} bytes, more than the {limit} expected", st.size),
+            });
+        }
+        std::fs::read(tmp.path()).map_err(|e| local_err("read back the local copy of", e))
     }
 
     /// Creates a directory (parents must exist); succeeds if it already is one.

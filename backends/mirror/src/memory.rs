@@ -287,6 +287,22 @@ impl Mirror for MemoryMirror {
         Ok(())
     }
 
+    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
+        if !meta_name_ok(name) {
+            return Err(MirrorError::Unsafe {
+                location: self.location(),
+                path: name.into(),
+                reason: "bad state file name".into(),
+            });
+        }
+        self.online()?.meta.remove(name);
+        Ok(())
+    }
+
+    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
+        Ok(self.online()?.meta.keys().cloned().collect())
+    }
+
     async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
         let m = self.online()?;
         Ok(m.nodes.iter().map(|(p, n)| stat(p, n)).collect())

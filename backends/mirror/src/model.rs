@@ -324,9 +324,11 @@ impl Entry {
     }
 }
 
-/// The whole state a mirror keeps next to its data (`.briefcase/state.N`): its identity, OSN
-/// counter, knowledge vector and manifest. Serialised with postcard inside the
-/// [`crate::state`] envelope.
+/// The whole state a mirror keeps next to its data (`.briefcase/state.N` and its parts): its
+/// identity, OSN counter, knowledge vector and manifest. Stored incrementally by
+/// [`crate::state`]: the manifest is private so that every change goes through
+/// [`MirrorState::insert_entry`] or [`MirrorState::entry_mut`], which note the path as changed
+/// since the last store (the next segment then carries only those entries).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorState {
     /// The folder this mirror is a replica of.
@@ -340,8 +342,23 @@ pub struct MirrorState {
     /// Human names of the replicas this mirror has heard of.
     pub replica_names: BTreeMap<ReplicaId, String>,
     /// Manifest: live entries and tombstones, by path.
-    pub entries: BTreeMap<RelPath, Entry>,
+    entries: BTreeMap<RelPath, Entry>,
+    /// Paths changed since the state was last loaded or stored (not stored; ignored by `==`).
+    #[serde(skip)]
+    changed: Changed,
 }
+
+/// The set of paths a [`MirrorState`] changed since its last store. Equal to any other, so that
+/// two states compare by content only.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Changed(pub(crate) std::collections::BTreeSet<RelPath>);
+
+impl PartialEq for Changed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Changed {}
 
 impl MirrorState {
     /// A new, empty state for a freshly initialised mirror.
@@ -355,6 +372,7 @@ impl MirrorState {
             knowledge: VersionVector::new(),
             replica_names,
             entries: BTreeMap::new(),
+            changed: Changed::default(),
         }
     }
 
@@ -363,6 +381,51 @@ impl MirrorState {
         self.osn = Osn(self.osn.0 + 1);
         self.knowledge.raise(self.replica_id, self.osn);
         self.osn
+    }
+
+    /// The manifest, by path.
+    pub fn entries(&self) -> &BTreeMap<RelPath, Entry> {
+        &self.entries
+    }
+
+    /// The entry at `path`, if any.
+    pub fn entry(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// Inserts or replaces the entry at `entry.path`; returns the previous one.
+    pub fn insert_entry(&mut self, entry: Entry) -> Option<Entry> {
+        self.changed.0.insert(entry.path.clone());
+        self.entries.insert(entry.path.clone(), entry)
+    }
+
+    /// The entry at `path` for changing in place (noted as changed, whatever is done with it).
+    pub fn entry_mut(&mut self, path: &RelPath) -> Option<&mut Entry> {
+        let e = self.entries.get_mut(path)?;
+        self.changed.0.insert(path.clone());
+        Some(e)
+    }
+
+    /// Removes the entry at `path` (tombstone collection); returns it.
+    pub fn remove_entry(&mut self, path: &RelPath) -> Option<Entry> {
+        let e = self.entries.remove(path)?;
+        self.changed.0.insert(path.clone());
+        Some(e)
+    }
+
+    /// Paths changed since the last load or store.
+    pub(crate) fn changed(&self) -> &std::collections::BTreeSet<RelPath> {
+        &self.changed.0
+    }
+
+    /// Forgets the changes (they are stored).
+    pub(crate) fn clear_changed(&mut self) {
+        self.changed.0.clear();
+    }
+
+    /// The manifest for applying decoded segments (no change noted).
+    pub(crate) fn entries_loaded_mut(&mut self) -> &mut BTreeMap<RelPath, Entry> {
+        &mut self.entries
     }
 }
 

@@ -1,27 +1,58 @@
-//! Crash-safe storage of a [`MirrorState`] through any [`Mirror`]: two generations
-//! (`state.0`, `state.1`), each an envelope with a magic, a generation number, the payload length
-//! and a blake3 checksum. The writer overwrites the older generation; the reader takes the newest
-//! valid one, so a mirror yanked at any instant leaves the last complete generation readable
-//! (DESIGN.md, "Mirror state is written crash-safely").
+//! Crash-safe, incremental storage of a [`MirrorState`] through any [`Mirror`].
 //!
-//! Envelope: `b"BCSTATE1"` (8) | generation u64 LE (8) | payload length u64 LE (8) |
-//! blake3(generation ‖ payload) (32) | payload (postcard-encoded `MirrorState`).
+//! A state is a **base** (every entry) plus **segments** (the entries changed since), each a
+//! *part* file `part.GEN.RAND` in the state directory, and a small **root** that lists the parts
+//! with their lengths and blake3 hashes. Roots live in two generation slots (`state.0`,
+//! `state.1`), each an envelope with a magic, the generation number, the payload length and a
+//! blake3 checksum. A store writes its part first, then the root into the slot the previous
+//! generation does not occupy; the reader takes the newest root whose envelope and every part
+//! verify, so a mirror yanked at any instant leaves the last complete generation readable
+//! (DESIGN.md, "Mirror state is written crash-safely"). A one-line edit therefore writes one
+//! small segment and one root, not the manifest; when the segments add up to more than half the
+//! base (or there are [`MAX_SEGMENTS`]), the next store writes a new base instead. Parts that
+//! neither slot refers to are removed after the root is written. This is the log-structured
+//! layout of LFS and of SQLite's WAL with a checkpoint, at file granularity.
+//!
+//! Envelope (roots, and the intents record): `MAGIC` (8) | generation u64 LE (8) | payload
+//! length u64 LE (8) | blake3(generation ‖ payload) (32) | payload. Root payload: postcard
+//! [`Root`]; part payload: postcard `Delta`. Slots in the whole-state format of version 0.1
+//! (`BCSTATE1`) are still read; the next store replaces them with a base.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{MirrorError, MirrorResult};
-use crate::model::{Entry, MirrorState};
+use crate::model::{Entry, FolderId, KnowledgeVector, MirrorState, Osn, ReplicaId};
+use crate::path::RelPath;
 use crate::Mirror;
 
-const MAGIC: &[u8; 8] = b"BCSTATE1";
+const MAGIC_V1: &[u8; 8] = b"BCSTATE1";
+const MAGIC_ROOT: &[u8; 8] = b"BCSTATE2";
+const MAGIC_PART: &[u8; 8] = b"BCPART01";
 const HEADER: usize = 8 + 8 + 8 + 32;
-/// Largest state accepted, in bytes (256 MiB: ~1 million entries). Larger is refused as corrupt.
+/// Largest state part (or whole state of the old format) accepted, in bytes (256 MiB: ~1 million
+/// entries). Larger is refused as corrupt.
 pub const MAX_STATE_BYTES: usize = 256 << 20;
+/// Largest root accepted, in bytes.
+const MAX_ROOT_BYTES: usize = 1 << 20;
+/// Segments after which the next store writes a new base.
+pub const MAX_SEGMENTS: usize = 32;
+/// Segments may add up to half the base plus this many bytes before a new base is written.
+const SEGMENT_SLACK: u64 = 16 << 10;
 /// The two generation slots, in `.briefcase/`.
 pub const SLOTS: [&str; 2] = ["state.0", "state.1"];
+/// Prefix of part files in `.briefcase/`.
+pub const PART_PREFIX: &str = "part.";
 
-/// Wraps `payload` in the envelope for `generation`.
+/// Wraps `payload` in the envelope for `generation` (the intents record and roots).
 pub fn seal(generation: u64, payload: &[u8]) -> Vec<u8> {
+    seal_with(MAGIC_V1, generation, payload)
+}
+
+fn seal_with(magic: &[u8; 8], generation: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(checksum(generation, payload).as_bytes());
@@ -29,13 +60,33 @@ pub fn seal(generation: u64, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Checks an envelope and returns `(generation, payload)`.
+/// A copy of the envelope `original` (a root, a part or a record) with `payload` in place of its
+/// payload, sealed again: for tests that play an attacker who can write the mirror.
+///
+/// # Errors
+/// When `original` is not a valid envelope.
+pub fn reseal(original: &[u8], payload: &[u8]) -> Result<Vec<u8>, String> {
+    let (magic, generation, _) = open_any(original)?;
+    Ok(seal_with(magic, generation, payload))
+}
+
+/// Checks an envelope of any kind and returns `(generation, payload)`.
 ///
 /// # Errors
 /// A human-readable reason when the magic, length or checksum is wrong.
 pub fn open(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err("not a briefcase state file (bad magic or too short)".into());
+    open_any(bytes).map(|(_, g, p)| (g, p))
+}
+
+fn open_any(bytes: &[u8]) -> Result<(&'static [u8; 8], u64, &[u8]), String> {
+    let magic = match bytes.get(..8) {
+        Some(m) if m == MAGIC_V1 => MAGIC_V1,
+        Some(m) if m == MAGIC_ROOT => MAGIC_ROOT,
+        Some(m) if m == MAGIC_PART => MAGIC_PART,
+        _ => return Err("not a briefcase state file (bad magic or too short)".into()),
+    };
+    if bytes.len() < HEADER {
+        return Err("not a briefcase state file (too short)".into());
     }
     let generation = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| "short header")?);
     let len = u64::from_le_bytes(bytes[16..24].try_into().map_err(|_| "short header")?);
@@ -49,7 +100,7 @@ pub fn open(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
     if checksum(generation, payload).as_bytes() != &bytes[24..56] {
         return Err("checksum mismatch".into());
     }
-    Ok((generation, payload))
+    Ok((magic, generation, payload))
 }
 
 fn checksum(generation: u64, payload: &[u8]) -> blake3::Hash {
@@ -59,14 +110,63 @@ fn checksum(generation: u64, payload: &[u8]) -> blake3::Hash {
     h.finalize()
 }
 
-/// A state as loaded: which generation it was.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The generation number read.
+/// One part a root refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRef {
+    /// State file name (`part.GEN.RAND`).
+    pub name: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// blake3 of the whole file.
+    pub hash: [u8; 32],
+}
+
+/// A root: the parts of one generation, base first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Root {
+    /// Base first, then segments in the order they apply.
+    pub parts: Vec<PartRef>,
+}
+
+/// A part's content: the header fields, and the entries changed (all of them in a base).
+#[derive(Debug, Serialize, Deserialize)]
+struct Delta {
+    folder_id: FolderId,
+    replica_id: ReplicaId,
+    osn: Osn,
+    knowledge: KnowledgeVector,
+    replica_names: BTreeMap<ReplicaId, String>,
+    upserts: Vec<Entry>,
+    removed: Vec<RelPath>,
+}
+
+/// What is stored on the mirror for one generation: enough to tell whether the mirror still
+/// holds it ([`load_unless`]) and to write the next one incrementally ([`store`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Generation number (0: nothing stored yet).
     pub generation: u64,
-    /// The envelope's checksum: with `generation`, identifies exactly what was read (two
+    /// The root envelope's checksum: with `generation`, identifies exactly what was read (two
     /// machines writing the same generation number still differ here).
     pub checksum: [u8; 32],
+    /// The root's parts (empty for the old whole-state format: the next store writes a base).
+    pub root: Root,
+}
+
+impl Stored {
+    fn base_len(&self) -> u64 {
+        self.root.parts.first().map_or(0, |p| p.len)
+    }
+    fn segments_len(&self) -> u64 {
+        self.root.parts.iter().skip(1).map(|p| p.len).sum()
+    }
+}
+
+/// A state as loaded, and which generation it was.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// What the mirror holds for this generation.
+    pub stored: Stored,
     /// The state.
     pub state: MirrorState,
 }
@@ -75,6 +175,7 @@ pub struct Loaded {
 ///
 /// # Errors
 /// [`MirrorError::Corrupt`] when slots exist but none is valid (naming both reasons);
+/// [`MirrorError::InvalidPath`] for a path that is not a safe relative path (invariant 6);
 /// I/O errors from the mirror.
 pub async fn load(mirror: &dyn Mirror) -> MirrorResult<Option<Loaded>> {
     match load_unless(mirror, None).await? {
@@ -95,9 +196,9 @@ pub enum Reload {
 }
 
 /// [`load`] for a caller that keeps the state in memory between syncs (`watch`, the daemon):
-/// when the newest valid generation has the `known` (generation, checksum), it is not decoded
-/// again, so an unchanged state costs a read and a checksum, not a decode of every entry. Only
-/// the newest valid envelope is decoded (the older one only if that fails).
+/// when the newest valid root has the `known` (generation, checksum), nothing more is read, so
+/// an unchanged state costs reading two small roots. Parts are read only for the root used (the
+/// older root's only if the newer fails).
 ///
 /// # Errors
 /// As [`load`].
@@ -105,7 +206,9 @@ pub async fn load_unless(
     mirror: &dyn Mirror,
     known: Option<(u64, [u8; 32])>,
 ) -> MirrorResult<Reload> {
-    let mut valid: Vec<(u64, [u8; 32], Vec<u8>, &str)> = Vec::new();
+    // (generation, checksum, magic, bytes, slot) of each valid envelope.
+    type Slot = (u64, [u8; 32], &'static [u8; 8], Vec<u8>, &'static str);
+    let mut valid: Vec<Slot> = Vec::new();
     let mut problems = Vec::new();
     let mut seen = 0;
     for slot in SLOTS {
@@ -117,40 +220,48 @@ pub async fn load_unless(
             problems.push(format!("{slot}: larger than {MAX_STATE_BYTES} bytes"));
             continue;
         }
-        match open(&bytes) {
-            Ok((generation, _)) => {
+        match open_any(&bytes) {
+            Ok((magic, generation, _)) if magic != MAGIC_PART => {
                 let mut sum = [0u8; 32];
                 sum.copy_from_slice(&bytes[24..56]);
-                valid.push((generation, sum, bytes, slot));
+                valid.push((generation, sum, magic, bytes, slot));
             }
+            Ok(_) => problems.push(format!("{slot}: a part file, not a root")),
             Err(e) => problems.push(format!("{slot}: {e}")),
         }
     }
     valid.sort_by_key(|v| std::cmp::Reverse(v.0));
-    for (generation, checksum, bytes, slot) in valid {
+    for (generation, checksum, magic, bytes, slot) in valid {
         if known == Some((generation, checksum)) {
             return Ok(Reload::Unchanged);
         }
         let payload = &bytes[HEADER..];
-        let _ = crate::path::take_last_rejected();
-        match postcard::from_bytes::<MirrorState>(payload) {
-            Ok(state) => {
+        let got = if magic == MAGIC_V1 {
+            decode::<MirrorState>(mirror, payload)?.map(|mut state| {
+                state.clear_changed();
+                (Root::default(), state)
+            })
+        } else {
+            match decode::<Root>(mirror, payload)? {
+                Ok(root) if payload.len() <= MAX_ROOT_BYTES => {
+                    read_parts(mirror, &root).await?.map(|state| (root, state))
+                }
+                Ok(_) => Err(format!("root larger than {MAX_ROOT_BYTES} bytes")),
+                Err(e) => Err(e),
+            }
+        };
+        match got {
+            Ok((root, state)) => {
                 return Ok(Reload::Loaded(Loaded {
-                    generation,
-                    checksum,
+                    stored: Stored {
+                        generation,
+                        checksum,
+                        root,
+                    },
                     state,
                 }))
             }
-            Err(e) => match crate::path::take_last_rejected() {
-                Some((path, why)) => {
-                    return Err(MirrorError::InvalidPath {
-                        location: mirror.location(),
-                        path,
-                        source: why,
-                    })
-                }
-                None => problems.push(format!("{slot}: undecodable ({e})")),
-            },
+            Err(e) => problems.push(format!("{slot} (generation {generation}): {e}")),
         }
     }
     if seen > 0 {
@@ -166,36 +277,197 @@ pub async fn load_unless(
     Ok(Reload::Absent)
 }
 
-/// Writes `state` as generation `previous + 1` into the slot the previous generation does not
-/// occupy, and returns the new generation. Write chunks and content before calling this.
-///
-/// # Errors
-/// Errors from the mirror's [`Mirror::write_meta`].
-pub async fn store(mirror: &dyn Mirror, previous: u64, state: &MirrorState) -> MirrorResult<u64> {
-    store_tracked(mirror, previous, state).await.map(|(g, _)| g)
+/// Decodes postcard; `Err(InvalidPath)` for an unsafe path inside (invariant 6), `Ok(Err(why))`
+/// for anything else undecodable.
+fn decode<T: serde::de::DeserializeOwned>(
+    mirror: &dyn Mirror,
+    payload: &[u8],
+) -> MirrorResult<Result<T, String>> {
+    let _ = crate::path::take_last_rejected();
+    match postcard::from_bytes::<T>(payload) {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) => match crate::path::take_last_rejected() {
+            Some((path, why)) => Err(MirrorError::InvalidPath {
+                location: mirror.location(),
+                path,
+                source: why,
+            }),
+            None => Ok(Err(format!("undecodable ({e})"))),
+        },
+    }
 }
 
-/// [`store`], also returning the new envelope's checksum (for [`load_unless`]).
+/// Reads and applies the parts of `root`; `Ok(Err(why))` when one is missing or damaged.
+async fn read_parts(mirror: &dyn Mirror, root: &Root) -> MirrorResult<Result<MirrorState, String>> {
+    let mut state: Option<MirrorState> = None;
+    for (i, part) in root.parts.iter().enumerate() {
+        if !part.name.starts_with(PART_PREFIX) || part.len > (MAX_STATE_BYTES + HEADER) as u64 {
+            return Ok(Err(format!("part {:?} is not a state part", part.name)));
+        }
+        let Some(bytes) = mirror.read_meta(&part.name).await? else {
+            return Ok(Err(format!("part {} is missing", part.name)));
+        };
+        if bytes.len() as u64 != part.len || blake3::hash(&bytes).as_bytes() != &part.hash {
+            return Ok(Err(format!("part {} does not match its root", part.name)));
+        }
+        let payload = match open_any(&bytes) {
+            Ok((m, _, p)) if m == MAGIC_PART => p,
+            Ok(_) => return Ok(Err(format!("part {} is not a part", part.name))),
+            Err(e) => return Ok(Err(format!("part {}: {e}", part.name))),
+        };
+        let d = match decode::<Delta>(mirror, payload)? {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(format!("part {}: {e}", part.name))),
+        };
+        let st = state.get_or_insert_with(|| MirrorState::new(d.folder_id, d.replica_id, ""));
+        if i > 0 && (st.folder_id != d.folder_id || st.replica_id != d.replica_id) {
+            return Ok(Err(format!(
+                "part {} belongs to another replica",
+                part.name
+            )));
+        }
+        st.folder_id = d.folder_id;
+        st.replica_id = d.replica_id;
+        st.osn = d.osn;
+        st.knowledge = d.knowledge;
+        st.replica_names = d.replica_names;
+        let entries = st.entries_loaded_mut();
+        for p in d.removed {
+            entries.remove(&p);
+        }
+        for e in d.upserts {
+            entries.insert(e.path.clone(), e);
+        }
+    }
+    match state {
+        Some(mut s) => {
+            s.clear_changed();
+            Ok(Ok(s))
+        }
+        None => Ok(Err("root lists no parts".into())),
+    }
+}
+
+/// Writes `state` as generation `previous.generation + 1`: a segment with the entries changed
+/// since `previous` (or a new base when there is none yet or segments have grown, see the
+/// module docs), then the root into the slot `previous` does not occupy; then removes the parts
+/// neither slot refers to any more. Returns what is now stored and forgets `state`'s changes.
+/// Write chunks and content before calling this.
+///
+/// `previous` must be what this `state` was loaded from or last stored as
+/// ([`Stored::default`] for a new mirror).
 ///
 /// # Errors
-/// As [`store`].
-pub async fn store_tracked(
+/// Errors from the mirror's [`Mirror::write_meta`]; then nothing is forgotten, and storing again
+/// writes the same changes.
+pub async fn store(
     mirror: &dyn Mirror,
-    previous: u64,
-    state: &MirrorState,
-) -> MirrorResult<(u64, [u8; 32])> {
-    let generation = previous + 1;
-    let payload = postcard::to_stdvec(state).map_err(|e| MirrorError::Corrupt {
+    previous: &Stored,
+    state: &mut MirrorState,
+) -> MirrorResult<Stored> {
+    let generation = previous.generation + 1;
+    let encode_err = |e: postcard::Error| MirrorError::Corrupt {
         location: mirror.location(),
         what: "state".into(),
         reason: format!("cannot encode: {e}"),
-    })?;
-    let slot = SLOTS[(generation % 2) as usize];
-    let sealed = seal(generation, &payload);
+    };
+    let header = |upserts: Vec<Entry>, removed: Vec<RelPath>| Delta {
+        folder_id: state.folder_id,
+        replica_id: state.replica_id,
+        osn: state.osn,
+        knowledge: state.knowledge.clone(),
+        replica_names: state.replica_names.clone(),
+        upserts,
+        removed,
+    };
+    let mut parts = previous.root.parts.clone();
+    let mut payload = None;
+    if !parts.is_empty() && parts.len() <= MAX_SEGMENTS {
+        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+        for p in state.changed() {
+            match state.entry(p) {
+                Some(e) => upserts.push(e.clone()),
+                None => removed.push(p.clone()),
+            }
+        }
+        let seg = postcard::to_stdvec(&header(upserts, removed)).map_err(encode_err)?;
+        if previous.segments_len() + seg.len() as u64 <= previous.base_len() / 2 + SEGMENT_SLACK {
+            payload = Some(seg);
+        }
+    }
+    let payload = match payload {
+        Some(seg) => seg,
+        None => {
+            parts.clear();
+            let all = state.entries().values().cloned().collect();
+            postcard::to_stdvec(&header(all, Vec::new())).map_err(encode_err)?
+        }
+    };
+    let bytes = seal_with(MAGIC_PART, generation, &payload);
+    let name = format!("{PART_PREFIX}{generation}.{:08x}", rand_u32(&bytes));
+    mirror.write_meta(&name, &bytes).await?;
+    parts.push(PartRef {
+        name,
+        len: bytes.len() as u64,
+        hash: *blake3::hash(&bytes).as_bytes(),
+    });
+    let root = Root { parts };
+    let root_payload = postcard::to_stdvec(&root).map_err(encode_err)?;
+    let sealed = seal_with(MAGIC_ROOT, generation, &root_payload);
     let mut sum = [0u8; 32];
     sum.copy_from_slice(&sealed[24..56]);
-    mirror.write_meta(slot, &sealed).await?;
-    Ok((generation, sum))
+    mirror
+        .write_meta(SLOTS[(generation % 2) as usize], &sealed)
+        .await?;
+    state.clear_changed();
+    collect_parts(mirror, generation, &root, &previous.root).await;
+    Ok(Stored {
+        generation,
+        checksum: sum,
+        root,
+    })
+}
+
+/// A name suffix that differs between two machines writing the same generation.
+fn rand_u32(bytes: &[u8]) -> u32 {
+    let mut h = blake3::Hasher::new();
+    h.update(bytes);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.update(&nanos.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let b = h.finalize();
+    u32::from_le_bytes([
+        b.as_bytes()[0],
+        b.as_bytes()[1],
+        b.as_bytes()[2],
+        b.as_bytes()[3],
+    ])
+}
+
+/// Removes the parts of generations before `generation` that neither `root` nor `previous` (the
+/// other slot) refers to. Best effort: a part left behind is removed by a later store.
+async fn collect_parts(mirror: &dyn Mirror, generation: u64, root: &Root, previous: &Root) {
+    let Ok(names) = mirror.list_meta().await else {
+        return;
+    };
+    let keep: BTreeSet<&str> = root
+        .parts
+        .iter()
+        .chain(&previous.parts)
+        .map(|p| p.name.as_str())
+        .collect();
+    for n in names {
+        let Some(rest) = n.strip_prefix(PART_PREFIX) else {
+            continue;
+        };
+        let gen_of = rest.split('.').next().and_then(|g| g.parse::<u64>().ok());
+        // Parts of later generations may be another machine's store in progress.
+        if gen_of.is_some_and(|g| g < generation) && !keep.contains(n.as_str()) {
+            let _ = mirror.remove_meta(&n).await;
+        }
+    }
 }
 
 /// The intent record in `.briefcase/`: the entries a sync is about to write to the mirror.

@@ -197,7 +197,10 @@ macro_rules! conformance_suite {
             meta_round_trip_overwrite_and_bad_names
             offline_when_root_or_marker_missing
             state_round_trip
+            state_is_incremental
             state_newest_valid_generation_wins
+            meta_list_and_remove
+            read_bytes_reads_and_limits
             put_creates_and_overwrites
             put_without_parent_fails
             put_batch_reports_each_item
@@ -518,6 +521,29 @@ pub mod cases {
         s
     }
 
+    fn sample_entry(path: &str, n: u64) -> crate::Entry {
+        let mut version = crate::VersionVector::new();
+        version.set(ReplicaId(0xfeed), crate::Osn(n + 1));
+        crate::Entry {
+            path: rp(path.as_bytes()),
+            kind: EntryKind::File,
+            deleted: false,
+            size: n,
+            mode: 0o644,
+            mtime_ns: MTIME,
+            hash: Some(crate::ContentHash::of(path.as_bytes())),
+            symlink_target: None,
+            chunks: vec![],
+            version,
+            stamp: crate::Stamp {
+                replica: ReplicaId(0xfeed),
+                osn: crate::Osn(n + 1),
+            },
+            inode: n,
+            observed_mtime_ns: MTIME,
+        }
+    }
+
     /// `state::store` then `state::load` returns what was stored, generation by generation.
     pub async fn state_round_trip(fx: &dyn Fixture) {
         let c = ready(fx).await;
@@ -526,47 +552,155 @@ pub mod cases {
             "a new mirror has no state"
         );
         let mut s = sample_state();
-        let g1 = state::store(c.m, 0, &s).await.unwrap();
+        let g1 = state::store(c.m, &state::Stored::default(), &mut s)
+            .await
+            .unwrap();
         let l = state::load(c.m).await.unwrap().unwrap();
-        assert_eq!((l.generation, &l.state), (g1, &s));
+        assert_eq!((&l.stored, &l.state), (&g1, &s));
         s.next_osn();
-        let g2 = state::store(c.m, g1, &s).await.unwrap();
+        let g2 = state::store(c.m, &g1, &mut s).await.unwrap();
         let l = state::load(c.m).await.unwrap().unwrap();
-        assert_eq!((l.generation, &l.state), (g2, &s));
+        assert_eq!((&l.stored, &l.state), (&g2, &s));
+        assert_eq!(g2.generation, g1.generation + 1);
         assert!(c.m.list().await.unwrap().is_empty(), "state is not data");
     }
 
-    /// When the newer slot is damaged, the older valid generation is loaded; when both are
-    /// damaged, `load` says Corrupt.
+    /// Stores write segments holding only what changed, then a new base once segments have
+    /// grown; every generation loads back exactly; parts no slot refers to are removed.
+    pub async fn state_is_incremental(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        let mut s = sample_state();
+        for i in 0..400u32 {
+            s.insert_entry(sample_entry(&format!("dir/file-{i:04}"), i.into()));
+        }
+        let mut stored = state::store(c.m, &state::Stored::default(), &mut s)
+            .await
+            .unwrap();
+        let base_len = stored.root.parts[0].len;
+        let mut saw_segment = false;
+        let mut saw_rebase = false;
+        for round in 0..80u32 {
+            let p = format!("dir/file-{:04}", (round * 7) % 400);
+            let mut e = s.entry(&rp(p.as_bytes())).unwrap().clone();
+            e.size += 1;
+            s.insert_entry(e);
+            s.next_osn();
+            let next = state::store(c.m, &stored, &mut s).await.unwrap();
+            let last = next.root.parts.last().unwrap();
+            if next.root.parts.len() > 1 {
+                saw_segment = true;
+                assert!(
+                    last.len < base_len / 10,
+                    "a one-entry change writes a small segment ({} bytes, base {base_len})",
+                    last.len
+                );
+            } else if round > 0 {
+                saw_rebase = true;
+            }
+            stored = next;
+            let l = state::load(c.m).await.unwrap().unwrap();
+            assert_eq!((&l.stored, &l.state), (&stored, &s), "round {round}");
+        }
+        assert!(saw_segment && saw_rebase, "segments, then a new base");
+        if let Ok(names) = c.m.list_meta().await {
+            let parts = names
+                .iter()
+                .filter(|n| n.starts_with(state::PART_PREFIX))
+                .count();
+            assert!(
+                parts <= 2 * (state::MAX_SEGMENTS + 1),
+                "old parts are collected ({parts} left)"
+            );
+        }
+        // A removed entry stays removed.
+        s.remove_entry(&rp(b"dir/file-0003"));
+        let stored = state::store(c.m, &stored, &mut s).await.unwrap();
+        let l = state::load(c.m).await.unwrap().unwrap();
+        assert_eq!((&l.stored, &l.state), (&stored, &s));
+        assert!(l.state.entry(&rp(b"dir/file-0003")).is_none());
+    }
+
+    /// When the newer slot is damaged, or a part it lists is, the older valid generation is
+    /// loaded; when both are damaged, `load` says Corrupt.
     pub async fn state_newest_valid_generation_wins(fx: &dyn Fixture) {
         let c = ready(fx).await;
-        let s1 = sample_state();
-        let g1 = state::store(c.m, 0, &s1).await.unwrap();
+        let mut s1 = sample_state();
+        let g1 = state::store(c.m, &state::Stored::default(), &mut s1)
+            .await
+            .unwrap();
         let mut s2 = s1.clone();
         s2.next_osn();
-        let g2 = state::store(c.m, g1, &s2).await.unwrap();
-        let newer = state::SLOTS[(g2 % 2) as usize];
+        s2.insert_entry(sample_entry("new", 9));
+        let g2 = state::store(c.m, &g1, &mut s2).await.unwrap();
+        let newer = state::SLOTS[(g2.generation % 2) as usize];
+        let good = c.m.read_meta(newer).await.unwrap().unwrap();
         c.m.write_meta(newer, b"garbage from a yanked stick")
             .await
             .unwrap();
         let l = state::load(c.m).await.unwrap().unwrap();
         assert_eq!(
-            (l.generation, &l.state),
-            (g1, &s1),
+            (&l.stored, &l.state),
+            (&g1, &s1),
             "older valid generation wins"
         );
         // A truncated newer slot is just as invalid.
-        let mut sealed = state::seal(g2, &postcard::to_stdvec(&s2).unwrap());
-        sealed.truncate(sealed.len() - 1);
-        c.m.write_meta(newer, &sealed).await.unwrap();
-        assert_eq!(state::load(c.m).await.unwrap().unwrap().generation, g1);
-        c.m.write_meta(state::SLOTS[(g1 % 2) as usize], b"also garbage")
+        c.m.write_meta(newer, &good[..good.len() - 1])
+            .await
+            .unwrap();
+        assert_eq!(state::load(c.m).await.unwrap().unwrap().stored, g1);
+        // So is an intact root whose newest part is damaged.
+        c.m.write_meta(newer, &good).await.unwrap();
+        assert_eq!(state::load(c.m).await.unwrap().unwrap().stored, g2);
+        let part = &g2.root.parts.last().unwrap().name;
+        let mut bytes = c.m.read_meta(part).await.unwrap().unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        c.m.write_meta(part, &bytes).await.unwrap();
+        assert_eq!(state::load(c.m).await.unwrap().unwrap().stored, g1);
+        c.m.write_meta(state::SLOTS[(g1.generation % 2) as usize], b"also garbage")
             .await
             .unwrap();
         assert!(matches!(
             state::load(c.m).await,
             Err(MirrorError::Corrupt { .. })
         ));
+    }
+
+    /// State files can be listed and removed (removing an absent one succeeds).
+    pub async fn meta_list_and_remove(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        c.m.write_meta("part.1.aa", b"a").await.unwrap();
+        c.m.write_meta("part.2.bb", b"b").await.unwrap();
+        let mut names = c.m.list_meta().await.unwrap();
+        names.sort();
+        assert!(
+            names.contains(&"part.1.aa".to_string()) && names.contains(&"part.2.bb".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().all(|n| !n.starts_with(crate::TMP_PREFIX)),
+            "{names:?}"
+        );
+        c.m.remove_meta("part.1.aa").await.unwrap();
+        c.m.remove_meta("part.1.aa").await.unwrap();
+        assert_eq!(c.m.read_meta("part.1.aa").await.unwrap(), None);
+        assert!(c.m.remove_meta("../escape").await.is_err());
+        assert_eq!(
+            c.m.read_meta("part.2.bb").await.unwrap().as_deref(),
+            Some(&b"b"[..])
+        );
+    }
+
+    /// `read_bytes` returns a file's content, and refuses one over the limit.
+    pub async fn read_bytes_reads_and_limits(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        c.put("f", b"0123456789").await.unwrap();
+        assert_eq!(c.m.read_bytes(&rp(b"f"), 10).await.unwrap(), b"0123456789");
+        assert!(matches!(
+            c.m.read_bytes(&rp(b"f"), 9).await,
+            Err(MirrorError::Corrupt { .. })
+        ));
+        assert!(c.m.read_bytes(&rp(b"absent"), 10).await.is_err());
     }
 
     /// `put` creates and atomically overwrites; content, size and mtime (to the backend's
@@ -614,9 +748,15 @@ pub mod cases {
             mode: 0o640,
             mtime_ns: MTIME + 86_400_000_000_000,
         };
+        // Alternately from a local file and from memory.
+        let n = AtomicUsize::new(0);
         let item = |p: &str, bytes: &[u8], meta| crate::PutItem {
             path: rp(p.as_bytes()),
-            source: c.src(bytes),
+            source: if n.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+                crate::PutSource::File(c.src(bytes))
+            } else {
+                crate::PutSource::Bytes(bytes.to_vec())
+            },
             meta,
         };
         let items = vec![
