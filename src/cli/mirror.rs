@@ -113,7 +113,8 @@ pub async fn add(
 ) -> Result<String> {
     let parsed = Target::parse(target)?;
     let url = parsed.to_url();
-    let backend = super::backend(&url)?;
+    let folder = briefcase::replica::read_marker(dir).ok().map(|m| m.folder_id);
+    let backend = super::backend(dirs, folder, &url)?;
     if !dir.join(briefcase::replica::MARKER).exists() {
         if let briefcase_mirror::Presence::Marked(folder) = backend.probe().await? {
             clone_into(dirs, dir, folder)?;

@@ -115,8 +115,14 @@ pub fn open_folder(dirs: &Dirs, dir: Option<&Path>) -> Result<LocalReplica> {
     Ok(LocalReplica::open(&root, &dirs.data)?)
 }
 
-/// Builds the backend for a configured target.
-pub fn backend(target: &str) -> Result<Box<dyn Mirror>> {
+/// Builds the backend for a configured target. `folder` is the folder it mirrors, when known
+/// (a stick may carry several folders; without it, it must carry exactly one).
+pub fn backend(
+    dirs: &Dirs,
+    folder: Option<briefcase_mirror::FolderId>,
+    target: &str,
+) -> Result<Box<dyn Mirror>> {
+    let _ = (dirs, folder);
     Ok(match Target::parse(target)? {
         Target::Dir(p) => Box::new(briefcase_dir::DirMirror::new(p)),
     })

@@ -40,11 +40,12 @@ pub enum MirrorOutcome {
 
 /// Syncs `rep` with one configured mirror and records the outcome in the journal.
 pub async fn sync_one(
+    dirs: &Dirs,
     rep: &mut LocalReplica,
     m: &MirrorConfig,
     opts: &SyncOptions,
 ) -> MirrorOutcome {
-    let backend = match super::backend(&m.target) {
+    let backend = match super::backend(dirs, Some(rep.journal.folder_id()), &m.target) {
         Ok(b) => b,
         Err(e) => return MirrorOutcome::Failed(format!("mirror {}: {e:#}", m.name)),
     };
@@ -195,7 +196,7 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
             b.enable_steady_tick(std::time::Duration::from_millis(100));
             b
         });
-        let out = sync_one(&mut rep, m, &opts).await;
+        let out = sync_one(dirs, &mut rep, m, &opts).await;
         if let Some(b) = bar {
             b.finish_and_clear();
         }

@@ -56,7 +56,7 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
         .unwrap_or_default();
     let mut mirrors = Vec::with_capacity(configs.len());
     for m in configs {
-        let backend = super::backend(&m.target)?;
+        let backend = super::backend(dirs, Some(rep.journal.folder_id()), &m.target)?;
         mirrors.push(Run {
             cfg: m,
             backend,
