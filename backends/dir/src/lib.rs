@@ -57,6 +57,8 @@ struct Inner {
     root: PathBuf,
     location: String,
     forced: Option<Profile>,
+    /// Storage under a layer (see [`DirMirror::storage`]): no folder marker.
+    storage: bool,
     /// Last detection, keyed by the root's device number (a stick re-plugged elsewhere changes it).
     detected: Mutex<Option<(u64, Detected)>>,
 }
@@ -66,16 +68,24 @@ impl DirMirror {
     /// profile is detected when the root exists, and again whenever its device changes. No I/O
     /// happens here; nothing is created until [`Mirror::init`].
     pub fn new(root: PathBuf) -> DirMirror {
-        Self::build(root, None)
+        Self::build(root, None, false)
+    }
+
+    /// Plain storage for a layer that keeps its own marker and state in the tree (the encrypted
+    /// stick over a mount point): online whenever `root` is a directory, no `.briefcase` marker
+    /// is read or written, and [`Mirror::probe`] never answers `Marked`. The layer must check
+    /// its own marker before writing (invariant 4). The file-system profile still applies.
+    pub fn storage(root: PathBuf) -> DirMirror {
+        Self::build(root, None, true)
     }
 
     /// A mirror with a forced profile instead of detection, e.g. to exercise the FAT rules on
     /// ext4 in tests, or for a FAT medium behind a network file system that hides its type.
     pub fn with_profile(root: PathBuf, profile: Profile) -> DirMirror {
-        Self::build(root, Some(profile))
+        Self::build(root, Some(profile), false)
     }
 
-    fn build(root: PathBuf, forced: Option<Profile>) -> DirMirror {
+    fn build(root: PathBuf, forced: Option<Profile>, storage: bool) -> DirMirror {
         let root = std::path::absolute(&root).unwrap_or(root);
         let location = format!("dir:{}", root.display());
         DirMirror {
@@ -83,6 +93,7 @@ impl DirMirror {
                 root,
                 location,
                 forced,
+                storage,
                 detected: Mutex::new(None),
             }),
         }
@@ -228,6 +239,17 @@ impl Inner {
 
     /// Ok when the root carries its marker (a real file in a real `.briefcase` directory).
     fn check_online(&self) -> MirrorResult<()> {
+        if self.storage {
+            return match fs::symlink_metadata(&self.root) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(self.unsafe_("", "the root is not a directory")),
+                Err(e) if is_gone(&e) => Err(MirrorError::Offline {
+                    location: self.location.clone(),
+                    reason: "it is not there; is the stick inserted / the disk mounted?".into(),
+                }),
+                Err(e) => Err(self.io("stat", "", e)),
+            };
+        }
         let state_dir = self.root.join(STATE_DIR);
         match fs::symlink_metadata(&state_dir) {
             Ok(m) if m.is_dir() => {}
@@ -424,6 +446,14 @@ impl Inner {
             Err(e) if is_gone(&e) => return Ok(Presence::Absent),
             Err(e) => return Err(self.io("stat", "", e)),
         }
+        if self.storage {
+            let mut rd = fs::read_dir(&self.root).map_err(|e| self.io("list", "", e))?;
+            return Ok(if rd.next().is_some() {
+                Presence::Unmarked
+            } else {
+                Presence::Empty
+            });
+        }
         match fs::read(self.marker_path()) {
             Ok(bytes) => return self.parse_marker(&bytes).map(Presence::Marked),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -461,6 +491,9 @@ impl Inner {
 
     fn init(&self, folder: FolderId) -> MirrorResult<()> {
         fs::create_dir_all(&self.root).map_err(|e| self.io("create", "", e))?;
+        if self.storage {
+            return Ok(());
+        }
         let state_dir = self.root.join(STATE_DIR);
         match fs::create_dir(&state_dir) {
             Ok(()) => fsutil::fsync_dir(&self.root).map_err(|e| self.io("fsync", "", e))?,

@@ -1,0 +1,1726 @@
+//! The `stick` backend: a replica of a folder on a removable drive that office and home carry
+//! between them, encrypted with age, stored as content-defined chunks so that an edit writes
+//! about one chunk, and laid out so that FAT32 and exFAT hold it (docs/stick-format.md).
+//!
+//! It is a *layer*, after rclone's `crypt` and rustic's `decrypt` backends: [`StickMirror`]
+//! implements [`Mirror`] for the engine, and stores everything through another [`Mirror`] used
+//! as plain storage (a [`briefcase_dir::DirMirror::storage`] over the mount point; an `ssh` or
+//! `ftp` storage can take its place). The data tree the engine sees is virtual: it lives in the
+//! encrypted catalog ([`catalog`]), and file content in encrypted chunks.
+//!
+//! - Files are cut with FastCDC (Xia et al., "FastCDC: a Fast and Efficient Content-Defined
+//!   Chunking Approach for Data Deduplication", USENIX ATC 2016; the `fastcdc` crate's 2020
+//!   variant), 16 KiB min / 64 KiB average / 256 KiB max; each chunk is named by its blake3 hash
+//!   keyed with a secret name key and stored once, whichever files and versions share it.
+//! - Each chunk, catalog segment and root is an age file encrypted to the stick's own X25519
+//!   recipient; that identity is wrapped for every machine ([`keys`]).
+//! - Writes go to chunks first; the catalog (tree, chunk-list pages, the engine's state files) is
+//!   committed by every [`Mirror::write_meta`]: a small encrypted segment, then the root into the
+//!   older of two generation slots. Until then nothing new is visible, so a stick yanked at any
+//!   instant shows the last committed catalog. Chunks nothing refers to are removed after the
+//!   commit that dropped them; any a crash left behind, by [`Mirror::remove_temp_files`].
+//! - Every chunk read is decrypted (age authenticates it) and checked against the blake3 hash the
+//!   catalog holds, so a swapped or altered chunk is refused (invariant 6).
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod format;
+pub mod keys;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use briefcase_mirror::{
+    Capabilities, ChunkRef, ContentHash, EntryKind, FileMeta, FolderId, Mirror, MirrorError,
+    MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, Content, Delta, Node};
+use crate::format::{StickFile, CHUNKS, KEYS, RECOVERY, ROOTS, SEGMENTS, STICK_FILE, TOP};
+use crate::keys::{decrypt_with, encrypt_to, StickSecret};
+pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, Unlock};
+
+/// FastCDC sizes, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkParams {
+    /// Smallest chunk (but the last of a file).
+    pub min: u32,
+    /// Average chunk.
+    pub avg: u32,
+    /// Largest chunk.
+    pub max: u32,
+}
+
+impl Default for ChunkParams {
+    fn default() -> Self {
+        ChunkParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        }
+    }
+}
+
+/// Largest encrypted chunk file accepted, in bytes (a max chunk plus age's overhead).
+const MAX_CHUNK_FILE: u64 = 1 << 20;
+/// Segments after which the next commit writes a new base.
+const MAX_SEGMENTS: usize = 32;
+/// Segments may add up to half the base plus this many bytes before a new base is written.
+const SEGMENT_SLACK: u64 = 16 << 10;
+/// Chunks written per storage batch (one flush each).
+const BATCH_CHUNKS: usize = 512;
+/// Bytes written per storage batch.
+const BATCH_BYTES: usize = 32 << 20;
+const ROOT_MAGIC: &[u8; 8] = b"BCSTKRT1";
+const SEGMENT_MAGIC: &[u8; 8] = b"BCSTKSG1";
+
+/// One catalog part a root lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PartRef {
+    /// Path relative to the folder directory (`segments/GEN-RAND.age`).
+    name: String,
+    /// Length of the encrypted file, bytes.
+    len: u64,
+    /// blake3 of the encrypted file.
+    hash: [u8; 32],
+}
+
+/// A root: which parts make the catalog of one generation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RootRec {
+    folder: FolderId,
+    generation: u64,
+    parts: Vec<PartRef>,
+}
+
+/// An open stick: keys unlocked, catalog loaded.
+struct Open {
+    folder: FolderId,
+    secret: Arc<StickSecret>,
+    stick: StickFile,
+    cat: Catalog,
+    generation: u64,
+    /// blake3 of the newest root file as read or written (to notice another machine's writes).
+    root_digest: [u8; 32],
+    parts: Vec<PartRef>,
+    /// Parts of the other slot's root, kept until it is overwritten.
+    other_parts: Vec<PartRef>,
+    dirs_made: HashSet<String>,
+    /// The stick was seen missing since: check it is still the same before going on.
+    stale: bool,
+}
+
+/// The encrypted stick (see the crate docs).
+pub struct StickMirror {
+    location: String,
+    mount: PathBuf,
+    storage: Arc<dyn Mirror>,
+    folder_hint: Option<FolderId>,
+    unlock: Unlock,
+    create: Option<Recipients>,
+    params: ChunkParams,
+    open: tokio::sync::Mutex<Option<Open>>,
+}
+
+impl std::fmt::Debug for StickMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StickMirror")
+            .field("location", &self.location)
+            .field("folder", &self.folder_hint)
+            .finish()
+    }
+}
+
+/// What [`StickMirror::folders`] finds on a medium.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundFolder {
+    /// The folder.
+    pub folder: FolderId,
+    /// Its plain `STICK` file.
+    pub stick: StickFile,
+}
+
+impl StickMirror {
+    /// A stick at the mount point `mount` (a directory on the medium), for `folder` when known
+    /// (a medium may carry several folders; without one it must carry exactly one). `unlock`
+    /// opens it; `create` is what [`Mirror::init`] encrypts a new stick to. No I/O here.
+    pub fn new(
+        mount: PathBuf,
+        folder: Option<FolderId>,
+        unlock: Unlock,
+        create: Option<Recipients>,
+    ) -> StickMirror {
+        let mount = std::path::absolute(&mount).unwrap_or(mount);
+        let storage = Arc::new(briefcase_dir::DirMirror::storage(mount.clone()));
+        Self::over(storage, mount, folder, unlock, create)
+    }
+
+    /// The layer over any storage mirror rooted at the medium's top (`mount` is only for
+    /// messages).
+    pub fn over(
+        storage: Arc<dyn Mirror>,
+        mount: PathBuf,
+        folder: Option<FolderId>,
+        unlock: Unlock,
+        create: Option<Recipients>,
+    ) -> StickMirror {
+        StickMirror {
+            location: format!("stick:{}", mount.display()),
+            mount,
+            storage,
+            folder_hint: folder,
+            unlock,
+            create,
+            params: ChunkParams::default(),
+            open: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Uses other FastCDC sizes (tests that want many chunks from small files).
+    pub fn with_chunk_params(mut self, params: ChunkParams) -> StickMirror {
+        self.params = params;
+        self
+    }
+
+    /// The mount point.
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The folders this medium carries (`briefcase/*/STICK`).
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`] when the medium is absent.
+    pub async fn folders(&self) -> MirrorResult<Vec<FoundFolder>> {
+        let top = rel(TOP);
+        let mut out = Vec::new();
+        if self.storage.stat(&top).await?.is_none() {
+            return Ok(out);
+        }
+        for s in self.storage.list_under(&top).await? {
+            let comps: Vec<&[u8]> = s.path.components().collect();
+            if comps.len() == 3 && comps[2] == STICK_FILE.as_bytes() && s.kind == EntryKind::File {
+                let bytes = self.storage.read_bytes(&s.path, 64 << 10).await?;
+                let stick = StickFile::parse(&bytes).map_err(|e| self.corrupt(&s.path, e))?;
+                let folder = stick.folder_id().map_err(|e| self.corrupt(&s.path, e))?;
+                out.push(FoundFolder { folder, stick });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The folder: the hint, or the only one on the medium.
+    async fn folder(&self) -> MirrorResult<FolderId> {
+        if let Some(f) = self.folder_hint {
+            return Ok(f);
+        }
+        let found = self.folders().await?;
+        match found.as_slice() {
+            [one] => Ok(one.folder),
+            [] => Err(MirrorError::Offline {
+                location: self.location.clone(),
+                reason: format!(
+                    "no briefcase folder on it ({}/{TOP}/*/{STICK_FILE} is missing); is the right stick inserted?",
+                    self.mount.display()
+                ),
+            }),
+            many => Err(MirrorError::Refused {
+                location: self.location.clone(),
+                path: TOP.into(),
+                reason: format!(
+                    "it carries {} folders ({}); name one with --folder ID",
+                    many.len(),
+                    many.iter()
+                        .map(|f| f.folder.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+
+    fn corrupt(&self, what: impl std::fmt::Display, reason: impl Into<String>) -> MirrorError {
+        MirrorError::Corrupt {
+            location: self.location.clone(),
+            what: what.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn offline(&self, folder: FolderId) -> MirrorError {
+        MirrorError::Offline {
+            location: self.location.clone(),
+            reason: format!(
+                "{}/{TOP}/{folder}/{STICK_FILE} is missing; is the stick inserted? Nothing was deleted",
+                self.mount.display()
+            ),
+        }
+    }
+
+    /// Reads `STICK` of `folder`; `None` when absent.
+    async fn read_stick_file(&self, folder: FolderId) -> MirrorResult<Option<StickFile>> {
+        let p = format::at(folder, STICK_FILE);
+        match self.storage.read_bytes(&p, 64 << 10).await {
+            Ok(bytes) => StickFile::parse(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt(&p, e)),
+            Err(MirrorError::NotFound { .. }) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Locks the stick and makes sure it is open and present. A stick that went missing is
+    /// reported offline; its open catalog (with changes not committed yet) is kept, and used
+    /// again when the same stick comes back unchanged (see [`StickMirror::revalidate`]).
+    async fn lock(&self) -> MirrorResult<tokio::sync::MutexGuard<'_, Option<Open>>> {
+        let mut g = self.open.lock().await;
+        if let Some(o) = g.as_mut() {
+            let p = format::at(o.folder, STICK_FILE);
+            match self.storage.stat(&p).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    o.stale = true;
+                    return Err(self.offline(o.folder));
+                }
+                Err(e) => {
+                    o.stale = true;
+                    return Err(e);
+                }
+            }
+            if o.stale {
+                self.revalidate(&mut g).await;
+            }
+        }
+        if g.is_none() {
+            let o = self.open_stick().await?;
+            *g = Some(o);
+        }
+        Ok(g)
+    }
+
+    /// Forgets the open catalog unless the medium's newest root is still the one this process
+    /// read or wrote (a stick used on another machine meanwhile is read again; what this process
+    /// had not committed then is dropped, and the engine, whose state was not stored either,
+    /// writes it again).
+    async fn revalidate(&self, g: &mut Option<Open>) {
+        let Some(o) = g.as_mut() else { return };
+        let newest = format::at(o.folder, ROOTS[(o.generation % 2) as usize]);
+        let same = match self
+            .storage
+            .read_bytes(&newest, format::MAX_ROOT + 4096)
+            .await
+        {
+            Ok(b) => blake3::hash(&b).as_bytes() == &o.root_digest,
+            Err(_) => false,
+        };
+        let other = format::at(o.folder, ROOTS[((o.generation + 1) % 2) as usize]);
+        let newer_elsewhere = match self
+            .storage
+            .read_bytes(&other, format::MAX_ROOT + 4096)
+            .await
+        {
+            Ok(b) => decrypt_with(
+                &[&o.secret.identity as &dyn age::Identity],
+                &b,
+                format::MAX_ROOT,
+            )
+            .ok()
+            .and_then(|p| decode_magic::<RootRec>(ROOT_MAGIC, &p).ok())
+            .is_some_and(|r| r.generation > o.generation),
+            Err(_) => false,
+        };
+        if same && !newer_elsewhere {
+            o.stale = false;
+        } else {
+            tracing::info!(stick = %self.location, "the stick changed elsewhere since it was last read here; reading it again");
+            *g = None;
+        }
+    }
+
+    /// Unlocks the keys and loads the newest valid catalog.
+    async fn open_stick(&self) -> MirrorResult<Open> {
+        let folder = self.folder().await?;
+        let stick = self
+            .read_stick_file(folder)
+            .await?
+            .ok_or_else(|| self.offline(folder))?;
+        if stick.folder_id().ok() != Some(folder) {
+            return Err(self.corrupt(
+                format::at(folder, STICK_FILE),
+                format!("it names folder {}, not {folder}", stick.folder),
+            ));
+        }
+        let secret = Arc::new(self.unlock_secret(folder, &stick).await?);
+        let (generation, root_digest, parts, other_parts, cat) =
+            self.load_catalog(folder, &secret).await?;
+        Ok(Open {
+            folder,
+            secret,
+            stick,
+            cat,
+            generation,
+            root_digest,
+            parts,
+            other_parts,
+            dirs_made: HashSet::new(),
+            stale: false,
+        })
+    }
+
+    async fn unlock_secret(
+        &self,
+        folder: FolderId,
+        stick: &StickFile,
+    ) -> MirrorResult<StickSecret> {
+        let mut problems = Vec::new();
+        if let Some(machine) = &self.unlock.machine {
+            for name in KEYS {
+                let p = format::at(folder, name);
+                let bytes = match self.storage.read_bytes(&p, format::MAX_KEYS + 4096).await {
+                    Ok(b) => b,
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                let ids: [&dyn age::Identity; 1] = [machine.identity()];
+                match decrypt_with(&ids, &bytes, format::MAX_KEYS) {
+                    Ok(plain) => match StickSecret::decode(&plain) {
+                        Ok(s) if s.folder == folder => return Ok(s),
+                        Ok(s) => problems.push(format!("{name} is for folder {}", s.folder)),
+                        Err(e) => problems.push(format!("{name}: {e}")),
+                    },
+                    Err(age::DecryptError::NoMatchingKeys) => {}
+                    Err(e) => problems.push(format!("{name}: {e}")),
+                }
+            }
+        }
+        if let Some(pass) = &self.unlock.passphrase {
+            let p = format::at(folder, RECOVERY);
+            match self.storage.read_bytes(&p, format::MAX_KEYS + 4096).await {
+                Ok(bytes) => {
+                    // scrypt costs about a second by design: off the async threads.
+                    let id = keys::passphrase_identity(pass);
+                    let plain = tokio::task::spawn_blocking(move || {
+                        decrypt_with(&[&id as &dyn age::Identity], &bytes, format::MAX_KEYS)
+                    })
+                    .await
+                    .map_err(|e| self.corrupt(RECOVERY, e.to_string()))?;
+                    match plain {
+                        Ok(plain) => match StickSecret::decode(&plain) {
+                            Ok(s) if s.folder == folder => return Ok(s),
+                            Ok(s) => {
+                                problems.push(format!("{RECOVERY} is for folder {}", s.folder))
+                            }
+                            Err(e) => problems.push(format!("{RECOVERY}: {e}")),
+                        },
+                        Err(age::DecryptError::DecryptionFailed)
+                        | Err(age::DecryptError::NoMatchingKeys) => {
+                            problems.push("the passphrase is wrong".into())
+                        }
+                        Err(e) => problems.push(format!("{RECOVERY}: {e}")),
+                    }
+                }
+                Err(e) if is_not_found(&e) => {
+                    problems.push("this stick has no recovery passphrase".into())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let me = self
+            .unlock
+            .machine
+            .as_ref()
+            .map(|m| format!("this machine ({})", m.recipient()))
+            .unwrap_or_else(|| "this process (no machine key)".into());
+        Err(MirrorError::Refused {
+            location: self.location.clone(),
+            path: format::at(folder, KEYS[0]).to_string(),
+            reason: format!(
+                "{me} cannot decrypt this stick{}. It accepts: {}. On a machine that can open it, run \
+                 `briefcase mirror add-recipient DIR NAME age1…` with the key `briefcase id` prints here, \
+                 or open it with the recovery passphrase (`--passphrase` or BRIEFCASE_PASSPHRASE)",
+                if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", problems.join("; "))
+                },
+                stick.describe_recipients()
+            ),
+        })
+    }
+
+    /// Reads both roots and loads the newest whose parts all verify.
+    #[allow(clippy::type_complexity)]
+    async fn load_catalog(
+        &self,
+        folder: FolderId,
+        secret: &StickSecret,
+    ) -> MirrorResult<(u64, [u8; 32], Vec<PartRef>, Vec<PartRef>, Catalog)> {
+        let mut roots: Vec<(RootRec, [u8; 32])> = Vec::new();
+        let mut problems = Vec::new();
+        for name in ROOTS {
+            let p = format::at(folder, name);
+            let bytes = match self.storage.read_bytes(&p, format::MAX_ROOT + 4096).await {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let digest = *blake3::hash(&bytes).as_bytes();
+            match decrypt_with(
+                &[&secret.identity as &dyn age::Identity],
+                &bytes,
+                format::MAX_ROOT,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|plain| decode_magic::<RootRec>(ROOT_MAGIC, &plain))
+            {
+                Ok(r) if r.folder == folder => roots.push((r, digest)),
+                Ok(r) => problems.push(format!("{name} belongs to folder {}", r.folder)),
+                Err(e) => problems.push(format!("{name}: {e}")),
+            }
+        }
+        roots.sort_by_key(|(r, _)| std::cmp::Reverse(r.generation));
+        let other: Vec<Vec<PartRef>> = roots.iter().map(|(r, _)| r.parts.clone()).collect();
+        for (i, (root, digest)) in roots.iter().enumerate() {
+            match self.load_parts(folder, secret, &root.parts).await? {
+                Ok(cat) => {
+                    let other_parts = other
+                        .iter()
+                        .enumerate()
+                        .find(|(j, _)| *j != i)
+                        .map(|(_, p)| p.clone())
+                        .unwrap_or_default();
+                    return Ok((
+                        root.generation,
+                        *digest,
+                        root.parts.clone(),
+                        other_parts,
+                        cat,
+                    ));
+                }
+                Err(e) => problems.push(format!("generation {}: {e}", root.generation)),
+            }
+        }
+        Err(self.corrupt(
+            format::at(folder, "state.{0,1}.age"),
+            format!(
+                "{}; no complete catalog is left. The chunks are intact, but the list of files is not: \
+                 keep the stick, and sync the folder to a new stick (`briefcase mirror add`)",
+                if problems.is_empty() {
+                    "neither generation exists".to_string()
+                } else {
+                    problems.join("; ")
+                }
+            ),
+        ))
+    }
+
+    async fn load_parts(
+        &self,
+        folder: FolderId,
+        secret: &StickSecret,
+        parts: &[PartRef],
+    ) -> MirrorResult<Result<Catalog, String>> {
+        let mut cat = Catalog::new(folder);
+        for part in parts {
+            if !part.name.starts_with("segments/") || part.name.contains("..") {
+                return Ok(Err(format!("part {:?} is not a segment", part.name)));
+            }
+            let p = format::at(folder, &part.name);
+            let bytes = match self.storage.read_bytes(&p, part.len.min(4 << 30)).await {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) => return Ok(Err(format!("{} is missing", part.name))),
+                Err(MirrorError::Corrupt { reason, .. }) => {
+                    return Ok(Err(format!("{}: {reason}", part.name)))
+                }
+                Err(e) => return Err(e),
+            };
+            if bytes.len() as u64 != part.len || blake3::hash(&bytes).as_bytes() != &part.hash {
+                return Ok(Err(format!("{} does not match its root", part.name)));
+            }
+            let _ = briefcase_mirror::path::take_last_rejected();
+            let delta = match decrypt_with(
+                &[&secret.identity as &dyn age::Identity],
+                &bytes,
+                format::MAX_SEGMENT,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|plain| decode_magic::<Delta>(SEGMENT_MAGIC, &plain))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    if let Some((path, why)) = briefcase_mirror::path::take_last_rejected() {
+                        return Err(MirrorError::InvalidPath {
+                            location: self.location.clone(),
+                            path,
+                            source: why,
+                        });
+                    }
+                    return Ok(Err(format!("{}: {e}", part.name)));
+                }
+            };
+            if let Err(e) = cat.apply(delta) {
+                return Ok(Err(format!("{}: {e}", part.name)));
+            }
+        }
+        if let Err(e) = cat.finish_load() {
+            return Ok(Err(e));
+        }
+        Ok(Ok(cat))
+    }
+
+    /// Ensures `folder-dir/dir` exists on the storage.
+    async fn ensure_dir(&self, o: &mut Open, dir: &str) -> MirrorResult<()> {
+        if o.dirs_made.contains(dir) {
+            return Ok(());
+        }
+        let meta = FileMeta {
+            mode: 0o700,
+            mtime_ns: 0,
+        };
+        let mut acc = String::new();
+        for comp in dir.split('/') {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(comp);
+            if o.dirs_made.contains(&acc) {
+                continue;
+            }
+            self.storage
+                .mkdir(&format::at(o.folder, &acc), meta)
+                .await?;
+            o.dirs_made.insert(acc.clone());
+        }
+        Ok(())
+    }
+
+    /// Commits the catalog's changes: a segment (or a new base), then the root; then removes
+    /// chunks and segments nothing refers to any more.
+    async fn commit(&self, o: &mut Open) -> MirrorResult<()> {
+        if !o.cat.is_dirty() {
+            return Ok(());
+        }
+        let generation = o.generation + 1;
+        let seg = o.cat.segment();
+        let mut plain =
+            encode_magic(SEGMENT_MAGIC, &seg).map_err(|e| self.corrupt("catalog", e))?;
+        let base_len = o.parts.first().map_or(0, |p| p.len);
+        let segs_len: u64 = o.parts.iter().skip(1).map(|p| p.len).sum();
+        let mut parts = o.parts.clone();
+        if parts.is_empty()
+            || parts.len() > MAX_SEGMENTS
+            || segs_len + plain.len() as u64 > base_len / 2 + SEGMENT_SLACK
+        {
+            parts.clear();
+            plain = encode_magic(SEGMENT_MAGIC, &o.cat.base())
+                .map_err(|e| self.corrupt("catalog", e))?;
+        }
+        let recipient = o.secret.recipient.clone();
+        let cipher = tokio::task::spawn_blocking(move || {
+            encrypt_to(&[&recipient as &dyn age::Recipient], &plain)
+        })
+        .await
+        .map_err(|e| self.corrupt("catalog", e.to_string()))?
+        .map_err(|e| self.corrupt("catalog", e))?;
+        let name = format!(
+            "{SEGMENTS}/{generation:012}-{:08x}.age",
+            rand::random::<u32>()
+        );
+        self.ensure_dir(o, SEGMENTS).await?;
+        self.write_file(o.folder, &name, cipher.clone()).await?;
+        parts.push(PartRef {
+            name,
+            len: cipher.len() as u64,
+            hash: *blake3::hash(&cipher).as_bytes(),
+        });
+        let root = RootRec {
+            folder: o.folder,
+            generation,
+            parts: parts.clone(),
+        };
+        let plain = encode_magic(ROOT_MAGIC, &root).map_err(|e| self.corrupt("root", e))?;
+        let cipher = encrypt_to(&[&o.secret.recipient as &dyn age::Recipient], &plain)
+            .map_err(|e| self.corrupt("root", e))?;
+        let digest = *blake3::hash(&cipher).as_bytes();
+        self.write_file(o.folder, ROOTS[(generation % 2) as usize], cipher)
+            .await?;
+        o.other_parts = std::mem::replace(&mut o.parts, parts);
+        o.generation = generation;
+        o.root_digest = digest;
+        o.cat.clear_changes();
+        self.collect(o).await;
+        Ok(())
+    }
+
+    /// Removes chunks nothing refers to and segments neither root lists. Best effort: what is
+    /// left is removed by a later commit or [`Mirror::remove_temp_files`].
+    async fn collect(&self, o: &mut Open) {
+        let orphans = o.cat.take_orphans();
+        if !orphans.is_empty() {
+            let paths: Vec<RelPath> = orphans
+                .iter()
+                .map(|h| format::at(o.folder, &format::chunk_name(&o.secret.name_key, h)))
+                .collect();
+            let n = paths.len();
+            let failed = self
+                .storage
+                .remove_batch(paths)
+                .await
+                .into_iter()
+                .filter(Result::is_err)
+                .count();
+            tracing::debug!(
+                removed = n - failed,
+                failed,
+                "collected unreferenced chunks"
+            );
+        }
+        let keep: HashSet<&str> = o
+            .parts
+            .iter()
+            .chain(&o.other_parts)
+            .map(|p| p.name.as_str())
+            .collect();
+        let seg_dir = format::at(o.folder, SEGMENTS);
+        if let Ok(list) = self.storage.list_under(&seg_dir).await {
+            let prefix = format!("{}/", format::folder_dir(o.folder));
+            let stale: Vec<RelPath> = list
+                .into_iter()
+                .filter(|s| {
+                    let name = s.path.display();
+                    let local = name.strip_prefix(&prefix).unwrap_or(&name);
+                    let gen_of = local
+                        .strip_prefix("segments/")
+                        .and_then(|n| n.split('-').next())
+                        .and_then(|g| g.parse::<u64>().ok());
+                    gen_of.is_some_and(|g| g < o.generation) && !keep.contains(local)
+                })
+                .map(|s| s.path)
+                .collect();
+            if !stale.is_empty() {
+                let _ = self.storage.remove_batch(stale).await;
+            }
+        }
+    }
+
+    /// Writes one file of the stick's own (durably, atomically).
+    async fn write_file(&self, folder: FolderId, name: &str, bytes: Vec<u8>) -> MirrorResult<()> {
+        let item = PutItem {
+            path: format::at(folder, name),
+            source: PutSource::Bytes(bytes),
+            meta: FileMeta {
+                mode: 0o600,
+                mtime_ns: now_ns(),
+            },
+        };
+        match self.storage.put_batch(vec![item]).await.pop() {
+            Some(r) => r.map(|_| ()),
+            None => Err(self.corrupt(name, "the storage returned no result")),
+        }
+    }
+
+    /// Creates the stick: keys, an empty catalog, then `STICK` (so a half-made stick is never
+    /// taken for a stick).
+    async fn create_stick(&self, folder: FolderId, rc: &Recipients) -> MirrorResult<Open> {
+        if rc.machines.is_empty() && rc.passphrase.is_none() {
+            return Err(MirrorError::Refused {
+                location: self.location.clone(),
+                path: format::folder_dir(folder),
+                reason: "no recipient to encrypt to; give this machine's key (`briefcase id`) and/or a passphrase".into(),
+            });
+        }
+        let dir_meta = FileMeta {
+            mode: 0o700,
+            mtime_ns: 0,
+        };
+        self.storage.init(folder).await?;
+        self.storage.mkdir(&rel(TOP), dir_meta).await?;
+        self.storage
+            .mkdir(&rel(&format::folder_dir(folder)), dir_meta)
+            .await?;
+        let secret = StickSecret::generate(folder);
+        let encoded = {
+            use age::secrecy::ExposeSecret;
+            secret.encode().expose_secret().as_bytes().to_vec()
+        };
+        if !rc.machines.is_empty() {
+            let wrapped = wrap_for(&rc.machines, &encoded).map_err(|e| self.corrupt(KEYS[0], e))?;
+            for name in KEYS {
+                self.write_file(folder, name, wrapped.clone()).await?;
+            }
+        }
+        if let Some(pass) = &rc.passphrase {
+            let r = keys::passphrase_recipient(pass);
+            let enc = encoded.clone();
+            let wrapped =
+                tokio::task::spawn_blocking(move || encrypt_to(&[&r as &dyn age::Recipient], &enc))
+                    .await
+                    .map_err(|e| self.corrupt(RECOVERY, e.to_string()))?
+                    .map_err(|e| self.corrupt(RECOVERY, e))?;
+            self.write_file(folder, RECOVERY, wrapped).await?;
+        }
+        let stick = StickFile::new(folder, &rc.machines, rc.passphrase.is_some());
+        let mut o = Open {
+            folder,
+            secret: Arc::new(secret),
+            stick: stick.clone(),
+            cat: Catalog::new(folder),
+            generation: 0,
+            root_digest: [0; 32],
+            parts: Vec::new(),
+            other_parts: Vec::new(),
+            dirs_made: HashSet::new(),
+            stale: false,
+        };
+        self.ensure_dir(&mut o, SEGMENTS).await?;
+        self.ensure_dir(&mut o, CHUNKS).await?;
+        // An empty catalog, committed (the marker below must never precede a root).
+        o.cat.set_meta("created", now_ns().to_le_bytes().to_vec());
+        self.commit(&mut o).await?;
+        self.write_file(folder, STICK_FILE, stick.render().into_bytes())
+            .await?;
+        Ok(o)
+    }
+
+    /// Re-encrypts the stick secret to `rc` (adding or removing machines, setting or changing
+    /// the passphrase) and rewrites `STICK`; chunks and catalog are untouched.
+    ///
+    /// # Errors
+    /// Offline, locked (this machine cannot open the stick) and I/O errors.
+    pub async fn set_recipients(&self, rc: &Recipients) -> MirrorResult<()> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        let encoded = {
+            use age::secrecy::ExposeSecret;
+            o.secret.encode().expose_secret().as_bytes().to_vec()
+        };
+        if rc.machines.is_empty() {
+            return Err(MirrorError::Refused {
+                location: self.location.clone(),
+                path: format::at(o.folder, KEYS[0]).to_string(),
+                reason: "a stick needs at least one machine recipient".into(),
+            });
+        }
+        let wrapped = wrap_for(&rc.machines, &encoded).map_err(|e| self.corrupt(KEYS[0], e))?;
+        for name in KEYS {
+            self.write_file(o.folder, name, wrapped.clone()).await?;
+        }
+        let mut passphrase = o.stick.passphrase;
+        if let Some(pass) = &rc.passphrase {
+            let r = keys::passphrase_recipient(pass);
+            let w = tokio::task::spawn_blocking(move || {
+                encrypt_to(&[&r as &dyn age::Recipient], &encoded)
+            })
+            .await
+            .map_err(|e| self.corrupt(RECOVERY, e.to_string()))?
+            .map_err(|e| self.corrupt(RECOVERY, e))?;
+            self.write_file(o.folder, RECOVERY, w).await?;
+            passphrase = true;
+        }
+        let stick = StickFile::new(o.folder, &rc.machines, passphrase);
+        self.write_file(o.folder, STICK_FILE, stick.render().into_bytes())
+            .await?;
+        o.stick = stick;
+        Ok(())
+    }
+
+    /// The plain `STICK` file of the open stick (recipients, folder).
+    ///
+    /// # Errors
+    /// Offline, locked and I/O errors.
+    pub async fn stick_file(&self) -> MirrorResult<StickFile> {
+        let g = self.lock().await?;
+        match g.as_ref() {
+            Some(o) => Ok(o.stick.clone()),
+            None => Err(self.offline(self.folder().await?)),
+        }
+    }
+
+    /// Chunks `items`, writes the chunks the stick lacks, and records the files in the catalog
+    /// (committed by the next `write_meta`).
+    async fn put_items(&self, o: &mut Open, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
+        let mut out: Vec<Option<MirrorResult<RemoteStat>>> =
+            (0..items.len()).map(|_| None).collect();
+        // Files whose chunks are written, waiting for the batch flush before they are recorded.
+        let mut ready: Vec<(usize, RelPath, FileMeta, u64, Vec<ChunkRef>)> = Vec::new();
+        let mut pending = Pending::default();
+        for (i, it) in items.into_iter().enumerate() {
+            if let Err(e) = self.check_new_file(o, &it.path) {
+                out[i] = Some(Err(e));
+                continue;
+            }
+            match self.chunk_one(o, &it, &mut pending).await {
+                Ok((size, chunks)) => ready.push((i, it.path, it.meta, size, chunks)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+            if pending.is_full() {
+                if let Err(e) = self.flush(o, &mut pending).await {
+                    for (j, ..) in ready.drain(..) {
+                        out[j] = Some(Err(e.clone_shallow()));
+                    }
+                    continue;
+                }
+                self.record(o, &mut ready, &mut out);
+            }
+        }
+        match self.flush(o, &mut pending).await {
+            Ok(()) => self.record(o, &mut ready, &mut out),
+            Err(e) => {
+                for (j, ..) in ready.drain(..) {
+                    out[j] = Some(Err(e.clone_shallow()));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(self.corrupt("batch", "item lost"))))
+            .collect()
+    }
+
+    fn record(
+        &self,
+        o: &mut Open,
+        ready: &mut Vec<(usize, RelPath, FileMeta, u64, Vec<ChunkRef>)>,
+        out: &mut [Option<MirrorResult<RemoteStat>>],
+    ) {
+        for (i, path, meta, size, chunks) in ready.drain(..) {
+            let content = o.cat.content_for(chunks);
+            let node = Node {
+                kind: EntryKind::File,
+                size,
+                mode: meta.mode & 0o7777,
+                mtime_ns: meta.mtime_ns,
+                ino: o.cat.next_ino(),
+                target: None,
+                content,
+            };
+            let st = stat_of(&path, &node);
+            o.cat.set_node(path, node);
+            out[i] = Some(Ok(st));
+        }
+    }
+
+    /// Cuts one source into chunks; queues the ones the stick lacks into `pending` (flushing
+    /// when full). Returns the size and the chunk list.
+    async fn chunk_one(
+        &self,
+        o: &mut Open,
+        it: &PutItem,
+        pending: &mut Pending,
+    ) -> MirrorResult<(u64, Vec<ChunkRef>)> {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<std::io::Result<Vec<(ChunkRef, Vec<u8>)>>>(2);
+        let params = self.params;
+        let source = it.source.clone();
+        let reader = tokio::task::spawn_blocking(move || cut(source, params, &tx));
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        let mut fail = None;
+        while let Some(slice) = rx.recv().await {
+            let slice = match slice {
+                Ok(s) => s,
+                Err(e) => {
+                    fail = Some(e);
+                    break;
+                }
+            };
+            for (r, data) in slice {
+                size += u64::from(r.len);
+                if !o.cat.has_chunk(&r.hash.0) && !pending.has(&r.hash.0) {
+                    pending.push(r.hash.0, data);
+                }
+                chunks.push(r);
+            }
+            if pending.is_full() {
+                self.flush(o, pending).await?;
+            }
+        }
+        drop(rx);
+        let _ = reader.await;
+        if let Some(e) = fail {
+            let path = match &it.source {
+                PutSource::File(p) => p.display().to_string(),
+                PutSource::Bytes(_) => it.path.to_string(),
+            };
+            return Err(MirrorError::Io {
+                location: self.location.clone(),
+                op: "read local source",
+                path,
+                source: e,
+            });
+        }
+        Ok((size, chunks))
+    }
+
+    /// Encrypts and writes the queued chunks (both cores), durably, and notes them as present.
+    async fn flush(&self, o: &mut Open, pending: &mut Pending) -> MirrorResult<()> {
+        if pending.chunks.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut pending.chunks);
+        pending.bytes = 0;
+        pending.hashes.clear();
+        let mut dirs: Vec<String> = chunks
+            .iter()
+            .map(|(h, _)| {
+                let n = format::chunk_name(&o.secret.name_key, h);
+                n[..CHUNKS.len() + 3].to_string()
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            self.ensure_dir(o, &d).await?;
+        }
+        let secret = o.secret.clone();
+        let folder = o.folder;
+        let encrypted = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            chunks
+                .into_par_iter()
+                .map(|(h, data)| {
+                    let cipher = encrypt_to(&[&secret.recipient as &dyn age::Recipient], &data)?;
+                    Ok((
+                        h,
+                        format::at(folder, &format::chunk_name(&secret.name_key, &h)),
+                        cipher,
+                    ))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .map_err(|e| self.corrupt("chunks", e.to_string()))?
+        .map_err(|e| self.corrupt("chunks", e))?;
+        let meta = FileMeta {
+            mode: 0o600,
+            mtime_ns: now_ns(),
+        };
+        let hashes: Vec<[u8; 32]> = encrypted.iter().map(|(h, _, _)| *h).collect();
+        let items: Vec<PutItem> = encrypted
+            .into_iter()
+            .map(|(_, path, cipher)| PutItem {
+                path,
+                source: PutSource::Bytes(cipher),
+                meta,
+            })
+            .collect();
+        let results = self.storage.put_batch(items).await;
+        let mut first_err = None;
+        for (h, r) in hashes.into_iter().zip(results) {
+            match r {
+                Ok(_) => o.cat.note_written(h),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(self.no_space_hint(e)),
+        }
+    }
+
+    /// Says "the stick is full" in words when the storage ran out of space.
+    fn no_space_hint(&self, e: MirrorError) -> MirrorError {
+        match &e {
+            MirrorError::Io { source, path, .. } if source.raw_os_error() == Some(28) => {
+                MirrorError::Refused {
+                    location: self.location.clone(),
+                    path: path.clone(),
+                    reason:
+                        "the stick is full; nothing was lost (its last complete state is intact): \
+                         free space on it or use a bigger one, then sync again"
+                            .into(),
+                }
+            }
+            _ => e,
+        }
+    }
+
+    fn check_new_file(&self, o: &Open, path: &RelPath) -> MirrorResult<()> {
+        self.check_parent(o, path)?;
+        match o.cat.node(path) {
+            Some(n) if n.kind == EntryKind::Dir => Err(MirrorError::Io {
+                location: self.location.clone(),
+                op: "write",
+                path: path.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    "a directory is in the way",
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The parent of `path` must be a directory in the tree (symlinked parents are unsafe).
+    fn check_parent(&self, o: &Open, path: &RelPath) -> MirrorResult<()> {
+        if path.is_reserved() {
+            return Err(MirrorError::Unsafe {
+                location: self.location.clone(),
+                path: path.to_string(),
+                reason: "reserved name (state or temp file)".into(),
+            });
+        }
+        self.check_ancestors(o, path)?;
+        if let Some(parent) = path.parent() {
+            match o.cat.node(&parent) {
+                Some(n) if n.kind == EntryKind::Dir => {}
+                _ => {
+                    return Err(MirrorError::Io {
+                        location: self.location.clone(),
+                        op: "write",
+                        path: path.to_string(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("parent directory {parent} does not exist"),
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ancestors(&self, o: &Open, path: &RelPath) -> MirrorResult<()> {
+        for a in path.ancestors() {
+            if let Some(n) = o.cat.node(&a) {
+                if n.kind == EntryKind::Symlink {
+                    return Err(MirrorError::Unsafe {
+                        location: self.location.clone(),
+                        path: path.to_string(),
+                        reason: format!("parent {a} is a symlink"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads, decrypts and verifies one chunk.
+    async fn read_chunk(&self, o: &Open, path: &RelPath, r: &ChunkRef) -> MirrorResult<Vec<u8>> {
+        let name = format::chunk_name(&o.secret.name_key, &r.hash.0);
+        let p = format::at(o.folder, &name);
+        let bytes = match self.storage.read_bytes(&p, MAX_CHUNK_FILE).await {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => {
+                return Err(self.corrupt(
+                    path,
+                    format!("its chunk {name} is missing from the stick; sync it from a machine that has the file"),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let secret = o.secret.clone();
+        let want = *r;
+        let plain = tokio::task::spawn_blocking(move || {
+            decrypt_with(&[&secret.identity as &dyn age::Identity], &bytes, u64::from(want.len))
+        })
+        .await
+        .map_err(|e| self.corrupt(path, e.to_string()))?
+        .map_err(|e| {
+            self.corrupt(
+                path,
+                format!("chunk {name} cannot be decrypted ({e}): it was altered or damaged; nothing was applied"),
+            )
+        })?;
+        if plain.len() != want.len as usize || ContentHash::of(&plain) != want.hash {
+            return Err(self.corrupt(
+                path,
+                format!("chunk {name} does not match its hash: it was swapped or altered; nothing was applied"),
+            ));
+        }
+        Ok(plain)
+    }
+}
+
+/// Chunks waiting to be encrypted and written.
+#[derive(Default)]
+struct Pending {
+    chunks: Vec<([u8; 32], Vec<u8>)>,
+    hashes: HashSet<[u8; 32]>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn has(&self, h: &[u8; 32]) -> bool {
+        self.hashes.contains(h)
+    }
+    fn push(&mut self, h: [u8; 32], data: Vec<u8>) {
+        self.bytes += data.len();
+        self.hashes.insert(h);
+        self.chunks.push((h, data));
+    }
+    fn is_full(&self) -> bool {
+        self.chunks.len() >= BATCH_CHUNKS || self.bytes >= BATCH_BYTES
+    }
+}
+
+/// A slice of a file's chunks: each one's reference and bytes.
+type Slice = std::io::Result<Vec<(ChunkRef, Vec<u8>)>>;
+
+/// Cuts `source` into FastCDC chunks, sending them in slices of ~8 MiB.
+fn cut(source: PutSource, p: ChunkParams, tx: &tokio::sync::mpsc::Sender<Slice>) {
+    let reader: Box<dyn Read> = match source {
+        PutSource::File(path) => match std::fs::File::open(&path) {
+            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        },
+        PutSource::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+    };
+    let mut slice = Vec::new();
+    let mut bytes = 0usize;
+    for c in fastcdc::v2020::StreamCDC::new(reader, p.min as usize, p.avg as usize, p.max as usize)
+    {
+        match c {
+            Ok(c) => {
+                let r = ChunkRef {
+                    hash: ContentHash::of(&c.data),
+                    len: c.length as u32,
+                };
+                bytes += c.data.len();
+                slice.push((r, c.data));
+                if bytes >= 8 << 20 {
+                    if tx.blocking_send(Ok(std::mem::take(&mut slice))).is_err() {
+                        return;
+                    }
+                    bytes = 0;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        }
+    }
+    if !slice.is_empty() {
+        let _ = tx.blocking_send(Ok(slice));
+    }
+}
+
+/// Encrypts `plain` to every machine in `machines`.
+fn wrap_for(machines: &[Recipient], plain: &[u8]) -> Result<Vec<u8>, String> {
+    let recips: Vec<&dyn age::Recipient> = machines
+        .iter()
+        .map(|r| &r.key as &dyn age::Recipient)
+        .collect();
+    encrypt_to(&recips, plain)
+}
+
+fn encode_magic<T: Serialize>(magic: &[u8; 8], v: &T) -> Result<Vec<u8>, String> {
+    let mut out = magic.to_vec();
+    let body = postcard::to_stdvec(v).map_err(|e| e.to_string())?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode_magic<T: serde::de::DeserializeOwned>(
+    magic: &[u8; 8],
+    bytes: &[u8],
+) -> Result<T, String> {
+    match bytes.strip_prefix(magic.as_slice()) {
+        Some(body) => postcard::from_bytes(body).map_err(|e| format!("undecodable ({e})")),
+        None => Err("not a briefcase stick file (bad magic)".into()),
+    }
+}
+
+fn rel(s: &str) -> RelPath {
+    format::fixed(s)
+}
+
+fn is_not_found(e: &MirrorError) -> bool {
+    match e {
+        MirrorError::NotFound { .. } => true,
+        MirrorError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn stat_of(path: &RelPath, n: &Node) -> RemoteStat {
+    RemoteStat {
+        path: path.clone(),
+        kind: n.kind,
+        size: if n.kind == EntryKind::File { n.size } else { 0 },
+        mode: n.mode,
+        mtime_ns: n.mtime_ns,
+        inode: n.ino,
+        symlink_target: n.target.clone(),
+    }
+}
+
+trait CloneShallow {
+    fn clone_shallow(&self) -> MirrorError;
+}
+
+impl CloneShallow for MirrorError {
+    /// The same error for another item of a failed batch (I/O errors keep kind and text).
+    fn clone_shallow(&self) -> MirrorError {
+        match self {
+            MirrorError::Offline { location, reason } => MirrorError::Offline {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
+            MirrorError::Refused {
+                location,
+                path,
+                reason,
+            } => MirrorError::Refused {
+                location: location.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            MirrorError::Io {
+                location,
+                op,
+                path,
+                source,
+            } => MirrorError::Io {
+                location: location.clone(),
+                op,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            other => MirrorError::Corrupt {
+                location: String::new(),
+                what: "batch".into(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Mirror for StickMirror {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    /// A virtual tree in an encrypted catalog: everything is kept, whatever the medium.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    async fn probe(&self) -> MirrorResult<Presence> {
+        let presence = self.storage.probe().await?;
+        if presence == Presence::Absent {
+            if let Some(o) = self.open.lock().await.as_mut() {
+                o.stale = true;
+            }
+            return Ok(Presence::Absent);
+        }
+        let folder = match self.folder_hint {
+            Some(f) => Some(f),
+            None => match self.folders().await?.as_slice() {
+                [one] => Some(one.folder),
+                [] => None,
+                _ => Some(self.folder().await?),
+            },
+        };
+        if let Some(folder) = folder {
+            if let Some(stick) = self.read_stick_file(folder).await? {
+                let found = stick
+                    .folder_id()
+                    .map_err(|e| self.corrupt(format::at(folder, STICK_FILE), e))?;
+                // Plugged elsewhere since: the next operation reopens it.
+                let mut g = self.open.lock().await;
+                self.revalidate(&mut g).await;
+                return Ok(Presence::Marked(found));
+            }
+        }
+        if let Some(o) = self.open.lock().await.as_mut() {
+            o.stale = true;
+        }
+        Ok(presence)
+    }
+
+    async fn init(&self, folder: FolderId) -> MirrorResult<()> {
+        if let Some(hint) = self.folder_hint {
+            if hint != folder {
+                return Err(self.corrupt(
+                    format::folder_dir(folder),
+                    format!("this stick mirror is set up for folder {hint}"),
+                ));
+            }
+        }
+        match self.read_stick_file(folder).await {
+            Ok(Some(stick)) if stick.folder_id().ok() == Some(folder) => return Ok(()),
+            Ok(_) | Err(MirrorError::Offline { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let Some(rc) = &self.create else {
+            return Err(MirrorError::Refused {
+                location: self.location.clone(),
+                path: format::folder_dir(folder),
+                reason: "this stick is not set up yet; add it with `briefcase mirror add DIR stick:PATH` (which names its recipients)".into(),
+            });
+        };
+        let o = self.create_stick(folder, rc).await?;
+        *self.open.lock().await = Some(o);
+        Ok(())
+    }
+
+    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        check_meta_name(&self.location, name)?;
+        let g = self.lock().await?;
+        Ok(g.as_ref().and_then(|o| o.cat.meta(name).cloned()))
+    }
+
+    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
+        check_meta_name(&self.location, name)?;
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        o.cat.set_meta(name, bytes.to_vec());
+        let r = self.commit(o).await;
+        if r.is_err() {
+            // What is committed is unknown now: read it again next time.
+            *g = None;
+        }
+        r.map_err(|e| self.no_space_hint(e))
+    }
+
+    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
+        check_meta_name(&self.location, name)?;
+        let mut g = self.lock().await?;
+        if let Some(o) = g.as_mut() {
+            o.cat.remove_meta(name);
+        }
+        Ok(())
+    }
+
+    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
+        let g = self.lock().await?;
+        Ok(g.as_ref()
+            .map(|o| o.cat.meta_names().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
+        let g = self.lock().await?;
+        Ok(g.as_ref()
+            .map(|o| o.cat.tree().iter().map(|(p, n)| stat_of(p, n)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
+        let g = self.lock().await?;
+        let Some(o) = g.as_ref() else {
+            return Ok(Vec::new());
+        };
+        self.check_ancestors(o, dir)?;
+        Ok(o.cat.below(dir).map(|(p, n)| stat_of(p, n)).collect())
+    }
+
+    async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
+        let g = self.lock().await?;
+        let Some(o) = g.as_ref() else {
+            return Ok(None);
+        };
+        self.check_ancestors(o, path)?;
+        Ok(o.cat.node(path).map(|n| stat_of(path, n)))
+    }
+
+    async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
+        let g = self.lock().await?;
+        let Some(o) = g.as_ref() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        self.check_ancestors(o, path)?;
+        let node = match o.cat.node(path) {
+            Some(n) if n.kind == EntryKind::File => n.clone(),
+            Some(_) => {
+                return Err(MirrorError::Io {
+                    location: self.location.clone(),
+                    op: "read",
+                    path: path.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ),
+                })
+            }
+            None => {
+                return Err(MirrorError::NotFound {
+                    location: self.location.clone(),
+                    path: path.to_string(),
+                })
+            }
+        };
+        let chunks = o
+            .cat
+            .chunks_of(&node.content)
+            .map_err(|e| self.corrupt(path, e))?;
+        let local = |e: std::io::Error| MirrorError::Io {
+            location: self.location.clone(),
+            op: "write local copy",
+            path: dest.display().to_string(),
+            source: e,
+        };
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dest).map_err(local)?);
+        let mut total = 0u64;
+        for r in &chunks {
+            let plain = self.read_chunk(o, path, r).await?;
+            total += plain.len() as u64;
+            out.write_all(&plain).map_err(local)?;
+        }
+        out.flush().map_err(local)?;
+        if total != node.size {
+            return Err(self.corrupt(
+                path,
+                format!(
+                    "its chunks add up to {total} bytes, the catalog says {}",
+                    node.size
+                ),
+            ));
+        }
+        Ok(stat_of(path, &node))
+    }
+
+    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let item = PutItem {
+            path: path.clone(),
+            source: PutSource::File(source.to_path_buf()),
+            meta,
+        };
+        match self.put_batch(vec![item]).await.pop() {
+            Some(r) => r,
+            None => Err(self.corrupt(path, "the batch returned no result")),
+        }
+    }
+
+    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
+        let n = items.len();
+        let mut g = match self.lock().await {
+            Ok(g) => g,
+            Err(e) => return (0..n).map(|_| Err(e.clone_shallow())).collect(),
+        };
+        let Some(o) = g.as_mut() else {
+            return (0..n)
+                .map(|_| Err(self.corrupt("stick", "not open")))
+                .collect();
+        };
+        self.put_items(o, items).await
+    }
+
+    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        self.check_parent(o, path)?;
+        match o.cat.node(path) {
+            Some(n) if n.kind == EntryKind::Dir => {}
+            Some(_) => {
+                return Err(MirrorError::Io {
+                    location: self.location.clone(),
+                    op: "mkdir",
+                    path: path.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a file is in the way",
+                    ),
+                })
+            }
+            None => {
+                let ino = o.cat.next_ino();
+                o.cat.set_node(
+                    path.clone(),
+                    Node {
+                        kind: EntryKind::Dir,
+                        size: 0,
+                        mode: meta.mode & 0o7777,
+                        mtime_ns: meta.mtime_ns,
+                        ino,
+                        target: None,
+                        content: Content::None,
+                    },
+                );
+            }
+        }
+        o.cat
+            .touch(path, meta.mode & 0o7777, meta.mtime_ns)
+            .map(|n| stat_of(path, n))
+            .ok_or_else(|| self.corrupt(path, "vanished"))
+    }
+
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        self.check_new_file(o, path)?;
+        let node = Node {
+            kind: EntryKind::Symlink,
+            size: 0,
+            mode: 0o777,
+            mtime_ns: now_ns(),
+            ino: o.cat.next_ino(),
+            target: Some(target.to_vec()),
+            content: Content::None,
+        };
+        let st = stat_of(path, &node);
+        o.cat.set_node(path.clone(), node);
+        Ok(st)
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        self.check_ancestors(o, from)?;
+        self.check_parent(o, to)?;
+        let Some(src) = o.cat.node(from).cloned() else {
+            return Err(MirrorError::NotFound {
+                location: self.location.clone(),
+                path: from.to_string(),
+            });
+        };
+        if to.starts_with(from) && to != from {
+            return Err(MirrorError::Unsafe {
+                location: self.location.clone(),
+                path: to.to_string(),
+                reason: format!("cannot move {from} into itself"),
+            });
+        }
+        if let Some(dst) = o.cat.node(to) {
+            let dst_is_dir = dst.kind == EntryKind::Dir;
+            if dst_is_dir && (src.kind != EntryKind::Dir || o.cat.below(to).next().is_some()) {
+                return Err(MirrorError::Io {
+                    location: self.location.clone(),
+                    op: "rename",
+                    path: to.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::DirectoryNotEmpty,
+                        "a directory is in the way",
+                    ),
+                });
+            }
+        }
+        o.cat.rename(from, to);
+        o.cat
+            .node(to)
+            .map(|n| stat_of(to, n))
+            .ok_or_else(|| self.corrupt(to, "vanished"))
+    }
+
+    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        if path.is_reserved() {
+            return Err(MirrorError::Unsafe {
+                location: self.location.clone(),
+                path: path.to_string(),
+                reason: "reserved name (state or temp file)".into(),
+            });
+        }
+        self.check_ancestors(o, path)?;
+        if o.cat.below(path).next().is_some() {
+            return Err(MirrorError::Io {
+                location: self.location.clone(),
+                op: "remove",
+                path: path.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::DirectoryNotEmpty,
+                    "directory not empty",
+                ),
+            });
+        }
+        o.cat.remove_node(path);
+        Ok(())
+    }
+
+    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        self.check_ancestors(o, path)?;
+        o.cat
+            .touch(path, meta.mode & 0o7777, meta.mtime_ns)
+            .map(|n| stat_of(path, n))
+            .ok_or_else(|| MirrorError::NotFound {
+                location: self.location.clone(),
+                path: path.to_string(),
+            })
+    }
+
+    /// Removes the storage's temp files, and chunk files no catalog refers to (written by a sync
+    /// that died before committing).
+    async fn remove_temp_files(&self) -> MirrorResult<usize> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Ok(0);
+        };
+        let mut n = self.storage.remove_temp_files().await?;
+        let known: HashSet<String> = o
+            .cat
+            .known_chunks()
+            .map(|h| format::chunk_name(&o.secret.name_key, h))
+            .collect();
+        let prefix = format!("{}/", format::folder_dir(o.folder));
+        let listed = self
+            .storage
+            .list_under(&format::at(o.folder, CHUNKS))
+            .await?;
+        let strays: Vec<RelPath> = listed
+            .into_iter()
+            .filter(|s| s.kind == EntryKind::File)
+            .filter(|s| {
+                let name = s.path.display();
+                !known.contains(name.strip_prefix(&prefix).unwrap_or(&name))
+            })
+            .map(|s| s.path)
+            .collect();
+        if !strays.is_empty() {
+            n += self
+                .storage
+                .remove_batch(strays)
+                .await
+                .into_iter()
+                .filter(Result::is_ok)
+                .count();
+        }
+        Ok(n)
+    }
+}
+
+/// State file names: `[a-z0-9._-]+`, not `.`/`..`.
+fn check_meta_name(location: &str, name: &str) -> MirrorResult<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with(briefcase_mirror::TMP_PREFIX)
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(MirrorError::Unsafe {
+            location: location.to_string(),
+            path: name.to_string(),
+            reason: "state file names must match [a-z0-9._-]+".into(),
+        })
+    }
+}
