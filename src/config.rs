@@ -82,6 +82,11 @@ impl Dirs {
     pub fn config_file(&self) -> PathBuf {
         self.config.join("config.toml")
     }
+
+    /// This machine's age identity (`briefcase id`), mode 0600.
+    pub fn identity_file(&self) -> PathBuf {
+        self.config.join("identity.txt")
+    }
 }
 
 /// The whole config file.
@@ -122,18 +127,34 @@ pub struct MirrorConfig {
 pub enum Target {
     /// A plain directory.
     Dir(PathBuf),
+    /// An encrypted stick mounted at this path (`stick:/media/usb`).
+    Stick(PathBuf),
 }
 
 impl Target {
-    /// Parses `/path` or `dir:/path`.
+    /// Parses `/path`, `dir:/path` or `stick:/path` (relative paths are taken from the current
+    /// directory).
     ///
     /// # Errors
-    /// [`ConfigError::BadTarget`] for relative paths and backends not built yet.
+    /// [`ConfigError::BadTarget`] for backends not built yet.
     pub fn parse(s: &str) -> Result<Target, ConfigError> {
         let bad = |reason: &str| ConfigError::BadTarget {
             target: s.to_string(),
             reason: reason.to_string(),
         };
+        if let Some(rest) = s.strip_prefix("stick:") {
+            if rest.is_empty() {
+                return Err(bad("give the stick's mount point: stick:/media/usb"));
+            }
+            let p = PathBuf::from(rest);
+            return Ok(Target::Stick(if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()
+                    .map(|c| c.join(&p))
+                    .map_err(|_| bad("relative path and no current directory"))?
+            }));
+        }
         let path = if let Some(rest) = s.strip_prefix("dir:") {
             rest
         } else if let Some((scheme, _)) = s
@@ -141,7 +162,7 @@ impl Target {
             .or_else(|| s.split_once(':').filter(|(a, _)| !a.contains('/')))
         {
             return Err(bad(&format!(
-                "the {scheme:?} backend is not available in this version; use a directory (`/path` or `dir:/path`)"
+                "the {scheme:?} backend is not available in this version; use a directory (`/path` or `dir:/path`) or a stick (`stick:/media/usb`)"
             )));
         } else {
             s
@@ -156,18 +177,34 @@ impl Target {
         Ok(Target::Dir(p))
     }
 
-    /// Canonical text form (`dir:/abs/path`).
+    /// Canonical text form (`dir:/abs/path`, `stick:/abs/path`).
     pub fn to_url(&self) -> String {
         match self {
             Target::Dir(p) => format!("dir:{}", p.display()),
+            Target::Stick(p) => format!("stick:{}", p.display()),
         }
     }
 
-    /// A local path to watch with inotify, when the target is one.
+    /// A local directory holding the mirror's data tree as plain files, to watch with inotify
+    /// for changes made there (none for a stick: its tree is encrypted).
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Target::Dir(p) => Some(p),
+            Target::Stick(_) => None,
         }
+    }
+
+    /// The local path whose appearance means the mirror may be back (a mount point), if any.
+    pub fn mount_path(&self) -> Option<&Path> {
+        match self {
+            Target::Dir(p) | Target::Stick(p) => Some(p),
+        }
+    }
+
+    /// Whether the mirror is carried between machines (a stick): the daemon says when it is
+    /// safe to unplug.
+    pub fn is_removable(&self) -> bool {
+        matches!(self, Target::Stick(_))
     }
 }
 
@@ -257,7 +294,10 @@ impl Config {
 /// A default mirror name for a target: the directory above the folder's name when the target
 /// ends with it (`/mnt/nas/work` for folder `work` → `nas`), else the last component.
 pub fn default_mirror_name(folder_root: &Path, target: &Target, taken: &[String]) -> String {
-    let Target::Dir(p) = target;
+    let p = match target {
+        Target::Dir(p) => p,
+        Target::Stick(_) => &PathBuf::from("stick"),
+    };
     let last = p
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -316,10 +356,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not available"));
-        assert!(Target::parse("stick:/media/usb")
-            .unwrap_err()
-            .to_string()
-            .contains("not available"));
+        assert_eq!(
+            Target::parse("stick:/media/usb").unwrap(),
+            Target::Stick("/media/usb".into())
+        );
+        assert_eq!(
+            Target::Stick("/media/usb".into()).to_url(),
+            "stick:/media/usb"
+        );
+        assert!(Target::parse("stick:").is_err());
+        assert!(Target::Stick("/m".into()).local_path().is_none());
     }
 
     #[test]

@@ -25,6 +25,15 @@ pub enum Command {
         /// Only send changes to this mirror, never take changes from it.
         #[arg(long)]
         send_only: bool,
+        /// Stick only: another machine that may open it (`age1…` from `briefcase id` there,
+        /// optionally `NAME=age1…`). Repeatable; this machine is always included. On an existing
+        /// stick, adds the recipient (only the keys are re-encrypted).
+        #[arg(long = "recipient", value_name = "AGE1…")]
+        recipients: Vec<String>,
+        /// Stick only: also encrypt to a recovery passphrase (read from the terminal or
+        /// BRIEFCASE_PASSPHRASE), to open it on a new machine.
+        #[arg(long)]
+        passphrase: bool,
     },
     /// List the mirrors of one folder or of all.
     #[command(after_help = "Example:\n  briefcase mirror list ~/work")]
@@ -49,8 +58,14 @@ pub async fn run(dirs: &Dirs, c: Command) -> Result<u8> {
             target,
             name,
             send_only,
+            recipients,
+            passphrase,
         } => {
-            let name = add(dirs, &dir, &target, name, send_only).await?;
+            let keys = StickKeys {
+                recipients,
+                passphrase,
+            };
+            let name = add_with(dirs, &dir, &target, name, send_only, &keys).await?;
             println!("added mirror {name} ({target}) to {}; run `briefcase sync {}` or `briefcase watch {}`", dir.display(), dir.display(), dir.display());
             Ok(super::EXIT_OK)
         }
@@ -111,10 +126,77 @@ pub async fn add(
     name: Option<String>,
     send_only: bool,
 ) -> Result<String> {
+    add_with(dirs, dir, target, name, send_only, &StickKeys::default()).await
+}
+
+/// What `mirror add` was told about a stick's keys.
+#[derive(Debug, Default)]
+pub struct StickKeys {
+    /// `age1…` or `NAME=age1…`.
+    pub recipients: Vec<String>,
+    /// Whether to add a recovery passphrase.
+    pub passphrase: bool,
+}
+
+/// [`add`], with the recipients of a stick.
+pub async fn add_with(
+    dirs: &Dirs,
+    dir: &std::path::Path,
+    target: &str,
+    name: Option<String>,
+    send_only: bool,
+    keys: &StickKeys,
+) -> Result<String> {
     let parsed = Target::parse(target)?;
     let url = parsed.to_url();
-    let folder = briefcase::replica::read_marker(dir).ok().map(|m| m.folder_id);
-    let backend = super::backend(dirs, folder, &url)?;
+    let folder = briefcase::replica::read_marker(dir)
+        .ok()
+        .map(|m| m.folder_id);
+    let mut stick = None;
+    let mut plain = None;
+    match &parsed {
+        Target::Stick(mount) => {
+            let me = super::id::machine_key(dirs)?;
+            let cfg = super::load_config(dirs)?;
+            let mut machines = vec![briefcase_stick::Recipient {
+                key: me.recipient(),
+                label: cfg.machine_name(),
+            }];
+            for r in &keys.recipients {
+                let (label, key) = match r.split_once('=') {
+                    Some((l, k)) => (l.trim(), k.trim()),
+                    None => ("", r.trim()),
+                };
+                machines.push(
+                    briefcase_stick::Recipient::parse(key, label)
+                        .map_err(|e| anyhow::anyhow!("--recipient: {e}"))?,
+                );
+            }
+            let passphrase = if keys.passphrase {
+                Some(super::read_passphrase(true)?)
+            } else {
+                None
+            };
+            let create = briefcase_stick::Recipients {
+                machines,
+                passphrase: passphrase.clone(),
+            };
+            let s = super::stick(
+                dirs,
+                folder,
+                mount.clone(),
+                Some(create.clone()),
+                passphrase.or_else(super::passphrase_from_env),
+            )?;
+            stick = Some((s, create));
+        }
+        Target::Dir(_) => plain = Some(super::backend(dirs, folder, &url)?),
+    };
+    let backend: &dyn briefcase_mirror::Mirror = match (&stick, &plain) {
+        (Some((s, _)), _) => s,
+        (None, Some(b)) => b.as_ref(),
+        (None, None) => bail!("no backend for {target}"),
+    };
     if !dir.join(briefcase::replica::MARKER).exists() {
         if let briefcase_mirror::Presence::Marked(folder) = backend.probe().await? {
             clone_into(dirs, dir, folder)?;
@@ -128,9 +210,14 @@ pub async fn add(
         .iter()
         .find(|m| Target::parse(&m.target).ok().as_ref() == Some(&parsed))
     {
+        if let Some((s, create)) = &stick {
+            update_recipients(s, create, keys).await?;
+        }
         return Ok(m.name.clone());
     }
-    let Target::Dir(p) = &parsed;
+    let p = match &parsed {
+        Target::Dir(p) | Target::Stick(p) => p,
+    };
     let p = p.canonicalize().unwrap_or_else(|_| p.clone());
     if p.starts_with(&rep.root) || rep.root.starts_with(&p) {
         bail!(
@@ -147,7 +234,16 @@ pub async fn add(
             rep.root.display()
         );
     }
-    reconcile::ensure_initialised(&rep, backend.as_ref(), &name, true).await?;
+    let fresh = matches!(
+        backend.probe().await?,
+        briefcase_mirror::Presence::Absent
+            | briefcase_mirror::Presence::Empty
+            | briefcase_mirror::Presence::Unmarked
+    );
+    reconcile::ensure_initialised(&rep, backend, &name, true).await?;
+    if let (Some((s, create)), false) = (&stick, fresh) {
+        update_recipients(s, create, keys).await?;
+    }
     f.mirrors.push(MirrorConfig {
         name: name.clone(),
         target: url,
@@ -175,5 +271,45 @@ pub fn clone_into(
         rep.root.display(),
         rep.journal.replica_id()
     );
+    Ok(())
+}
+
+/// Adds the recipients (and passphrase) `mirror add` was given to an existing stick, keeping
+/// those it has; only its keys are re-encrypted.
+async fn update_recipients(
+    s: &briefcase_stick::StickMirror,
+    create: &briefcase_stick::Recipients,
+    keys: &StickKeys,
+) -> Result<()> {
+    if keys.recipients.is_empty() && !keys.passphrase {
+        return Ok(());
+    }
+    let current = s.stick_file().await?;
+    let mut machines: Vec<briefcase_stick::Recipient> = current
+        .recipients
+        .iter()
+        .filter_map(|r| briefcase_stick::Recipient::parse(&r.key, &r.label).ok())
+        .collect();
+    let mut added = Vec::new();
+    for r in &create.machines {
+        if !machines.iter().any(|m| m.key == r.key) {
+            machines.push(r.clone());
+            added.push(r.key.to_string());
+        }
+    }
+    if added.is_empty() && create.passphrase.is_none() {
+        return Ok(());
+    }
+    s.set_recipients(&briefcase_stick::Recipients {
+        machines,
+        passphrase: create.passphrase.clone(),
+    })
+    .await?;
+    for a in &added {
+        eprintln!("{}: added recipient {a}", s.mount().display());
+    }
+    if create.passphrase.is_some() {
+        eprintln!("{}: recovery passphrase set", s.mount().display());
+    }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Command-line interface: one file per subcommand, a clap derive enum here.
 
+mod clone;
 mod conflicts;
+mod id;
 mod init;
 mod mirror;
 mod status;
@@ -48,6 +50,16 @@ pub enum Command {
         after_help = "Examples:\n  briefcase sync ~/work\n  briefcase sync ~/work --mirror nas --dry-run"
     )]
     Sync(sync::Args),
+    /// Make DIR a new replica of a folder that a mirror (e.g. a stick) carries, and sync it.
+    #[command(
+        after_help = "Examples:\n  briefcase clone stick:/media/usb ~/work\n  BRIEFCASE_PASSPHRASE=… briefcase clone stick:/media/usb ~/work --passphrase"
+    )]
+    Clone(clone::Args),
+    /// Print this machine's public key (age1…), creating its identity on first use.
+    #[command(
+        after_help = "Give the printed key to the machine that sets up a stick:\n  briefcase mirror add ~/work stick:/media/usb --recipient age1…"
+    )]
+    Id(id::Args),
     /// Init and add mirrors as needed, sync, then follow changes on both sides until Ctrl-C.
     #[command(after_help = "Example:\n  briefcase watch ~/work /mnt/nas/work")]
     Watch(watch::Args),
@@ -75,6 +87,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Mirror(c) => mirror::run(&dirs, c).await,
         Command::Sync(a) => sync::run(&dirs, a).await,
         Command::Watch(a) => watch::run(&dirs, a).await,
+        Command::Clone(a) => clone::run(&dirs, a).await,
+        Command::Id(a) => id::run(&dirs, a),
         Command::Status(a) => status::status(&dirs, a),
         Command::Log(a) => status::log(&dirs, a),
         Command::Conflicts(a) => conflicts::list(&dirs, a),
@@ -122,10 +136,63 @@ pub fn backend(
     folder: Option<briefcase_mirror::FolderId>,
     target: &str,
 ) -> Result<Box<dyn Mirror>> {
-    let _ = (dirs, folder);
     Ok(match Target::parse(target)? {
         Target::Dir(p) => Box::new(briefcase_dir::DirMirror::new(p)),
+        Target::Stick(p) => Box::new(stick(dirs, folder, p, None, passphrase_from_env())?),
     })
+}
+
+/// A stick backend opened with this machine's key (and `passphrase`); `create` is what a new
+/// stick is encrypted to.
+pub fn stick(
+    dirs: &Dirs,
+    folder: Option<briefcase_mirror::FolderId>,
+    mount: PathBuf,
+    create: Option<briefcase_stick::Recipients>,
+    passphrase: Option<briefcase_stick::SecretString>,
+) -> Result<briefcase_stick::StickMirror> {
+    let machine = briefcase_stick::MachineKey::load(&dirs.identity_file())?;
+    Ok(briefcase_stick::StickMirror::new(
+        mount,
+        folder,
+        briefcase_stick::Unlock {
+            machine,
+            passphrase,
+        },
+        create,
+    ))
+}
+
+/// `BRIEFCASE_PASSPHRASE`, when set and not empty.
+pub fn passphrase_from_env() -> Option<briefcase_stick::SecretString> {
+    std::env::var("BRIEFCASE_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(briefcase_stick::SecretString::from)
+}
+
+/// The recovery passphrase: `BRIEFCASE_PASSPHRASE`, else asked on the terminal (twice when
+/// `confirm`, for a new one).
+pub fn read_passphrase(confirm: bool) -> Result<briefcase_stick::SecretString> {
+    if let Some(p) = passphrase_from_env() {
+        return Ok(p);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("a passphrase is needed: set BRIEFCASE_PASSPHRASE or run this in a terminal");
+    }
+    let p = rpassword::prompt_password("stick recovery passphrase: ")
+        .context("cannot read the passphrase from the terminal")?;
+    if p.is_empty() {
+        bail!("the passphrase is empty; nothing was changed");
+    }
+    if confirm {
+        let again = rpassword::prompt_password("the same passphrase again: ")
+            .context("cannot read the passphrase from the terminal")?;
+        if again != p {
+            bail!("the two passphrases differ; nothing was changed");
+        }
+    }
+    Ok(briefcase_stick::SecretString::from(p))
 }
 
 /// Loads the config.

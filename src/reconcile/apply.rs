@@ -447,8 +447,13 @@ async fn remote_unchanged(
 
 /// `e` as the mirror holds it: with the mirror's inode and observed mtime from `s` (none: the
 /// entry's own mtime, no inode).
+///
+/// Chunk lists stay in the local journal (and in a stick's own catalog): the mirror's manifest
+/// records content by its whole-file hash, so a one-line edit of a big file does not rewrite a
+/// list of thousands of chunks in the mirror's state.
 pub(super) fn mirror_entry(e: &Entry, s: Option<&RemoteStat>) -> Entry {
     let mut m = e.clone();
+    m.chunks = Vec::new();
     match s {
         Some(s) => {
             m.inode = s.inode;

@@ -408,7 +408,10 @@ pub async fn sync_session(
         let intents: Vec<briefcase_mirror::Entry> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::Push { local, .. } => Some(local.clone()),
+                Step::Push { local, .. } => Some(briefcase_mirror::Entry {
+                    chunks: Vec::new(),
+                    ..local.clone()
+                }),
                 _ => None,
             })
             .collect();

@@ -69,6 +69,14 @@ pub enum MirrorError {
         /// Why, and what to do.
         reason: String,
     },
+    /// The mirror is encrypted and this machine holds no key that opens it.
+    #[error("mirror {location} cannot be opened: {reason}")]
+    Locked {
+        /// The mirror.
+        location: String,
+        /// Who can open it, and how to add this machine.
+        reason: String,
+    },
     /// The backend lacks the operation; see its [`crate::Capabilities`].
     #[error("mirror {location} does not support {what}")]
     Unsupported {

@@ -43,6 +43,7 @@ use crate::catalog::{Catalog, Content, Delta, Node};
 use crate::format::{StickFile, CHUNKS, KEYS, RECOVERY, ROOTS, SEGMENTS, STICK_FILE, TOP};
 use crate::keys::{decrypt_with, encrypt_to, StickSecret};
 pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, Unlock};
+pub use age::secrecy::{ExposeSecret, SecretString};
 
 /// FastCDC sizes, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,19 +437,19 @@ impl StickMirror {
             .as_ref()
             .map(|m| format!("this machine ({})", m.recipient()))
             .unwrap_or_else(|| "this process (no machine key)".into());
-        Err(MirrorError::Refused {
+        Err(MirrorError::Locked {
             location: self.location.clone(),
-            path: format::at(folder, KEYS[0]).to_string(),
             reason: format!(
-                "{me} cannot decrypt this stick{}. It accepts: {}. On a machine that can open it, run \
-                 `briefcase mirror add-recipient DIR NAME age1…` with the key `briefcase id` prints here, \
-                 or open it with the recovery passphrase (`--passphrase` or BRIEFCASE_PASSPHRASE)",
+                "{me} cannot decrypt it{}. It accepts: {}. On a machine that can open it, run \
+                 `briefcase mirror add DIR {} --recipient age1…` with the key `briefcase id` prints here, \
+                 or open it with the recovery passphrase (`--passphrase`, or BRIEFCASE_PASSPHRASE)",
                 if problems.is_empty() {
                     String::new()
                 } else {
                     format!(" ({})", problems.join("; "))
                 },
-                stick.describe_recipients()
+                stick.describe_recipients(),
+                self.location
             ),
         })
     }
@@ -612,6 +613,16 @@ impl StickMirror {
         let base_len = o.parts.first().map_or(0, |p| p.len);
         let segs_len: u64 = o.parts.iter().skip(1).map(|p| p.len).sum();
         let mut parts = o.parts.clone();
+        tracing::debug!(
+            nodes = seg.nodes.len() + seg.gone.len(),
+            pages = seg.pages.len(),
+            meta = seg.meta.len(),
+            meta_bytes = seg.meta.iter().map(|(_, v)| v.len()).sum::<usize>(),
+            bytes = plain.len(),
+            base_len,
+            segs_len,
+            "stick segment"
+        );
         if parts.is_empty()
             || parts.len() > MAX_SEGMENTS
             || segs_len + plain.len() as u64 > base_len / 2 + SEGMENT_SLACK
