@@ -53,6 +53,17 @@ impl Machine {
         text
     }
 
+    /// Runs, asserts exit 0, and returns stdout alone.
+    pub fn stdout(&self, args: &[&str]) -> String {
+        let out: Output = self.cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "briefcase {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.home.path().join("data").join("briefcase")
     }

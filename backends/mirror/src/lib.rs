@@ -24,6 +24,8 @@ pub mod path;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "testkit")]
+pub mod usb;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,274 @@
+//! The encrypted stick, end to end with the real binary and a real FAT32 image (mounted with
+//! `fusefat`; needs root, dosfstools and fusefat, which `.ci/run` installs): the office/home story
+//! of DESIGN.md, "pop the stick into the home desktop, continue working, pop it into the office
+//! computer next morning".
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use briefcase_mirror::usb::{UsbFs, UsbImage};
+use support::{tree, write, Machine};
+
+/// A FAT32 stick, or `None` (printed why) where images cannot be mounted.
+fn fat_stick(size_mib: u64) -> Option<UsbImage> {
+    if let Some(why) = UsbImage::missing_prerequisite(UsbFs::Vfat) {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let s = UsbImage::make(size_mib, UsbFs::Vfat).unwrap();
+    s.plug().unwrap();
+    Some(s)
+}
+
+/// Copies the real files of `from` (this project's sources: text of every size) into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for de in fs::read_dir(from).unwrap().flatten() {
+        let p = de.path();
+        let t = to.join(de.file_name());
+        if p.is_dir() {
+            copy_tree(&p, &t);
+        } else {
+            fs::copy(&p, &t).unwrap();
+        }
+    }
+}
+
+/// Files with a given content, by path, without conflict copies.
+fn originals(t: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    t.iter()
+        .filter(|(p, _)| !p.contains(".conflict-"))
+        .map(|(p, c)| (p.clone(), c.clone()))
+        .collect()
+}
+
+#[test]
+fn office_and_home_through_a_fat_stick() {
+    let Some(stick) = fat_stick(96) else { return };
+    let mnt = stick.mnt.to_str().unwrap().to_string();
+    let target = format!("stick:{mnt}");
+    let office = Machine::new("office");
+    let home = Machine::new("home");
+    let d = tempfile::tempdir().unwrap();
+    let (ow, hw) = (d.path().join("office-work"), d.path().join("home-work"));
+    let (o, h) = (ow.to_str().unwrap(), hw.to_str().unwrap());
+
+    // The office's real tree: this project's sources and docs, plus a binary spanning many
+    // chunks, plus files whose names and contents must never appear on the stick in plain.
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_tree(&project.join("src"), &ow.join("src"));
+    copy_tree(&project.join("docs"), &ow.join("docs"));
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(ow.join("data.bin"), &big).unwrap();
+    write(
+        &ow.join("plans/secret-merger-plan.txt"),
+        "ACME-TAKEOVER-CODENAME-BLUEBIRD\n",
+    );
+    write(&ow.join("shared.txt"), "first line\n");
+    write(&ow.join("notes/todo.txt"), "buy milk\n");
+    write(&ow.join("old/gone.txt"), "to be deleted\n");
+
+    // Home's key goes to the office; the office sets up the stick for both.
+    let home_key = home.stdout(&["id"]).trim().to_string();
+    assert!(home_key.starts_with("age1"), "{home_key}");
+    office.ok(&["init", o]);
+    office.ok(&[
+        "mirror",
+        "add",
+        o,
+        &target,
+        "--recipient",
+        &format!("home={home_key}"),
+    ]);
+    office.ok(&["sync", o]);
+    stick.unplug().unwrap();
+
+    // At home: plug in, clone.
+    stick.plug().unwrap();
+    home.ok(&["clone", &target, h]);
+    assert_eq!(tree(&hw), tree(&ow), "home's clone equals the office tree");
+    stick.unplug().unwrap();
+
+    // Evening at home: edits while the stick sits in the bag.
+    write(&hw.join("shared.txt"), "first line\nhome's edit\n");
+    write(&hw.join("home-only.txt"), "written at home\n");
+    write(&hw.join("notes/todo.txt"), "buy milk\nand bread\n");
+    fs::rename(hw.join("docs"), hw.join("documentation")).unwrap();
+    fs::remove_file(hw.join("old/gone.txt")).unwrap();
+    // Meanwhile the office edits the same file, and others.
+    write(&ow.join("shared.txt"), "first line\noffice's edit\n");
+    write(&ow.join("office-only.txt"), "written at the office\n");
+    let mut big2 = big.clone();
+    big2[1_500_000..1_504_096].fill(0xAB);
+    fs::write(ow.join("data.bin"), &big2).unwrap();
+    fs::remove_file(ow.join("src/lib.rs")).unwrap();
+
+    // office → stick → home → stick → office.
+    stick.plug().unwrap();
+    office.ok(&["sync", o]);
+    stick.unplug().unwrap();
+    stick.plug().unwrap();
+    home.ok(&["sync", h]);
+    stick.unplug().unwrap();
+    stick.plug().unwrap();
+    office.ok(&["sync", o]);
+    let (to, th) = (tree(&ow), tree(&hw));
+    assert_eq!(
+        th, to,
+        "after office → stick → home → stick → office the trees are identical"
+    );
+    // And the next plug-in at home has nothing to do.
+    stick.unplug().unwrap();
+    stick.plug().unwrap();
+    let out = home.ok(&["sync", h]);
+    assert!(out.contains("0 sent, 0 received"), "{out}");
+    assert_eq!(tree(&hw), to);
+
+    // Every write is present under its name or as a conflict copy.
+    let both = [
+        "first line\nhome's edit\n".to_string(),
+        "first line\noffice's edit\n".to_string(),
+    ];
+    let shared = to["shared.txt"].clone();
+    assert!(both.contains(&shared), "shared.txt: {shared:?}");
+    let copies: Vec<&String> = to
+        .iter()
+        .filter(|(p, _)| p.starts_with("shared.conflict-"))
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(copies.len(), 1, "one conflict copy of shared.txt: {to:#?}");
+    assert!(both.contains(copies[0]) && *copies[0] != shared);
+    let orig = originals(&to);
+    assert_eq!(orig["home-only.txt"], "written at home\n");
+    assert_eq!(orig["office-only.txt"], "written at the office\n");
+    assert_eq!(orig["notes/todo.txt"], "buy milk\nand bread\n");
+    assert!(orig.contains_key("documentation/architecture.md") && !orig.contains_key("docs"));
+    assert!(!orig.contains_key("old/gone.txt") && !orig.contains_key("src/lib.rs"));
+    assert_eq!(fs::read(hw.join("data.bin")).unwrap(), big2);
+
+    // The stick never held a plain name or content.
+    stick.unplug().unwrap();
+    let raw = stick.raw().unwrap();
+    for needle in [
+        &b"ACME-TAKEOVER-CODENAME-BLUEBIRD"[..],
+        b"secret-merger-plan",
+        b"office's edit",
+        b"home-only",
+        b"documentation",
+        b"reconcile",
+        b"buy milk",
+    ] {
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle),
+            "the stick image holds {:?} in plain",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
+#[test]
+fn a_machine_without_the_key_is_told_who_can_open_the_stick() {
+    let Some(stick) = fat_stick(48) else { return };
+    let target = format!("stick:{}", stick.mnt.display());
+    let office = Machine::new("office");
+    let stranger = Machine::new("stranger");
+    let d = tempfile::tempdir().unwrap();
+    let (ow, sw) = (d.path().join("w"), d.path().join("s"));
+    write(&ow.join("a.txt"), "a\n");
+    office.ok(&["init", ow.to_str().unwrap()]);
+    office.ok(&["mirror", "add", ow.to_str().unwrap(), &target]);
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    let office_key = office.stdout(&["id"]).trim().to_string();
+
+    let (code, out) = stranger.run(&["clone", &target, sw.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("cannot be opened")
+            && out.contains(&office_key)
+            && out.contains("--recipient"),
+        "the error names the recipients and how to add one: {out}"
+    );
+    assert!(
+        !sw.join(".briefcase-folder").exists(),
+        "nothing was created"
+    );
+
+    // The office adds the stranger; now the clone works.
+    let key = stranger.stdout(&["id"]).trim().to_string();
+    office.ok(&[
+        "mirror",
+        "add",
+        ow.to_str().unwrap(),
+        &target,
+        "--recipient",
+        &key,
+    ]);
+    stranger.ok(&["clone", &target, sw.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(sw.join("a.txt")).unwrap(), "a\n");
+}
+
+#[test]
+fn the_recovery_passphrase_opens_the_stick_on_a_new_machine() {
+    let Some(stick) = fat_stick(48) else { return };
+    let target = format!("stick:{}", stick.mnt.display());
+    let office = Machine::new("office");
+    let newpc = Machine::new("newpc");
+    let d = tempfile::tempdir().unwrap();
+    let (ow, nw) = (d.path().join("w"), d.path().join("n"));
+    write(&ow.join("a.txt"), "a\n");
+    office.ok(&["init", ow.to_str().unwrap()]);
+    let out = office
+        .cmd()
+        .env("BRIEFCASE_PASSPHRASE", "correct horse battery staple")
+        .args([
+            "mirror",
+            "add",
+            ow.to_str().unwrap(),
+            &target,
+            "--passphrase",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    office.ok(&["sync", ow.to_str().unwrap()]);
+
+    let wrong = newpc
+        .cmd()
+        .env("BRIEFCASE_PASSPHRASE", "wrong")
+        .args(["clone", &target, nw.to_str().unwrap(), "--passphrase"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("passphrase is wrong"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let right = newpc
+        .cmd()
+        .env("BRIEFCASE_PASSPHRASE", "correct horse battery staple")
+        .args(["clone", &target, nw.to_str().unwrap(), "--passphrase"])
+        .output()
+        .unwrap();
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert_eq!(fs::read_to_string(nw.join("a.txt")).unwrap(), "a\n");
+    // The new machine was added as a recipient: no passphrase needed any more.
+    write(&nw.join("b.txt"), "b\n");
+    newpc.ok(&["sync", nw.to_str().unwrap()]);
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(ow.join("b.txt")).unwrap(), "b\n");
+}
