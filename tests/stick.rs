@@ -272,3 +272,223 @@ fn the_recovery_passphrase_opens_the_stick_on_a_new_machine() {
     office.ok(&["sync", ow.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(ow.join("b.txt")).unwrap(), "b\n");
 }
+
+/// A stick on a plain directory (no image needed), with office and home sharing folder `work`:
+/// `a.txt` holds "original" on both; then the office changes it and syncs. Returns the chunk
+/// files that sync wrote.
+struct Tamper {
+    office: Machine,
+    home: Machine,
+    mount: std::path::PathBuf,
+    ow: std::path::PathBuf,
+    hw: std::path::PathBuf,
+    new_chunks: Vec<std::path::PathBuf>,
+    _d: tempfile::TempDir,
+}
+
+fn chunk_files(mount: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for folder in fs::read_dir(mount.join("briefcase")).unwrap().flatten() {
+        let chunks = folder.path().join("chunks");
+        for d in fs::read_dir(&chunks).into_iter().flatten().flatten() {
+            for f in fs::read_dir(d.path()).unwrap().flatten() {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn folder_dir(mount: &Path) -> std::path::PathBuf {
+    fs::read_dir(mount.join("briefcase"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+}
+
+fn tamper_setup() -> Tamper {
+    let d = tempfile::tempdir().unwrap();
+    let mount = d.path().join("usb");
+    fs::create_dir(&mount).unwrap();
+    let target = format!("stick:{}", mount.display());
+    let (office, home) = (Machine::new("office"), Machine::new("home"));
+    let (ow, hw) = (d.path().join("ow"), d.path().join("hw"));
+    write(&ow.join("a.txt"), "original\n");
+    write(&ow.join("b.txt"), "another file, another chunk\n");
+    let key = home.stdout(&["id"]).trim().to_string();
+    office.ok(&["init", ow.to_str().unwrap()]);
+    office.ok(&[
+        "mirror",
+        "add",
+        ow.to_str().unwrap(),
+        &target,
+        "--recipient",
+        &key,
+    ]);
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    home.ok(&["clone", &target, hw.to_str().unwrap()]);
+    let before = chunk_files(&mount);
+    write(&ow.join("a.txt"), "the office's new version\n");
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    let new_chunks: Vec<_> = chunk_files(&mount)
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .collect();
+    assert_eq!(new_chunks.len(), 1, "one new chunk for the edit");
+    Tamper {
+        office,
+        home,
+        mount,
+        ow,
+        hw,
+        new_chunks,
+        _d: d,
+    }
+}
+
+impl Tamper {
+    /// Home syncs: must fail naming `what`, with home's files untouched.
+    fn home_refuses(&self, what: &[&str]) {
+        let (code, out) = self.home.run(&["sync", self.hw.to_str().unwrap()]);
+        assert_ne!(code, 0, "a tampered stick must not sync cleanly: {out}");
+        for w in what {
+            assert!(out.contains(w), "the error names {w:?}: {out}");
+        }
+        assert_eq!(
+            fs::read_to_string(self.hw.join("a.txt")).unwrap(),
+            "original\n",
+            "nothing was applied locally"
+        );
+        assert!(support::temp_files(&self.hw).is_empty());
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_chunk_is_refused() {
+    let t = tamper_setup();
+    let c = &t.new_chunks[0];
+    let mut bytes = fs::read(c).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x01;
+    fs::write(c, bytes).unwrap();
+    t.home_refuses(&["a.txt", "altered or damaged", "nothing was applied"]);
+}
+
+#[test]
+fn a_truncated_chunk_is_refused() {
+    let t = tamper_setup();
+    let c = &t.new_chunks[0];
+    let bytes = fs::read(c).unwrap();
+    fs::write(c, &bytes[..bytes.len() / 2]).unwrap();
+    t.home_refuses(&["a.txt", "altered or damaged"]);
+}
+
+#[test]
+fn a_chunk_swapped_for_another_is_refused() {
+    let t = tamper_setup();
+    let c = &t.new_chunks[0];
+    let other = chunk_files(&t.mount).into_iter().find(|x| x != c).unwrap();
+    fs::copy(&other, c).unwrap();
+    t.home_refuses(&["a.txt", "swapped or altered"]);
+}
+
+#[test]
+fn a_damaged_newest_state_falls_back_and_both_damaged_are_refused() {
+    let t = tamper_setup();
+    let dir = folder_dir(&t.mount);
+    // The newest root is the one written last.
+    let roots = [dir.join("state.0.age"), dir.join("state.1.age")];
+    let newest = roots
+        .iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap()
+        .clone();
+    let mut bytes = fs::read(&newest).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x80;
+    fs::write(&newest, &bytes).unwrap();
+    let home_log = t
+        .home
+        .cmd()
+        .env("BRIEFCASE_LOG", "warn")
+        .args(["sync", t.hw.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&home_log.stderr).into_owned();
+    assert!(
+        home_log.status.success(),
+        "the previous generation is used: {out}"
+    );
+    assert!(out.contains("damaged"), "and the damage is reported: {out}");
+    // The previous generation already held the new chunks (data is committed before the
+    // state that records it); either version is whole, nothing partial.
+    let a = fs::read_to_string(t.hw.join("a.txt")).unwrap();
+    assert!(
+        a == "original\n" || a == "the office's new version\n",
+        "a whole version: {a:?}"
+    );
+    // The office, which has everything, repairs the stick at its next sync.
+    t.office.ok(&["sync", t.ow.to_str().unwrap()]);
+    t.home.ok(&["sync", t.hw.to_str().unwrap()]);
+    assert_eq!(
+        fs::read_to_string(t.hw.join("a.txt")).unwrap(),
+        "the office's new version\n"
+    );
+    // Both roots damaged: refused, nothing changes.
+    write(&t.ow.join("a.txt"), "third\n");
+    t.office.ok(&["sync", t.ow.to_str().unwrap()]);
+    for r in &roots {
+        let mut b = fs::read(r).unwrap();
+        let at = b.len() / 2;
+        b[at] ^= 0x10;
+        fs::write(r, b).unwrap();
+    }
+    let (code, out) = t.home.run(&["sync", t.hw.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no complete catalog"), "{out}");
+    assert_eq!(
+        fs::read_to_string(t.hw.join("a.txt")).unwrap(),
+        "the office's new version\n"
+    );
+}
+
+#[test]
+fn a_state_from_another_folder_is_refused() {
+    let t = tamper_setup();
+    // A second folder on the same stick, set up by the office.
+    let other = t.ow.parent().unwrap().join("other");
+    write(&other.join("x.txt"), "x\n");
+    let target = format!("stick:{}", t.mount.display());
+    t.office.ok(&["init", other.to_str().unwrap()]);
+    t.office
+        .ok(&["mirror", "add", other.to_str().unwrap(), &target]);
+    t.office.ok(&["sync", other.to_str().unwrap()]);
+    let ours = folder_dir_of(&t.mount, &t.ow, &t.office);
+    let theirs = fs::read_dir(t.mount.join("briefcase"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| *p != ours)
+        .unwrap();
+    for r in ["state.0.age", "state.1.age"] {
+        fs::copy(theirs.join(r), ours.join(r)).unwrap();
+    }
+    t.home_refuses(&["another stick or folder", "no complete catalog"]);
+}
+
+/// The stick directory of the folder at `dir` (its ID is in the folder marker).
+fn folder_dir_of(mount: &Path, dir: &Path, _m: &Machine) -> std::path::PathBuf {
+    let marker = fs::read_to_string(dir.join(".briefcase-folder")).unwrap();
+    let id = marker
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("folder = ")
+                .or_else(|| l.strip_prefix("folder="))
+        })
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no folder in marker: {marker}"));
+    mount.join("briefcase").join(id)
+}

@@ -476,7 +476,7 @@ impl StickMirror {
                 &bytes,
                 format::MAX_ROOT,
             )
-            .map_err(|e| e.to_string())
+            .map_err(explain_decrypt)
             .and_then(|plain| decode_magic::<RootRec>(ROOT_MAGIC, &plain))
             {
                 Ok(r) if r.folder == folder => roots.push((r, digest)),
@@ -489,6 +489,15 @@ impl StickMirror {
         for (i, (root, digest)) in roots.iter().enumerate() {
             match self.load_parts(folder, secret, &root.parts).await? {
                 Ok(cat) => {
+                    if !problems.is_empty() {
+                        tracing::warn!(
+                            stick = %self.location,
+                            generation = root.generation,
+                            "the newest catalog on the stick is damaged ({}); using the previous one. \
+                             Nothing is lost: what it lacks is sent again by the machines that have it",
+                            problems.join("; ")
+                        );
+                    }
                     let other_parts = other
                         .iter()
                         .enumerate()
@@ -549,7 +558,7 @@ impl StickMirror {
                 &bytes,
                 format::MAX_SEGMENT,
             )
-            .map_err(|e| e.to_string())
+            .map_err(explain_decrypt)
             .and_then(|plain| decode_magic::<Delta>(SEGMENT_MAGIC, &plain))
             {
                 Ok(d) => d,
@@ -1133,7 +1142,7 @@ impl StickMirror {
         let secret = o.secret.clone();
         let want = *r;
         let plain = tokio::task::spawn_blocking(move || {
-            decrypt_with(&[&secret.identity as &dyn age::Identity], &bytes, u64::from(want.len))
+            decrypt_with(&[&secret.identity as &dyn age::Identity], &bytes, MAX_CHUNK_FILE)
         })
         .await
         .map_err(|e| self.corrupt(path, e.to_string()))?
@@ -1227,6 +1236,19 @@ fn wrap_for(machines: &[Recipient], plain: &[u8]) -> Result<Vec<u8>, String> {
         .map(|r| &r.key as &dyn age::Recipient)
         .collect();
     encrypt_to(&recips, plain)
+}
+
+/// Why a file of the stick's own cannot be decrypted, in words.
+fn explain_decrypt(e: age::DecryptError) -> String {
+    match e {
+        age::DecryptError::NoMatchingKeys => {
+            "not encrypted with this stick's key (copied from another stick or folder?)".into()
+        }
+        age::DecryptError::DecryptionFailed | age::DecryptError::InvalidMac => {
+            "altered or damaged (authentication failed)".into()
+        }
+        other => format!("unreadable ({other})"),
+    }
 }
 
 fn encode_magic<T: Serialize>(magic: &[u8; 8], v: &T) -> Result<Vec<u8>, String> {
