@@ -789,6 +789,31 @@ impl Inner {
         if let Err(e) = self.check_online() {
             return fan_out(items.len(), &e);
         }
+        if items
+            .iter()
+            .any(|it| matches!(it.source, PutSource::Blob(_)))
+        {
+            let (blobs, rest): (Vec<usize>, Vec<usize>) =
+                (0..items.len()).partition(|&i| matches!(items[i].source, PutSource::Blob(_)));
+            let mut out: Vec<Option<MirrorResult<RemoteStat>>> =
+                (0..items.len()).map(|_| None).collect();
+            let b: Vec<&PutItem> = blobs.iter().map(|&i| &items[i]).collect();
+            for (i, r) in blobs.iter().zip(self.put_blobs(&b)) {
+                out[*i] = Some(r);
+            }
+            let others: Vec<PutItem> = rest.iter().map(|&i| items[i].clone()).collect();
+            for (i, r) in rest.iter().zip(self.put_batch(&others)) {
+                out[*i] = Some(r);
+            }
+            return out
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(self.io("write", "", io::Error::other("lost in the batch")))
+                    })
+                })
+                .collect();
+        }
         // A flush of the whole file system costs more than two fsyncs when little is written.
         if items.len() <= 2
             && items
@@ -799,7 +824,9 @@ impl Inner {
                 .iter()
                 .map(|it| match &it.source {
                     PutSource::File(source) => self.put(&it.path, source, it.meta),
-                    PutSource::Bytes(_) => unreachable!("only files take this path"),
+                    PutSource::Bytes(_) | PutSource::Blob(_) => {
+                        unreachable!("only files take this path")
+                    }
                 })
                 .collect();
         }
@@ -825,7 +852,7 @@ impl Inner {
                         }
                         Box::new(f)
                     }
-                    PutSource::Bytes(b) => {
+                    PutSource::Bytes(b) | PutSource::Blob(b) => {
                         if caps.max_file_size.is_some_and(|max| b.len() as u64 > max) {
                             return Err(self.refused(rel, too_big_for_fat(b.len() as u64)));
                         }
@@ -872,6 +899,70 @@ impl Inner {
                 };
                 self.stat_from(rel, &full, &m)?
                     .ok_or_else(|| self.io("write", rel, io::Error::other("not a regular file")))
+            })
+            .collect()
+    }
+
+    /// [`PutSource::Blob`] items: written in place, then one flush and one fsync per directory.
+    fn put_blobs(&self, items: &[&PutItem]) -> Vec<MirrorResult<RemoteStat>> {
+        let det = self.detected();
+        let caps = det.capabilities();
+        let mut written: Vec<MirrorResult<(PathBuf, fs::Metadata)>> =
+            Vec::with_capacity(items.len());
+        for it in items {
+            let rel = &it.path;
+            let r = (|| {
+                let PutSource::Blob(bytes) = &it.source else {
+                    return Err(self.io("write", rel, io::Error::other("not a blob")));
+                };
+                if caps
+                    .max_file_size
+                    .is_some_and(|max| bytes.len() as u64 > max)
+                {
+                    return Err(self.refused(rel, too_big_for_fat(bytes.len() as u64)));
+                }
+                let (_, full) = self.full(det, rel)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&full)
+                    .map_err(|e| self.io("write", rel, e))?;
+                f.write_all(bytes).map_err(|e| self.io("write", rel, e))?;
+                let m = f.metadata().map_err(|e| self.io("stat", rel, e))?;
+                Ok((full, m))
+            })();
+            written.push(r);
+        }
+        let paths: Vec<&Path> = written
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|(p, _)| p.as_path()))
+            .collect();
+        let flushed = fsutil::flush_files(&self.root, &paths);
+        let dirs = fsutil::fsync_dirs(paths.iter().filter_map(|p| p.parent()));
+        items
+            .iter()
+            .zip(written)
+            .map(|(it, r)| {
+                let (full, m) = r?;
+                if let Err(e) = &flushed {
+                    return Err(self.io(
+                        "flush",
+                        &it.path,
+                        io::Error::new(e.kind(), e.to_string()),
+                    ));
+                }
+                if let Some(Some(e)) = full.parent().and_then(|d| dirs.get(d)) {
+                    return Err(self.io(
+                        "fsync the directory of",
+                        &it.path,
+                        io::Error::other(e.clone()),
+                    ));
+                }
+                self.stat_from(&it.path, &full, &m)?.ok_or_else(|| {
+                    self.io("write", &it.path, io::Error::other("not a regular file"))
+                })
             })
             .collect()
     }

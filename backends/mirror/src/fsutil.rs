@@ -78,6 +78,27 @@ pub fn fsync_dirs<'a>(
     out
 }
 
+/// Makes the content of `files` (on the file system of `root`) durable: an fsync each for a
+/// few, one `syncfs(2)` for more (cheaper than many fsyncs; falls back to them where `syncfs`
+/// fails).
+///
+/// # Errors
+/// The first failing fsync or open.
+pub fn flush_files(root: &Path, files: &[&Path]) -> io::Result<()> {
+    let each = || {
+        files
+            .iter()
+            .try_for_each(|p| File::open(p).and_then(|f| f.sync_all()))
+    };
+    if files.len() <= 4 {
+        each()
+    } else {
+        File::open(root)
+            .and_then(|r| rustix::fs::syncfs(&r).map_err(io::Error::from))
+            .or_else(|_| each())
+    }
+}
+
 /// fsyncs a directory so that a rename inside it is durable.
 ///
 /// # Errors
@@ -266,19 +287,8 @@ impl BatchReplace {
         if staged.is_empty() {
             return Vec::new();
         }
-        let each = || {
-            staged
-                .iter()
-                .try_for_each(|(tmp, _)| File::open(tmp).and_then(|f| f.sync_all()))
-        };
-        // A flush of the whole file system costs more than a few fsyncs when little is staged.
-        let flushed = if staged.len() <= 4 {
-            each()
-        } else {
-            File::open(&self.root)
-                .and_then(|root| rustix::fs::syncfs(&root).map_err(io::Error::from))
-                .or_else(|_| each())
-        };
+        let tmps: Vec<&Path> = staged.iter().map(|(tmp, _)| tmp.as_path()).collect();
+        let flushed = flush_files(&self.root, &tmps);
         if let Err(e) = flushed {
             for (tmp, _) in &staged {
                 let _ = fs::remove_file(tmp);

@@ -114,8 +114,14 @@ pub enum PutSource {
     /// A local file, copied (the engine pushing a file of the local replica).
     File(PathBuf),
     /// Bytes in memory (a layer over this mirror writing what it made itself, e.g. the stick's
-    /// encrypted chunks).
+    /// catalog).
     Bytes(Vec<u8>),
+    /// Bytes of a new content-addressed file that nothing reads before a later commit refers to
+    /// it (the stick's chunks): the backend may write it in place, without a temp file, rename or
+    /// metadata, and without the case check (the caller's names are lowercase hex). Still
+    /// durable when the batch returns. A write torn by a crash leaves a file no commit refers
+    /// to, which the layer sweeps.
+    Blob(Vec<u8>),
 }
 
 /// One file for [`Mirror::put_batch`].
@@ -264,7 +270,7 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
         for it in items {
             out.push(match &it.source {
                 PutSource::File(source) => self.put(&it.path, source, it.meta).await,
-                PutSource::Bytes(bytes) => match spill(bytes) {
+                PutSource::Bytes(bytes) | PutSource::Blob(bytes) => match spill(bytes) {
                     Ok(tmp) => self.put(&it.path, tmp.path(), it.meta).await,
                     Err(e) => Err(MirrorError::Io {
                         location: self.location(),

@@ -748,14 +748,15 @@ pub mod cases {
             mode: 0o640,
             mtime_ns: MTIME + 86_400_000_000_000,
         };
-        // Alternately from a local file and from memory.
+        // From memory as a new blob (written in place, no metadata promised), from a local
+        // file, from memory, from a local file.
         let n = AtomicUsize::new(0);
         let item = |p: &str, bytes: &[u8], meta| crate::PutItem {
             path: rp(p.as_bytes()),
-            source: if n.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
-                crate::PutSource::File(c.src(bytes))
-            } else {
-                crate::PutSource::Bytes(bytes.to_vec())
+            source: match n.fetch_add(1, Ordering::Relaxed) {
+                0 => crate::PutSource::Blob(bytes.to_vec()),
+                2 => crate::PutSource::Bytes(bytes.to_vec()),
+                _ => crate::PutSource::File(c.src(bytes)),
             },
             meta,
         };

@@ -966,7 +966,7 @@ impl StickMirror {
         if let Some(e) = fail {
             let path = match &it.source {
                 PutSource::File(p) => p.display().to_string(),
-                PutSource::Bytes(_) => it.path.to_string(),
+                PutSource::Bytes(_) | PutSource::Blob(_) => it.path.to_string(),
             };
             return Err(MirrorError::Io {
                 location: self.location.clone(),
@@ -1026,7 +1026,7 @@ impl StickMirror {
             .into_iter()
             .map(|(_, path, cipher)| PutItem {
                 path,
-                source: PutSource::Bytes(cipher),
+                source: PutSource::Blob(cipher),
                 meta,
             })
             .collect();
@@ -1197,7 +1197,7 @@ fn cut(source: PutSource, p: ChunkParams, tx: &tokio::sync::mpsc::Sender<Slice>)
                 return;
             }
         },
-        PutSource::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+        PutSource::Bytes(b) | PutSource::Blob(b) => Box::new(std::io::Cursor::new(b)),
     };
     let mut slice = Vec::new();
     let mut bytes = 0usize;
