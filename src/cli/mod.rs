@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, a clap derive enum here.
 
 mod conflicts;
+mod daemon;
 mod init;
 mod mirror;
 mod status;
@@ -51,6 +52,11 @@ pub enum Command {
     /// Init and add mirrors as needed, sync, then follow changes on both sides until Ctrl-C.
     #[command(after_help = "Example:\n  briefcase watch ~/work /mnt/nas/work")]
     Watch(watch::Args),
+    /// Run every configured folder, serve `status`/`sync`/`conflicts`, notice mirrors come and go.
+    #[command(
+        after_help = "Example:\n  briefcase daemon\n  systemctl --user enable --now briefcase   (see systemd/briefcase.service)"
+    )]
+    Daemon(daemon::Args),
     /// Show the state of a folder and its mirrors.
     #[command(after_help = "Example:\n  briefcase status ~/work --json")]
     Status(status::StatusArgs),
@@ -75,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Mirror(c) => mirror::run(&dirs, c).await,
         Command::Sync(a) => sync::run(&dirs, a).await,
         Command::Watch(a) => watch::run(&dirs, a).await,
+        Command::Daemon(a) => daemon::run(&dirs, a).await,
         Command::Status(a) => status::status(&dirs, a),
         Command::Log(a) => status::log(&dirs, a),
         Command::Conflicts(a) => conflicts::list(&dirs, a),
