@@ -167,6 +167,7 @@ pub fn status(dirs: &Dirs, a: StatusArgs) -> Result<u8> {
             m["detail"]
                 .as_str()
                 .or(m["last_result"].as_str())
+                .map(|d| d.strip_prefix("offline: ").unwrap_or(d))
                 .unwrap_or(""),
             m["paused"]
                 .as_str()

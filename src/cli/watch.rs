@@ -7,8 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use briefcase::config::{Dirs, MirrorConfig};
+use briefcase::daemon::control::{Client, Request, Response, QUICK_TIMEOUT};
 use briefcase::daemon::{FolderSpec, RunOptions};
 use tokio::sync::oneshot;
 
@@ -33,6 +34,13 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     let rep = super::init::open_or_init(dirs, &a.dir)?;
     let root = rep.root.clone();
     drop(rep);
+    if let Some(pid) = daemon_running(dirs, &root) {
+        bail!(
+            "the briefcase daemon (pid {pid}) already runs folder {}; see `briefcase status {}`, or stop the daemon (`systemctl --user stop briefcase`) to watch it here",
+            root.display(),
+            root.display()
+        );
+    }
     for t in &a.targets {
         super::mirror::add(dirs, &root, t, None, false).await?;
     }
@@ -68,4 +76,21 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     .await?;
     eprintln!("stopped watching {}", root.display());
     Ok(super::EXIT_OK)
+}
+
+/// The PID of a daemon that runs folder `root` (two processes must not sync one folder).
+fn daemon_running(dirs: &Dirs, root: &std::path::Path) -> Option<u32> {
+    let mut c = Client::connect(&dirs.runtime).ok()??;
+    match c
+        .call(
+            &Request::Status {
+                folder: Some(root.to_path_buf()),
+            },
+            Some(QUICK_TIMEOUT),
+        )
+        .ok()?
+    {
+        Response::Status { pid, folders } if !folders.is_empty() => Some(pid),
+        _ => None,
+    }
 }
