@@ -447,7 +447,10 @@ fn mirror_removed_while_running_loses_nothing() {
     assert!(
         until(|| {
             let l = d.log();
-            l.contains("was removed during the sync") || l.contains("went away")
+            // Mid-sync (the usual case here), or between syncs.
+            l.contains("was removed during the sync")
+                || l.contains("went away before it was in sync")
+                || l.contains("was unplugged; it was in sync")
         }),
         "the removal was not noticed:\n{}",
         d.log()
@@ -540,7 +543,7 @@ fn bind_mounted_mirror_is_noticed_through_the_mount_table() {
     assert!(
         until(|| {
             let l = d.log();
-            l.contains("went away") || l.contains("was removed during the sync")
+            l.contains("was unplugged; it was in sync") || l.contains("was removed during the sync")
         }),
         "the unmount was not noticed:\n{}",
         d.log()

@@ -151,6 +151,8 @@ struct MirrorRun {
     local_path: Option<PathBuf>,
     /// It comes and goes: say when it is safe to unplug.
     removable: bool,
+    /// Its last sync was complete: unplugged while no sync writes to it, nothing is lost.
+    in_sync: bool,
 }
 
 impl MirrorRun {
@@ -276,6 +278,7 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
             presence: None,
             link: Link::Unknown,
             removable: m.target.starts_with("stick:"),
+            in_sync: false,
             local_path,
         });
     }
@@ -541,15 +544,16 @@ impl Runner {
     /// Mirror `i` was found gone while idle (unmounted): offline, nothing deleted.
     fn went_away(&mut self, i: usize) {
         let m = &mut self.runs[i];
-        tracing::warn!(
-            folder = %self.key.display(),
-            "{} {} went away ({}); nothing was deleted, and it is synced again as soon as it is back",
+        gone_message(
+            &self.key,
             m.noun(),
-            m.cfg.name,
-            m.cfg.target
+            &m.cfg.name,
+            m.in_sync,
+            &format!("{} is not there any more", m.cfg.target),
         );
         m.link = Link::Offline;
         m.removable = true;
+        m.in_sync = false;
         m.watch = None;
         m.session = Session::default();
         let status = MirrorStatusLine {
@@ -734,18 +738,15 @@ impl Runner {
             MirrorOutcome::Offline(s) if present => tracing::warn!(mirror = %name, "{s}"),
             MirrorOutcome::Failed(s) if present => tracing::error!(mirror = %name, "{s}"),
             MirrorOutcome::Offline(s) | MirrorOutcome::Failed(s) => match before {
-                Link::Online
-                    if counters.operations() > 0 || matches!(out, MirrorOutcome::Failed(_)) =>
-                {
+                Link::Online if counters.writes() > 0 => {
                     tracing::warn!(
                         folder = %key.display(),
                         "{noun} {name} was removed during the sync; nothing is lost, plug it in again to finish"
                     );
                     tracing::debug!(mirror = %name, "{s}");
                 }
-                Link::Online => {
-                    tracing::warn!(folder = %key.display(), "{noun} {name} went away: {s}")
-                }
+                // Nothing was being written: the sync was only looking.
+                Link::Online => gone_message(&key, noun, &name, m.in_sync, s),
                 Link::Unknown => {
                     tracing::warn!(mirror = %name, "{s}");
                     if m.local_path.is_some() {
@@ -772,6 +773,7 @@ impl Runner {
                 m.removable = true;
             }
         }
+        m.in_sync = present && complete;
         let removable = m.removable;
         let waiting = match out {
             MirrorOutcome::Synced(r) if r.complete && !dry_run => Some(Some(0)),
@@ -894,6 +896,17 @@ impl Runner {
             folder: self.key.clone(),
             outcomes,
         }
+    }
+}
+
+/// Logs that a mirror went away while nothing was being written to it: plainly when its last
+/// sync was complete (it was safe to unplug), as a warning otherwise.
+fn gone_message(folder: &std::path::Path, noun: &str, name: &str, in_sync: bool, why: &str) {
+    if in_sync {
+        tracing::info!(folder = %folder.display(), "{noun} {name} was unplugged; it was in sync, and is synced again as soon as it is back");
+        tracing::debug!(mirror = %name, "{why}");
+    } else {
+        tracing::warn!(folder = %folder.display(), "{noun} {name} went away before it was in sync: {why}; nothing was deleted, and it is synced again as soon as it is back");
     }
 }
 

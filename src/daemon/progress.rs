@@ -23,6 +23,8 @@ pub struct Counters {
     removed: AtomicU64,
     /// Calls that touch the mirror's data or state beyond looking at its root.
     ops: AtomicU64,
+    /// Calls that change the mirror (data or state).
+    writes: AtomicU64,
 }
 
 /// A snapshot of [`Counters`], as `status` shows it.
@@ -50,6 +52,7 @@ impl Counters {
             &self.bytes_received,
             &self.removed,
             &self.ops,
+            &self.writes,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -72,8 +75,19 @@ impl Counters {
         self.ops.load(Ordering::Relaxed)
     }
 
+    /// Calls since the last reset that changed the mirror: a sync that vanished with none
+    /// left nothing to finish.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
     fn op(&self) {
         self.ops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write(&self) {
+        self.op();
+        self.writes.fetch_add(1, Ordering::Relaxed);
     }
 
     fn sent(&self, st: &RemoteStat) {
@@ -135,7 +149,7 @@ impl Mirror for Counting {
     }
 
     async fn init(&self, folder: FolderId) -> MirrorResult<()> {
-        self.counters.op();
+        self.counters.write();
         self.inner.init(folder).await
     }
 
@@ -145,12 +159,12 @@ impl Mirror for Counting {
     }
 
     async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
-        self.counters.op();
+        self.counters.write();
         self.inner.write_meta(name, bytes).await
     }
 
     async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
-        self.counters.op();
+        self.counters.write();
         self.inner.remove_meta(name).await
     }
 
@@ -182,14 +196,14 @@ impl Mirror for Counting {
     }
 
     async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.counters.op();
+        self.counters.write();
         let st = self.inner.put(path, source, meta).await?;
         self.counters.sent(&st);
         Ok(st)
     }
 
     async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
-        self.counters.op();
+        self.counters.write();
         let out = self.inner.put_batch(items).await;
         for st in out.iter().flatten() {
             self.counters.sent(st);
@@ -205,29 +219,29 @@ impl Mirror for Counting {
     }
 
     async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.counters.op();
+        self.counters.write();
         self.inner.mkdir(path, meta).await
     }
 
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
-        self.counters.op();
+        self.counters.write();
         self.inner.symlink(path, target).await
     }
 
     async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
-        self.counters.op();
+        self.counters.write();
         self.inner.rename(from, to).await
     }
 
     async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
-        self.counters.op();
+        self.counters.write();
         self.inner.remove(path).await?;
         self.counters.removed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     async fn remove_batch(&self, paths: Vec<RelPath>) -> Vec<MirrorResult<()>> {
-        self.counters.op();
+        self.counters.write();
         let out = self.inner.remove_batch(paths).await;
         let ok = out.iter().filter(|r| r.is_ok()).count() as u64;
         self.counters.removed.fetch_add(ok, Ordering::Relaxed);
@@ -235,7 +249,7 @@ impl Mirror for Counting {
     }
 
     async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.counters.op();
+        self.counters.write();
         self.inner.set_meta(path, meta).await
     }
 
@@ -280,8 +294,11 @@ mod tests {
             (1, 5, 1, 5, 1)
         );
         assert!(counters.operations() > 0);
+        assert_eq!(counters.writes(), 3, "init, put, remove");
+        m.stat(&p).await.unwrap();
+        assert_eq!(counters.writes(), 3, "a stat is no write");
         counters.reset();
         assert_eq!(counters.snapshot(), Counts::default());
-        assert_eq!(counters.operations(), 0);
+        assert_eq!((counters.operations(), counters.writes()), (0, 0));
     }
 }
