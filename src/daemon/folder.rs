@@ -227,7 +227,7 @@ pub async fn run_folder(spec: FolderSpec, mut ctx: FolderContext) -> Result<(), 
     if let Some(tx) = ctx.started.take() {
         let _ = tx.send(Ok(()));
     }
-    runner.first_pass().await?;
+    runner.first_pass(&mut ctx.shutdown).await?;
     if let Some(tx) = ctx.first_sync.take() {
         let _ = tx.send(runner.runs.len());
     }
@@ -323,8 +323,8 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
 
 impl Runner {
     /// The first sync with every mirror (after a full local rescan). A stick found plugged in is
-    /// announced as arriving.
-    async fn first_pass(&mut self) -> Result<(), DaemonError> {
+    /// announced as arriving. Stops early, between two mirrors, when `shutdown` comes.
+    async fn first_pass(&mut self, shutdown: &mut Shutdown) -> Result<(), DaemonError> {
         self.rep
             .rescan(None)
             .map_err(|source| DaemonError::Folder {
@@ -332,6 +332,9 @@ impl Runner {
                 source,
             })?;
         for i in 0..self.runs.len() {
+            if shutdown.check() {
+                return Ok(());
+            }
             if self.runs[i].removable && self.is_marked(i).await {
                 self.arrive(i).await;
             } else {

@@ -121,6 +121,17 @@ impl Shutdown {
         self.is_shutdown
     }
 
+    /// Whether the signal has been sent, without waiting (for a long task to check between steps).
+    pub fn check(&mut self) -> bool {
+        if !self.is_shutdown {
+            self.is_shutdown = !matches!(
+                self.notify.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty)
+            );
+        }
+        self.is_shutdown
+    }
+
     /// Waits for the signal.
     pub async fn recv(&mut self) {
         if self.is_shutdown {
@@ -579,4 +590,42 @@ pub async fn run(
     }
     tracing::info!("briefcase daemon stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_is_seen_by_every_listener_and_stays_seen() {
+        let (tx, rx) = broadcast::channel(1);
+        let mut a = Shutdown::new(rx);
+        let mut b = a.clone();
+        assert!(!a.check() && !a.is_shutdown());
+        tx.send(()).unwrap();
+        assert!(a.check() && a.check(), "seen, and still seen");
+        b.recv().await;
+        assert!(b.is_shutdown());
+        // A dropped sender is a shutdown too (the daemon is gone).
+        let (tx, rx) = broadcast::channel::<()>(1);
+        let mut c = Shutdown::new(rx);
+        drop(tx);
+        assert!(c.check());
+    }
+
+    #[test]
+    fn already_running_names_the_pid_and_what_to_do() {
+        let e = DaemonError::AlreadyRunning {
+            socket: "/run/user/1000/briefcase/control.sock".into(),
+            pid: Some(42),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("(pid 42)")
+                && s.contains("kill 42")
+                && s.contains("systemctl --user stop briefcase"),
+            "{s}"
+        );
+    }
 }
