@@ -8,6 +8,8 @@
 //!
 //! Module map:
 //! - [`config`]: TOML config and XDG dirs, mirror targets.
+//! - [`daemon`]: every folder under watch, the control socket, mirrors coming and going (also
+//!   the machinery of `briefcase watch`).
 //! - [`journal`]: the local replica's durable state (invariant 3).
 //! - [`reconcile`]: the engine: plan (pure), apply (effects), conflict names.
 //! - [`replica`]: the local folder: marker, journal, scan → journal batches (invariant 4).
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod daemon;
 pub mod journal;
 pub mod reconcile;
 pub mod replica;

@@ -1,14 +1,17 @@
-//! `briefcase conflicts` and `briefcase resolve`.
+//! `briefcase conflicts` (through the daemon when one runs the folder: it rescans in its turn) and
+//! `briefcase resolve`.
 //!
 //! A conflict copy is an ordinary file named `NAME.conflict-REPLICA-YYYYMMDD-HHMMSS.EXT`.
 //! Resolving is a local file operation (keep one version at the name, drop or rename the other)
 //! followed by a rescan; the next sync carries the decision to every replica.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use briefcase::config::Dirs;
+use briefcase::daemon::control::{Client, ErrorKind, Request, Response};
+use briefcase::daemon::outcome::{conflict_rows, replica_of, ConflictRow};
 use briefcase::reconcile::conflict::{is_conflict_copy, original_of, CONFLICT_TAG};
 use briefcase::replica::LocalReplica;
 use briefcase_mirror::{Entry, RelPath};
@@ -47,14 +50,6 @@ pub struct ResolveArgs {
     pub keep: String,
 }
 
-#[derive(serde::Serialize)]
-struct Row {
-    copy: String,
-    original: Option<String>,
-    replica: String,
-    size: u64,
-}
-
 fn copies(rep: &LocalReplica) -> Result<Vec<Entry>> {
     Ok(rep
         .journal
@@ -64,31 +59,42 @@ fn copies(rep: &LocalReplica) -> Result<Vec<Entry>> {
         .collect())
 }
 
-fn replica_of(copy: &RelPath) -> String {
-    let name = copy.display();
-    name.split(CONFLICT_TAG)
-        .nth(1)
-        .and_then(|rest| rest.rsplitn(3, '-').nth(2))
-        .unwrap_or("")
-        .to_string()
+/// The conflict copies as the daemon running folder `root` sees them after its rescan; `None`
+/// when no daemon runs it.
+fn through_daemon(dirs: &Dirs, root: &Path) -> Result<Option<Vec<ConflictRow>>> {
+    let Some(mut c) = Client::connect(&dirs.runtime)? else {
+        return Ok(None);
+    };
+    match c.call(
+        &Request::Conflicts {
+            folder: root.to_path_buf(),
+        },
+        None,
+    )? {
+        Response::Conflicts { conflicts, .. } => Ok(Some(conflicts)),
+        Response::Error {
+            kind: ErrorKind::UnknownFolder,
+            ..
+        } => Ok(None),
+        Response::Error { message, .. } => bail!("{message}"),
+        other => bail!("the daemon answered a conflicts request with {other:?}; restart it with `systemctl --user restart briefcase`"),
+    }
 }
 
 pub fn list(dirs: &Dirs, a: ListArgs) -> Result<u8> {
-    let mut rep = super::open_folder(dirs, a.dir.as_deref())?;
-    rep.rescan(None)?;
-    let rows: Vec<Row> = copies(&rep)?
-        .into_iter()
-        .map(|e| Row {
-            replica: replica_of(&e.path),
-            original: original_of(&e.path).map(|p| p.display()),
-            copy: e.path.display(),
-            size: e.size,
-        })
-        .collect();
+    let root = super::find_root(a.dir.as_deref())?;
+    let rows = match through_daemon(dirs, &root)? {
+        Some(rows) => rows,
+        None => {
+            let mut rep = LocalReplica::open(&root, &dirs.data)?;
+            rep.rescan(None)?;
+            conflict_rows(&rep)?
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
-        println!("no conflicts in {}", rep.root.display());
+        println!("no conflicts in {}", root.display());
     } else {
         for r in &rows {
             println!(

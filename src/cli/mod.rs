@@ -2,6 +2,7 @@
 
 mod clone;
 mod conflicts;
+mod daemon;
 mod id;
 mod init;
 mod mirror;
@@ -63,6 +64,11 @@ pub enum Command {
     /// Init and add mirrors as needed, sync, then follow changes on both sides until Ctrl-C.
     #[command(after_help = "Example:\n  briefcase watch ~/work /mnt/nas/work")]
     Watch(watch::Args),
+    /// Run every configured folder, serve `status`/`sync`/`conflicts`, notice mirrors come and go.
+    #[command(
+        after_help = "Example:\n  briefcase daemon\n  systemctl --user enable --now briefcase   (see systemd/briefcase.service)"
+    )]
+    Daemon(daemon::Args),
     /// Show the state of a folder and its mirrors.
     #[command(after_help = "Example:\n  briefcase status ~/work --json")]
     Status(status::StatusArgs),
@@ -89,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Watch(a) => watch::run(&dirs, a).await,
         Command::Clone(a) => clone::run(&dirs, a).await,
         Command::Id(a) => id::run(&dirs, a),
+        Command::Daemon(a) => daemon::run(&dirs, a).await,
         Command::Status(a) => status::status(&dirs, a),
         Command::Log(a) => status::log(&dirs, a),
         Command::Conflicts(a) => conflicts::list(&dirs, a),

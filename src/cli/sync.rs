@@ -1,13 +1,15 @@
-//! `briefcase sync [DIR] [--mirror NAME] [--dry-run] [--allow-mass-delete]`.
+//! `briefcase sync [DIR] [--mirror NAME] [--dry-run] [--allow-mass-delete]`: through the daemon
+//! when one runs the folder (it queues the sync behind its own), else in this process.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use briefcase::config::{Dirs, MirrorConfig};
-use briefcase::reconcile::{self, ReconcileError, SyncOptions, SyncReport};
+use briefcase::daemon::control::{Client, ErrorKind, Request, Response};
+use briefcase::daemon::outcome::{record_status, sync_with, MirrorOutcome};
+use briefcase::reconcile::{self, SyncOptions, SyncReport};
 use briefcase::replica::LocalReplica;
-use briefcase_mirror::MirrorError;
 
 /// Arguments of `sync`.
 #[derive(Debug, clap::Args)]
@@ -26,16 +28,6 @@ pub struct Args {
     /// Print the reports as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// How one mirror's sync ended.
-pub enum MirrorOutcome {
-    /// Synced (maybe with conflicts or deferred paths).
-    Synced(SyncReport),
-    /// Offline or paused: reported, not an error for the others.
-    Offline(String),
-    /// Failed.
-    Failed(String),
 }
 
 /// Syncs `rep` with one configured mirror and records the outcome in the journal.
@@ -63,88 +55,53 @@ pub async fn sync_one(
     outcome
 }
 
-/// What `status` shows for a mirror after a sync: the result line, whether it succeeded (sets
-/// the last-sync time), and why it is paused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorStatusLine {
-    pub result: String,
-    pub ok: bool,
-    pub paused: Option<String>,
-}
-
-/// Records `status` for mirror `m` in the journal (a warning if that fails).
-pub fn record_status(rep: &mut LocalReplica, m: &MirrorConfig, status: &MirrorStatusLine) {
-    if let Err(e) = rep.journal.set_mirror_status(
-        &m.name,
-        None,
-        &status.result,
-        status.ok,
-        status.paused.as_deref(),
-    ) {
-        tracing::warn!(error = %e, "could not record the mirror status");
+/// Asks a running daemon to sync folder `root` (so two processes never sync one folder at
+/// once); `Ok(None)` when no daemon runs it.
+async fn through_daemon(
+    dirs: &Dirs,
+    root: &Path,
+    a: &Args,
+    tty: bool,
+) -> Result<Option<Vec<(String, MirrorOutcome)>>> {
+    let Some(mut client) = Client::connect(&dirs.runtime)? else {
+        return Ok(None);
+    };
+    let req = Request::Sync {
+        folder: root.to_path_buf(),
+        mirror: a.mirror.clone(),
+        dry_run: a.dry_run,
+        allow_mass_delete: a.allow_mass_delete,
+    };
+    let bar = tty.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_message(format!("syncing {} through the daemon", root.display()));
+        b.enable_steady_tick(std::time::Duration::from_millis(100));
+        b
+    });
+    let answer = tokio::task::spawn_blocking(move || client.call(&req, None)).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match answer?? {
+        Response::Synced { outcomes, .. } => Ok(Some(
+            outcomes.into_iter().map(|r| (r.mirror, r.outcome)).collect(),
+        )),
+        Response::Error {
+            kind: ErrorKind::UnknownFolder,
+            ..
+        } => Ok(None),
+        Response::Error { message, .. } => bail!("{message}"),
+        other => bail!("the daemon answered a sync with {other:?}; restart it with `systemctl --user restart briefcase`"),
     }
 }
 
-/// Syncs `rep` with mirror `m` through an open `backend`, keeping `session` (see
-/// [`reconcile::Session`]); returns the outcome and the status line to record.
-pub async fn sync_with(
-    rep: &mut LocalReplica,
-    m: &MirrorConfig,
-    backend: &dyn briefcase_mirror::Mirror,
-    opts: &SyncOptions,
-    session: &mut reconcile::Session,
-) -> (MirrorOutcome, MirrorStatusLine) {
-    let opts = SyncOptions {
-        send_only: m.send_only || opts.send_only,
-        ..opts.clone()
-    };
-    let r = reconcile::sync_session(rep, backend, &m.name, &opts, session).await;
-    let (outcome, result, ok, paused) = match r {
-        Ok(report) => {
-            let s = if report.complete {
-                "ok".to_string()
-            } else {
-                format!(
-                    "partial: {} deferred, {} failed",
-                    report.deferred.len(),
-                    report.failed.len()
-                )
-            };
-            (MirrorOutcome::Synced(report), s, true, None)
-        }
-        Err(ReconcileError::Mirror(e @ MirrorError::Offline { .. })) => {
-            let s = e.to_string();
-            (
-                MirrorOutcome::Offline(s.clone()),
-                format!("offline: {s}"),
-                false,
-                None,
-            )
-        }
-        Err(e @ ReconcileError::MassDelete { .. }) => {
-            let s = e.to_string();
-            (
-                MirrorOutcome::Offline(s.clone()),
-                format!("paused: {s}"),
-                false,
-                Some(s),
-            )
-        }
-        Err(e) => {
-            let s = format!("mirror {} ({}): {e}", m.name, m.target);
-            (
-                MirrorOutcome::Failed(s.clone()),
-                format!("error: {s}"),
-                false,
-                None,
-            )
-        }
-    };
-    (outcome, MirrorStatusLine { result, ok, paused })
-}
-
 pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
-    let mut rep = super::open_folder(dirs, a.dir.as_deref())?;
+    let root = super::find_root(a.dir.as_deref())?;
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    if let Some(outcomes) = through_daemon(dirs, &root, &a, tty).await? {
+        return report_all(outcomes, &a);
+    }
+    let mut rep = LocalReplica::open(&root, &dirs.data)?;
     if !a.dry_run {
         // Temp files of a sync killed mid-pull are garbage (invariant 2), as at `watch` start.
         let removed = briefcase_mirror::fsutil::remove_temp_files(&rep.root).unwrap_or(0);
@@ -181,9 +138,7 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
         allow_mass_delete: a.allow_mass_delete,
         ..Default::default()
     };
-    let tty = std::io::stderr().is_terminal() && !a.json;
-    let mut code = super::EXIT_OK;
-    let mut reports = Vec::new();
+    let mut outcomes = Vec::new();
     for m in &mirrors {
         let bar = tty.then(|| {
             let b = indicatif::ProgressBar::new_spinner();
@@ -200,6 +155,16 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        outcomes.push((m.name.clone(), out));
+    }
+    report_all(outcomes, &a)
+}
+
+/// Prints every mirror's outcome (text or `--json`) and returns the exit code.
+fn report_all(outcomes: Vec<(String, MirrorOutcome)>, a: &Args) -> Result<u8> {
+    let mut code = super::EXIT_OK;
+    let mut reports = Vec::new();
+    for (name, out) in outcomes {
         match out {
             MirrorOutcome::Synced(r) => {
                 if !r.conflicts.is_empty() || !r.deferred.is_empty() || !r.failed.is_empty() {
@@ -213,12 +178,12 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
             MirrorOutcome::Offline(s) => {
                 eprintln!("{s}");
                 code = code.max(super::EXIT_OFFLINE);
-                reports.push(serde_json::json!({"mirror": m.name, "offline": s}));
+                reports.push(serde_json::json!({"mirror": name, "offline": s}));
             }
             MirrorOutcome::Failed(s) => {
                 eprintln!("briefcase: {s}");
                 code = 1;
-                reports.push(serde_json::json!({"mirror": m.name, "error": s}));
+                reports.push(serde_json::json!({"mirror": name, "error": s}));
             }
         }
     }

@@ -65,8 +65,8 @@ impl Default for SyncOptions {
     }
 }
 
-/// What a sync did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+/// What a sync did (also sent over the daemon's control socket, hence `Deserialize`).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SyncReport {
     /// Mirror name.
     pub mirror: String,

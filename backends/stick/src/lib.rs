@@ -113,6 +113,8 @@ struct Open {
     dirs_made: HashSet<String>,
     /// The stick was seen missing since: check it is still the same before going on.
     stale: bool,
+    /// Chunk files no catalog refers to were swept since the stick was opened.
+    swept: bool,
 }
 
 /// The encrypted stick (see the crate docs).
@@ -370,6 +372,7 @@ impl StickMirror {
             other_parts,
             dirs_made: HashSet::new(),
             stale: false,
+            swept: false,
         })
     }
 
@@ -796,6 +799,7 @@ impl StickMirror {
             other_parts: Vec::new(),
             dirs_made: HashSet::new(),
             stale: false,
+            swept: true,
         };
         self.ensure_dir(&mut o, SEGMENTS).await?;
         self.ensure_dir(&mut o, CHUNKS).await?;
@@ -1698,14 +1702,20 @@ impl Mirror for StickMirror {
             })
     }
 
-    /// Removes the storage's temp files, and chunk files no catalog refers to (written by a sync
-    /// that died before committing).
+    /// Removes the storage's temp files, and, once per opening of the stick, chunk files no
+    /// catalog refers to (written by a sync that died before committing).
     async fn remove_temp_files(&self) -> MirrorResult<usize> {
         let mut g = self.lock().await?;
         let Some(o) = g.as_mut() else {
             return Ok(0);
         };
         let mut n = self.storage.remove_temp_files().await?;
+        // Strays come only from a process that died mid-sync: once per opening is enough
+        // (a daemon syncs a stick without a watcher on every change).
+        if o.swept {
+            return Ok(n);
+        }
+        o.swept = true;
         let known: HashSet<String> = o
             .cat
             .known_chunks()
