@@ -492,3 +492,217 @@ fn folder_dir_of(mount: &Path, dir: &Path, _m: &Machine) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("no folder in marker: {marker}"));
     mount.join("briefcase").join(id)
 }
+
+/// A tiny deterministic generator (xorshift64*), so a failing round can be replayed from its
+/// printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// Files (not directories) of a tree, as bytes, without briefcase's own files.
+fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(root)
+        .into_iter()
+        .filter(|(_, c)| c != "D")
+        .map(|(p, _)| {
+            let b = fs::read(root.join(&p)).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// Runs `briefcase sync DIR` as `m` in the background.
+fn spawn_sync(m: &Machine, dir: &Path) -> std::process::Child {
+    m.cmd()
+        .args(["sync", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `c` to end (killing it after 60 s: a sync must not hang on a vanished stick).
+fn reap(c: &mut std::process::Child) -> Option<i32> {
+    for _ in 0..3000 {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    panic!("a sync hung for 60 s after its stick was pulled out");
+}
+
+/// Yank safety: while a large change is being written to (or read from) a FAT32 stick, the stick
+/// is pulled out for real (its FUSE connection aborted, then `umount -l`), or the sync is killed
+/// with SIGKILL, or both, at a random point. After plugging it back, the stick opens, its newest
+/// complete state is used, nothing is lost on either machine, and the next sync completes.
+/// `BRIEFCASE_YANK_ROUNDS` (default 4) and `BRIEFCASE_YANK_SEED` replay or extend it.
+#[test]
+fn yanked_or_killed_mid_sync_loses_nothing() {
+    let Some(stick) = fat_stick(256) else { return };
+    let rounds: u64 = std::env::var("BRIEFCASE_YANK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("BRIEFCASE_YANK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("yank test: BRIEFCASE_YANK_SEED={seed} BRIEFCASE_YANK_ROUNDS={rounds}");
+    let mut rng = Rng(seed);
+    let target = format!("stick:{}", stick.mnt.display());
+    let (office, home) = (Machine::new("office"), Machine::new("home"));
+    let d = tempfile::tempdir().unwrap();
+    let (ow, hw) = (d.path().join("office"), d.path().join("home"));
+    for i in 0..20 {
+        fs::create_dir_all(ow.join(format!("d{}", i % 4))).unwrap();
+        fs::write(
+            ow.join(format!("d{}/start-{i}.txt", i % 4)),
+            rng.bytes(1000 + i * 100),
+        )
+        .unwrap();
+    }
+    let key = home.stdout(&["id"]).trim().to_string();
+    office.ok(&["init", ow.to_str().unwrap()]);
+    office.ok(&[
+        "mirror",
+        "add",
+        ow.to_str().unwrap(),
+        &target,
+        "--recipient",
+        &key,
+    ]);
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    home.ok(&["clone", &target, hw.to_str().unwrap()]);
+    assert_eq!(files(&hw), files(&ow));
+    // How long an uninterrupted push and pull of a round's change take (measured as rounds go),
+    // so the interruption lands at a random point *during* the sync.
+    let mut est = [std::time::Duration::from_millis(1500); 2];
+    let mut landed = 0;
+
+    for round in 0..rounds {
+        // A large change at the office: new files of 100 KiB - 1 MiB, edits, deletions.
+        for i in 0..12 {
+            let n = 100_000 + rng.below(900_000) as usize;
+            fs::write(
+                ow.join(format!("d{}/r{round}-{i}.bin", i % 4)),
+                rng.bytes(n),
+            )
+            .unwrap();
+        }
+        let existing: Vec<String> = files(&ow).into_keys().collect();
+        for _ in 0..4 {
+            let p = &existing[rng.below(existing.len() as u64) as usize];
+            let mut b = fs::read(ow.join(p)).unwrap();
+            let at = rng.below(b.len() as u64) as usize;
+            b.splice(at..at, rng.bytes(300));
+            fs::write(ow.join(p), b).unwrap();
+        }
+        let victim = &existing[rng.below(existing.len() as u64) as usize];
+        fs::remove_file(ow.join(victim)).unwrap();
+        let want = files(&ow);
+
+        // Interrupt the office's push (even rounds) or home's pull of it (odd rounds).
+        let pulling = round % 2 == 1;
+        if pulling {
+            let t = std::time::Instant::now();
+            office.ok(&["sync", ow.to_str().unwrap()]);
+            est[0] = t.elapsed();
+        }
+        let (who, dir) = if pulling {
+            (&home, &hw)
+        } else {
+            (&office, &ow)
+        };
+        let before_home = files(&hw);
+        let how = rng.below(3); // 0: yank, 1: kill -9, 2: kill -9 and yank
+        let span = est[usize::from(pulling)].as_millis() as u64;
+        let delay = std::time::Duration::from_millis(rng.below(span.max(20)));
+        let mut child = spawn_sync(who, dir);
+        std::thread::sleep(delay);
+        if how >= 1 {
+            let _ = child.kill();
+        }
+        if how != 1 {
+            stick.yank().unwrap();
+        }
+        let code = reap(&mut child);
+        if code != Some(0) {
+            landed += 1;
+        }
+        eprintln!(
+            "round {round}: {} {} after {delay:?} (exit {code:?})",
+            if pulling {
+                "home pulling"
+            } else {
+                "office pushing"
+            },
+            ["yanked", "killed", "killed and yanked"][how as usize]
+        );
+        // Nothing lost on the interrupted machine: every file is the old or the new version,
+        // whole; the office (which only sent) is untouched.
+        assert_eq!(
+            files(&ow),
+            want,
+            "round {round}: the office's files are untouched"
+        );
+        for (p, b) in files(&hw) {
+            if p.contains(".briefcase-tmp-") {
+                continue;
+            }
+            assert!(
+                want.get(&p) == Some(&b) || before_home.get(&p) == Some(&b),
+                "round {round}: home's {p} is neither the old nor the new version"
+            );
+        }
+        if !stick.is_plugged() {
+            stick.plug().unwrap();
+        }
+        // The stick opens with its newest complete state, and the next syncs complete.
+        let out = who.ok(&["sync", dir.to_str().unwrap()]);
+        assert!(out.contains("in sync"), "round {round}: {out}");
+        office.ok(&["sync", ow.to_str().unwrap()]);
+        let t = std::time::Instant::now();
+        home.ok(&["sync", hw.to_str().unwrap()]);
+        if !pulling {
+            est[1] = t.elapsed();
+        }
+        assert_eq!(files(&ow), want, "round {round}: office");
+        assert_eq!(
+            files(&hw),
+            want,
+            "round {round}: home has everything, whole"
+        );
+        assert!(
+            support::temp_files(&hw).is_empty(),
+            "round {round}: no temp files left"
+        );
+    }
+    eprintln!("{landed} of {rounds} interruptions landed before the sync had finished");
+}
