@@ -583,3 +583,88 @@ fn watch_follows_one_folder() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("stopped watching"), "{log}");
 }
+
+/// The stick story with the daemon at home: plugging in a FAT32 stick (fusefat) that the office
+/// wrote to makes the running daemon reconcile both ways at once and say when it is safe to
+/// unplug; `status` shows when it was last reconciled here and what it carries for this machine.
+#[test]
+fn a_plugged_in_stick_is_reconciled_and_safe_to_unplug() {
+    use briefcase_mirror::usb::{UsbFs, UsbImage};
+    if let Some(why) = UsbImage::missing_prerequisite(UsbFs::Vfat) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let stick = UsbImage::make(64, UsbFs::Vfat).unwrap();
+    stick.plug().unwrap();
+    let target = format!("stick:{}", stick.mnt.display());
+    let (office, home) = (Machine::new("office"), Machine::new("home"));
+    let d = tempfile::tempdir().unwrap();
+    let (ow, hw) = (d.path().join("office"), d.path().join("home"));
+    write(&ow.join("report.txt"), "v1\n");
+    let key = home.stdout(&["id"]).trim().to_string();
+    office.ok(&["init", ow.to_str().unwrap()]);
+    office.ok(&[
+        "mirror",
+        "add",
+        ow.to_str().unwrap(),
+        &target,
+        "--recipient",
+        &key,
+    ]);
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    home.ok(&["clone", &target, hw.to_str().unwrap()]);
+    stick.unplug().unwrap();
+
+    // Home's daemon runs with the stick away; the office edits and carries the stick home. The
+    // office's "machine" mounts it at its own mount point, so home's daemon does not see it
+    // there (a stick is plugged into one machine at a time).
+    let mut daemon = Proc::daemon(&home);
+    write(&hw.join("home-note.txt"), "written at home\n");
+    write(&ow.join("report.txt"), "v2 from the office\n");
+    let at_office = stick.elsewhere(d.path().join("office-mnt"));
+    at_office.plug().unwrap();
+    office_sync_via(&office, &ow, &stick.mnt, &at_office.mnt);
+    at_office.unplug().unwrap();
+    stick.plug().unwrap();
+
+    // Both ways at once, then "safe to unplug".
+    assert!(
+        until(|| read(&hw.join("report.txt")).as_deref() == Some("v2 from the office\n")),
+        "the office's edit arrived:\n{}",
+        daemon.log()
+    );
+    daemon.wait_log("safe to unplug");
+    let st = status_json(&home, &hw);
+    let text = st.to_string();
+    assert!(
+        text.contains("last_reconciled_ns") && text.contains("changes_waiting"),
+        "{text}"
+    );
+    stick.unplug().unwrap();
+    assert!(daemon.alive(), "unplugging does not stop the daemon");
+    at_office.plug().unwrap();
+    office_sync_via(&office, &ow, &stick.mnt, &at_office.mnt);
+    assert_eq!(
+        read(&ow.join("home-note.txt")).as_deref(),
+        Some("written at home\n"),
+        "home's note went out with the stick"
+    );
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// Syncs the office's folder with the stick mounted at `actual` instead of its configured
+/// `configured` mount point (home's machine holds that one): the office's config is pointed
+/// there for the call.
+fn office_sync_via(office: &Machine, ow: &Path, configured: &Path, actual: &Path) {
+    let cfg = office.home.path().join("config/briefcase/config.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    let moved = text.replace(
+        &format!("stick:{}", configured.display()),
+        &format!("stick:{}", actual.display()),
+    );
+    assert_ne!(text, moved, "the office's config names the stick");
+    fs::write(&cfg, &moved).unwrap();
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    fs::write(&cfg, &text).unwrap();
+}

@@ -32,7 +32,7 @@ pub struct UsbImage {
     /// Its file system.
     pub fs: UsbFs,
     loopdev: Mutex<Option<String>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for UsbImage {
@@ -127,8 +127,20 @@ impl UsbImage {
             mnt,
             fs,
             loopdev: Mutex::new(None),
-            _dir: dir,
+            _dir: Some(dir),
         })
+    }
+
+    /// The same image, to be plugged at another mount point `mnt` (another machine's view of
+    /// the stick; plug only one at a time). The image stays owned by `self`.
+    pub fn elsewhere(&self, mnt: PathBuf) -> UsbImage {
+        UsbImage {
+            img: self.img.clone(),
+            mnt,
+            fs: self.fs,
+            loopdev: Mutex::new(None),
+            _dir: None,
+        }
     }
 
     /// Mounts the image at [`UsbImage::mnt`] and waits until it is mounted.
