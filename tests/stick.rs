@@ -706,3 +706,51 @@ fn yanked_or_killed_mid_sync_loses_nothing() {
     }
     eprintln!("{landed} of {rounds} interruptions landed before the sync had finished");
 }
+
+/// A full stick (ENOSPC) stops the sync cleanly, says so, and keeps its last complete state: a
+/// machine that clones it gets that state whole, and once there is room the next sync completes.
+#[test]
+fn a_full_stick_stops_cleanly_with_its_last_state_intact() {
+    let Some(stick) = fat_stick(40) else { return };
+    let target = format!("stick:{}", stick.mnt.display());
+    let (office, home) = (Machine::new("office"), Machine::new("home"));
+    let d = tempfile::tempdir().unwrap();
+    let (ow, hw) = (d.path().join("office"), d.path().join("home"));
+    let mut rng = Rng(7);
+    write(&ow.join("small.txt"), "fits\n");
+    let key = home.stdout(&["id"]).trim().to_string();
+    office.ok(&["init", ow.to_str().unwrap()]);
+    office.ok(&[
+        "mirror",
+        "add",
+        ow.to_str().unwrap(),
+        &target,
+        "--recipient",
+        &key,
+    ]);
+    office.ok(&["sync", ow.to_str().unwrap()]);
+    // More than the stick holds.
+    for i in 0..12 {
+        fs::write(ow.join(format!("big-{i}.bin")), rng.bytes(4 << 20)).unwrap();
+    }
+    let (code, out) = office.run(&["sync", ow.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("full"),
+        "the error says the stick is full: {out}"
+    );
+    // The stick still opens, with a complete state: home gets whole files only.
+    home.ok(&["clone", &target, hw.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(hw.join("small.txt")).unwrap(), "fits\n");
+    for (p, b) in files(&hw) {
+        assert_eq!(fs::read(ow.join(&p)).unwrap(), b, "{p} is whole on home");
+    }
+    // With room made, the next sync completes.
+    for i in 4..12 {
+        fs::remove_file(ow.join(format!("big-{i}.bin"))).unwrap();
+    }
+    let out = office.ok(&["sync", ow.to_str().unwrap()]);
+    assert!(out.contains("in sync"), "{out}");
+    home.ok(&["sync", hw.to_str().unwrap()]);
+    assert_eq!(files(&hw), files(&ow));
+}

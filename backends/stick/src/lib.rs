@@ -1052,20 +1052,26 @@ impl StickMirror {
         }
     }
 
-    /// Says "the stick is full" in words when the storage ran out of space.
+    /// Says "the stick is full" in words when the storage ran out of space: `ENOSPC`, or another
+    /// write error while the medium has (almost) no free space left (fusefat answers `EPERM`).
     fn no_space_hint(&self, e: MirrorError) -> MirrorError {
-        match &e {
-            MirrorError::Io { source, path, .. } if source.raw_os_error() == Some(28) => {
-                MirrorError::Refused {
-                    location: self.location.clone(),
-                    path: path.clone(),
-                    reason:
-                        "the stick is full; nothing was lost (its last complete state is intact): \
-                         free space on it or use a bigger one, then sync again"
-                            .into(),
-                }
+        let full = match &e {
+            MirrorError::Io { source, .. } => {
+                source.raw_os_error() == Some(28)
+                    || rustix::fs::statvfs(&self.mount)
+                        .is_ok_and(|v| v.f_bavail.saturating_mul(v.f_frsize) < MAX_CHUNK_FILE)
             }
-            _ => e,
+            _ => false,
+        };
+        match e {
+            MirrorError::Io { path, .. } if full => MirrorError::Refused {
+                location: self.location.clone(),
+                path,
+                reason: "the stick is full; nothing was lost (its last complete state is intact): \
+                         free space on it or use a bigger one, then sync again"
+                    .into(),
+            },
+            other => other,
         }
     }
 
