@@ -15,11 +15,16 @@ use support::{tree, write, Machine};
 
 /// A FAT32 stick, or `None` (printed why) where images cannot be mounted.
 fn fat_stick(size_mib: u64) -> Option<UsbImage> {
-    if let Some(why) = UsbImage::missing_prerequisite(UsbFs::Vfat) {
+    stick_of(UsbFs::Vfat, size_mib)
+}
+
+/// A plugged stick with file system `fs`, or `None` (printed why).
+fn stick_of(fs: UsbFs, size_mib: u64) -> Option<UsbImage> {
+    if let Some(why) = UsbImage::missing_prerequisite(fs) {
         eprintln!("skipped: {why}");
         return None;
     }
-    let s = UsbImage::make(size_mib, UsbFs::Vfat).unwrap();
+    let s = UsbImage::make(size_mib, fs).unwrap();
     s.plug().unwrap();
     Some(s)
 }
@@ -48,7 +53,16 @@ fn originals(t: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 
 #[test]
 fn office_and_home_through_a_fat_stick() {
-    let Some(stick) = fat_stick(96) else { return };
+    office_and_home(UsbFs::Vfat);
+}
+
+#[test]
+fn office_and_home_through_an_exfat_stick() {
+    office_and_home(UsbFs::Exfat);
+}
+
+fn office_and_home(fs_kind: UsbFs) {
+    let Some(stick) = stick_of(fs_kind, 96) else { return };
     let mnt = stick.mnt.to_str().unwrap().to_string();
     let target = format!("stick:{mnt}");
     let office = Machine::new("office");
