@@ -868,38 +868,48 @@ impl StickMirror {
     }
 
     /// Chunks `items`, writes the chunks the stick lacks, and records the files in the catalog
-    /// (committed by the next `write_meta`).
+    /// (committed by the next `write_meta`). Chunk writes are pipelined: while one batch is
+    /// encrypted and written, the next files are read and cut. A file is recorded once every
+    /// batch holding its chunks is durable; after a failed batch (a full stick, a yank) the
+    /// remaining files fail with its error.
     async fn put_items(&self, o: &mut Open, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
         let mut out: Vec<Option<MirrorResult<RemoteStat>>> =
             (0..items.len()).map(|_| None).collect();
-        // Files whose chunks are written, waiting for the batch flush before they are recorded.
-        let mut ready: Vec<(usize, RelPath, FileMeta, u64, Vec<ChunkRef>)> = Vec::new();
+        let mut ready: Vec<Queued> = Vec::new();
         let mut pending = Pending::default();
         for (i, it) in items.into_iter().enumerate() {
+            if pending.failed.is_some() {
+                out[i] = pending.failed.as_ref().map(|e| Err(e.clone_shallow()));
+                continue;
+            }
             if let Err(e) = self.check_new_file(o, &it.path) {
                 out[i] = Some(Err(e));
                 continue;
             }
             match self.chunk_one(o, &it, &mut pending).await {
-                Ok((size, chunks)) => ready.push((i, it.path, it.meta, size, chunks)),
+                Ok((size, chunks)) => {
+                    ready.push(Queued {
+                        needs: pending.started + u64::from(!pending.chunks.is_empty()),
+                        index: i,
+                        path: it.path,
+                        meta: it.meta,
+                        size,
+                        chunks,
+                    });
+                }
                 Err(e) => out[i] = Some(Err(e)),
             }
             if pending.is_full() {
-                if let Err(e) = self.flush(o, &mut pending).await {
-                    for (j, ..) in ready.drain(..) {
-                        out[j] = Some(Err(e.clone_shallow()));
-                    }
-                    continue;
-                }
-                self.record(o, &mut ready, &mut out);
+                self.start_flush(o, &mut pending).await;
             }
+            self.record(o, &mut ready, pending.done, &mut out);
         }
-        match self.flush(o, &mut pending).await {
-            Ok(()) => self.record(o, &mut ready, &mut out),
-            Err(e) => {
-                for (j, ..) in ready.drain(..) {
-                    out[j] = Some(Err(e.clone_shallow()));
-                }
+        self.start_flush(o, &mut pending).await;
+        self.finish_flush(o, &mut pending).await;
+        self.record(o, &mut ready, pending.done, &mut out);
+        if let Some(e) = &pending.failed {
+            for q in ready.drain(..) {
+                out[q.index] = Some(Err(e.clone_shallow()));
             }
         }
         out.into_iter()
@@ -907,13 +917,25 @@ impl StickMirror {
             .collect()
     }
 
+    /// Records the files of `ready` whose chunks are durable (their batches ≤ `done`).
     fn record(
         &self,
         o: &mut Open,
-        ready: &mut Vec<(usize, RelPath, FileMeta, u64, Vec<ChunkRef>)>,
+        ready: &mut Vec<Queued>,
+        done: u64,
         out: &mut [Option<MirrorResult<RemoteStat>>],
     ) {
-        for (i, path, meta, size, chunks) in ready.drain(..) {
+        let (now, later): (Vec<_>, Vec<_>) = ready.drain(..).partition(|q| q.needs <= done);
+        *ready = later;
+        for Queued {
+            index: i,
+            path,
+            meta,
+            size,
+            chunks,
+            ..
+        } in now
+        {
             let content = o.cat.content_for(chunks);
             let node = Node {
                 kind: EntryKind::File,
@@ -962,11 +984,17 @@ impl StickMirror {
                 chunks.push(r);
             }
             if pending.is_full() {
-                self.flush(o, pending).await?;
+                self.start_flush(o, pending).await;
+            }
+            if pending.failed.is_some() {
+                break;
             }
         }
         drop(rx);
         let _ = reader.await;
+        if let Some(e) = &pending.failed {
+            return Err(e.clone_shallow());
+        }
         if let Some(e) = fail {
             let path = match &it.source {
                 PutSource::File(p) => p.display().to_string(),
@@ -982,14 +1010,49 @@ impl StickMirror {
         Ok((size, chunks))
     }
 
-    /// Encrypts and writes the queued chunks (both cores), durably, and notes them as present.
-    async fn flush(&self, o: &mut Open, pending: &mut Pending) -> MirrorResult<()> {
-        if pending.chunks.is_empty() {
-            return Ok(());
+    /// Waits for the batch in flight, if any, and notes its chunks as present (or the failure).
+    async fn finish_flush(&self, o: &mut Open, pending: &mut Pending) {
+        let Some(task) = pending.in_flight.take() else {
+            return;
+        };
+        let hashes = std::mem::take(&mut pending.in_flight_hashes);
+        let results = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(self.corrupt("chunks", format!("the writer task failed: {e}"))),
+        };
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                pending.failed.get_or_insert(e);
+                return;
+            }
+        };
+        for (h, r) in results {
+            match r {
+                Ok(_) => o.cat.note_written(h),
+                Err(e) => {
+                    if pending.failed.is_none() {
+                        pending.failed = Some(self.no_space_hint(e));
+                    }
+                }
+            }
+        }
+        drop(hashes);
+        if pending.failed.is_none() {
+            pending.done = pending.started;
+        }
+    }
+
+    /// Sends the queued chunks to be encrypted (both cores) and written durably in the
+    /// background, after waiting for the batch before (one batch in flight at a time).
+    async fn start_flush(&self, o: &mut Open, pending: &mut Pending) {
+        self.finish_flush(o, pending).await;
+        if pending.chunks.is_empty() || pending.failed.is_some() {
+            return;
         }
         let chunks = std::mem::take(&mut pending.chunks);
         pending.bytes = 0;
-        pending.hashes.clear();
+        pending.in_flight_hashes = std::mem::take(&mut pending.hashes);
         let mut dirs: Vec<String> = chunks
             .iter()
             .map(|(h, _)| {
@@ -1000,56 +1063,56 @@ impl StickMirror {
         dirs.sort();
         dirs.dedup();
         for d in dirs {
-            self.ensure_dir(o, &d).await?;
+            if let Err(e) = self.ensure_dir(o, &d).await {
+                pending.failed = Some(self.no_space_hint(e));
+                return;
+            }
         }
         let secret = o.secret.clone();
         let folder = o.folder;
-        let encrypted = tokio::task::spawn_blocking(move || {
-            use rayon::prelude::*;
-            chunks
-                .into_par_iter()
-                .map(|(h, data)| {
-                    let cipher = encrypt_to(&[&secret.recipient as &dyn age::Recipient], &data)?;
-                    Ok((
-                        h,
-                        format::at(folder, &format::chunk_name(&secret.name_key, &h)),
-                        cipher,
-                    ))
-                })
-                .collect::<Result<Vec<_>, String>>()
-        })
-        .await
-        .map_err(|e| self.corrupt("chunks", e.to_string()))?
-        .map_err(|e| self.corrupt("chunks", e))?;
-        let meta = FileMeta {
-            mode: 0o600,
-            mtime_ns: now_ns(),
-        };
-        let hashes: Vec<[u8; 32]> = encrypted.iter().map(|(h, _, _)| *h).collect();
-        let items: Vec<PutItem> = encrypted
-            .into_iter()
-            .map(|(_, path, cipher)| PutItem {
-                path,
-                source: PutSource::Blob(cipher),
-                meta,
+        let storage = self.storage.clone();
+        let location = self.location.clone();
+        pending.started += 1;
+        pending.in_flight = Some(tokio::spawn(async move {
+            let corrupt = |reason: String| MirrorError::Corrupt {
+                location: location.clone(),
+                what: "chunks".into(),
+                reason,
+            };
+            let encrypted = tokio::task::spawn_blocking(move || {
+                use rayon::prelude::*;
+                chunks
+                    .into_par_iter()
+                    .map(|(h, data)| {
+                        let cipher =
+                            encrypt_to(&[&secret.recipient as &dyn age::Recipient], &data)?;
+                        Ok((
+                            h,
+                            format::at(folder, &format::chunk_name(&secret.name_key, &h)),
+                            cipher,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, String>>()
             })
-            .collect();
-        let results = self.storage.put_batch(items).await;
-        let mut first_err = None;
-        for (h, r) in hashes.into_iter().zip(results) {
-            match r {
-                Ok(_) => o.cat.note_written(h),
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                    }
-                }
-            }
-        }
-        match first_err {
-            None => Ok(()),
-            Some(e) => Err(self.no_space_hint(e)),
-        }
+            .await
+            .map_err(|e| corrupt(e.to_string()))?
+            .map_err(corrupt)?;
+            let meta = FileMeta {
+                mode: 0o600,
+                mtime_ns: now_ns(),
+            };
+            let hashes: Vec<[u8; 32]> = encrypted.iter().map(|(h, _, _)| *h).collect();
+            let items: Vec<PutItem> = encrypted
+                .into_iter()
+                .map(|(_, path, cipher)| PutItem {
+                    path,
+                    source: PutSource::Blob(cipher),
+                    meta,
+                })
+                .collect();
+            let results = storage.put_batch(items).await;
+            Ok(hashes.into_iter().zip(results).collect())
+        }));
     }
 
     /// Says "the stick is full" in words when the storage ran out of space: `ENOSPC`, or another
@@ -1134,37 +1197,55 @@ impl StickMirror {
         }
         Ok(())
     }
+}
 
-    /// Reads, decrypts and verifies one chunk.
-    async fn read_chunk(&self, o: &Open, path: &RelPath, r: &ChunkRef) -> MirrorResult<Vec<u8>> {
-        let name = format::chunk_name(&o.secret.name_key, &r.hash.0);
-        let p = format::at(o.folder, &name);
+/// What reading a chunk needs, cheap to clone into a task.
+#[derive(Clone)]
+struct ChunkReader {
+    storage: Arc<dyn Mirror>,
+    secret: Arc<StickSecret>,
+    folder: FolderId,
+    location: String,
+}
+
+impl ChunkReader {
+    fn corrupt(&self, path: &RelPath, reason: String) -> MirrorError {
+        MirrorError::Corrupt {
+            location: self.location.clone(),
+            what: path.to_string(),
+            reason,
+        }
+    }
+
+    /// Reads, decrypts and verifies one chunk of the file at `path`.
+    async fn read(self, path: RelPath, want: ChunkRef) -> MirrorResult<Vec<u8>> {
+        let name = format::chunk_name(&self.secret.name_key, &want.hash.0);
+        let p = format::at(self.folder, &name);
         let bytes = match self.storage.read_bytes(&p, MAX_CHUNK_FILE).await {
             Ok(b) => b,
             Err(e) if is_not_found(&e) => {
                 return Err(self.corrupt(
-                    path,
+                    &path,
                     format!("its chunk {name} is missing from the stick; sync it from a machine that has the file"),
                 ))
             }
             Err(e) => return Err(e),
         };
-        let secret = o.secret.clone();
-        let want = *r;
+        let secret = self.secret.clone();
         let plain = tokio::task::spawn_blocking(move || {
             decrypt_with(&[&secret.identity as &dyn age::Identity], &bytes, MAX_CHUNK_FILE)
         })
         .await
-        .map_err(|e| self.corrupt(path, e.to_string()))?
+        .map_err(|e| self.corrupt(&path, e.to_string()))?
         .map_err(|e| {
             self.corrupt(
-                path,
+                &path,
                 format!("chunk {name} cannot be decrypted ({e}): it was altered or damaged; nothing was applied"),
             )
         })?;
         if plain.len() != want.len as usize || ContentHash::of(&plain) != want.hash {
             return Err(self.corrupt(
-                path,
+                &path,
                 format!("chunk {name} does not match its hash: it was swapped or altered; nothing was applied"),
             ));
         }
@@ -1172,17 +1253,42 @@ impl StickMirror {
     }
 }
 
-/// Chunks waiting to be encrypted and written.
+/// Chunks read ahead of the one being written out, per file.
+const READ_AHEAD: usize = 8;
+
+/// A file cut into chunks, waiting for its chunks to be durable before it is recorded.
+struct Queued {
+    /// Batches that must be durable first.
+    needs: u64,
+    /// Its index in the caller's batch.
+    index: usize,
+    path: RelPath,
+    meta: FileMeta,
+    size: u64,
+    chunks: Vec<ChunkRef>,
+}
+
+/// Results of one written batch of chunks: each chunk's hash and its write's outcome.
+type Written = MirrorResult<Vec<([u8; 32], MirrorResult<RemoteStat>)>>;
+
+/// Chunks waiting to be encrypted and written, and the batch being written.
 #[derive(Default)]
 struct Pending {
     chunks: Vec<([u8; 32], Vec<u8>)>,
     hashes: HashSet<[u8; 32]>,
     bytes: usize,
+    in_flight: Option<tokio::task::JoinHandle<Written>>,
+    in_flight_hashes: HashSet<[u8; 32]>,
+    /// Batches started, and batches durable (all of them up to this count).
+    started: u64,
+    done: u64,
+    /// The first failure: nothing more is written.
+    failed: Option<MirrorError>,
 }
 
 impl Pending {
     fn has(&self, h: &[u8; 32]) -> bool {
-        self.hashes.contains(h)
+        self.hashes.contains(h) || self.in_flight_hashes.contains(h)
     }
     fn push(&mut self, h: [u8; 32], data: Vec<u8>) {
         self.bytes += data.len();
@@ -1519,8 +1625,28 @@ impl Mirror for StickMirror {
         };
         let mut out = std::io::BufWriter::new(std::fs::File::create(dest).map_err(local)?);
         let mut total = 0u64;
-        for r in &chunks {
-            let plain = self.read_chunk(o, path, r).await?;
+        // Up to READ_AHEAD chunks are read and decrypted (on both cores) while the oldest is
+        // written out, in order.
+        let reader = ChunkReader {
+            storage: self.storage.clone(),
+            secret: o.secret.clone(),
+            folder: o.folder,
+            location: self.location.clone(),
+        };
+        let mut next = chunks.iter();
+        let mut window = std::collections::VecDeque::new();
+        loop {
+            while window.len() < READ_AHEAD {
+                let Some(r) = next.next() else { break };
+                window.push_back(tokio::spawn(reader.clone().read(path.clone(), *r)));
+            }
+            let Some(task) = window.pop_front() else {
+                break;
+            };
+            let plain = match task.await {
+                Ok(r) => r?,
+                Err(e) => return Err(self.corrupt(path, format!("reader task failed: {e}"))),
+            };
             total += plain.len() as u64;
             out.write_all(&plain).map_err(local)?;
         }
