@@ -909,6 +909,8 @@ impl Inner {
         let caps = det.capabilities();
         let mut written: Vec<MirrorResult<(PathBuf, fs::Metadata)>> =
             Vec::with_capacity(items.len());
+        // Parents resolved (symlink-checked) once per batch: blobs come many to a directory.
+        let mut parents: std::collections::HashMap<RelPath, PathBuf> = Default::default();
         for it in items {
             let rel = &it.path;
             let r = (|| {
@@ -921,7 +923,20 @@ impl Inner {
                 {
                     return Err(self.refused(rel, too_big_for_fat(bytes.len() as u64)));
                 }
-                let (_, full) = self.full(det, rel)?;
+                let cached = rel.parent().and_then(|p| parents.get(&p).cloned());
+                let full = match cached {
+                    Some(dir) if !rel.is_reserved() => {
+                        let disk = self.on_disk(det, rel)?;
+                        dir.join(std::ffi::OsStr::from_bytes(disk.file_name()))
+                    }
+                    _ => {
+                        let (_, full) = self.full(det, rel)?;
+                        if let (Some(p), Some(d)) = (rel.parent(), full.parent()) {
+                            parents.insert(p, d.to_path_buf());
+                        }
+                        full
+                    }
+                };
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create(true)
@@ -940,7 +955,11 @@ impl Inner {
             .filter_map(|r| r.as_ref().ok().map(|(p, _)| p.as_path()))
             .collect();
         let flushed = fsutil::flush_files(&self.root, &paths);
-        let dirs = fsutil::fsync_dirs(paths.iter().filter_map(|p| p.parent()));
+        // After a syncfs the new directory entries are durable too.
+        let dirs = match flushed {
+            Ok(fsutil::Flushed::WholeFileSystem) => Default::default(),
+            _ => fsutil::fsync_dirs(paths.iter().filter_map(|p| p.parent())),
+        };
         items
             .iter()
             .zip(written)

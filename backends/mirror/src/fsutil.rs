@@ -78,24 +78,48 @@ pub fn fsync_dirs<'a>(
     out
 }
 
+/// How [`flush_files`] made the files durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// One fsync per file: directory entries still need their directory's fsync.
+    EachFile,
+    /// One `syncfs(2)`: everything written on the file system so far is durable, directory
+    /// entries included.
+    WholeFileSystem,
+}
+
+/// `statfs(2)` magic of FUSE file systems.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
 /// Makes the content of `files` (on the file system of `root`) durable: an fsync each for a
 /// few, one `syncfs(2)` for more (cheaper than many fsyncs; falls back to them where `syncfs`
-/// fails).
+/// fails). On FUSE (fusefat, exfat-fuse) `syncfs` only hands the data to the driver, which need
+/// not write it to the device, so each file is fsynced there.
 ///
 /// # Errors
 /// The first failing fsync or open.
-pub fn flush_files(root: &Path, files: &[&Path]) -> io::Result<()> {
+pub fn flush_files(root: &Path, files: &[&Path]) -> io::Result<Flushed> {
     let each = || {
         files
             .iter()
             .try_for_each(|p| File::open(p).and_then(|f| f.sync_all()))
+            .map(|()| Flushed::EachFile)
     };
     if files.len() <= 4 {
-        each()
-    } else {
-        File::open(root)
-            .and_then(|r| rustix::fs::syncfs(&r).map_err(io::Error::from))
-            .or_else(|_| each())
+        return each();
+    }
+    let Ok(r) = File::open(root) else {
+        return each();
+    };
+    // `f_type`'s integer type differs between architectures.
+    #[allow(clippy::useless_conversion)]
+    let fuse = rustix::fs::fstatfs(&r).is_ok_and(|st| i64::from(st.f_type) == FUSE_SUPER_MAGIC);
+    if fuse {
+        return each();
+    }
+    match rustix::fs::syncfs(&r) {
+        Ok(()) => Ok(Flushed::WholeFileSystem),
+        Err(_) => each(),
     }
 }
 
