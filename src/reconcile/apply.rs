@@ -966,17 +966,36 @@ async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncRep
 /// A new local stamp for `e` whose version dominates both `e` and `other`.
 fn settled(
     cx: &mut Ctx<'_>,
-    mut e: Entry,
+    e: Entry,
     other: &Entry,
     m: Option<&fs::Metadata>,
     op: &str,
     detail: Option<&str>,
 ) -> Result<Stamp, StepError> {
+    settle_as(cx, e, other, m, op, detail, true)
+}
+
+/// [`settled`], with the version the join of both plus a new event of this replica (`event`),
+/// or the join alone. A merge of the same content must not add an event: two machines merging
+/// the same content would then make two new concurrent versions, which two mirrors they both
+/// sync with carry across to be merged again, forever. The join of the same versions is the
+/// same everywhere, and the new stamp still marks the entry as changed here, to be sent on.
+fn settle_as(
+    cx: &mut Ctx<'_>,
+    mut e: Entry,
+    other: &Entry,
+    m: Option<&fs::Metadata>,
+    op: &str,
+    detail: Option<&str>,
+    event: bool,
+) -> Result<Stamp, StepError> {
     flush(cx).map_err(StepError::Fatal)?;
     let mut b = cx.local.journal.begin()?;
     let stamp = b.next_osn();
     e.version = e.version.merged(&other.version);
-    e.version.set(stamp.replica, stamp.osn);
+    if event {
+        e.version.set(stamp.replica, stamp.osn);
+    }
     e.stamp = stamp;
     if let Some(m) = m {
         e.inode = m.ino();
@@ -1024,7 +1043,13 @@ async fn resolve(
     report: &mut SyncReport,
 ) -> StepResult {
     let p = l.path.clone();
-    if !local_unchanged(cx, &p, Some(&l))? {
+    // A directory deleted here that the mirror keeps: if a directory is here now, nothing can
+    // be lost (`materialise` keeps it, and what it holds has entries of its own), whoever made
+    // it; e.g. this sync, for a file renamed into it (renames are taken before the other steps).
+    let dir_there = matches!(how, Resolution::EditBeatsDelete { live: Side::Remote })
+        && r.kind == EntryKind::Dir
+        && fs::symlink_metadata(full(cx, &p)?).is_ok_and(|m| m.is_dir());
+    if !dir_there && !local_unchanged(cx, &p, Some(&l))? {
         cx.local.rescan(Some(std::slice::from_ref(&p)))?;
         return Ok(Outcome::Deferred("changed here during the sync".into()));
     }
@@ -1042,13 +1067,14 @@ async fn resolve(
             } else {
                 local_entry(&l, m.as_ref())
             };
-            settled(
+            settle_as(
                 cx,
                 cur,
                 &r,
                 if l.deleted { None } else { m.as_ref() },
                 op,
                 Some(detail),
+                how != Resolution::Merge,
             )?;
             Ok(Outcome::Done)
         }
