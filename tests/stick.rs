@@ -62,7 +62,9 @@ fn office_and_home_through_an_exfat_stick() {
 }
 
 fn office_and_home(fs_kind: UsbFs) {
-    let Some(stick) = stick_of(fs_kind, 96) else { return };
+    let Some(stick) = stick_of(fs_kind, 96) else {
+        return;
+    };
     let mnt = stick.mnt.to_str().unwrap().to_string();
     let target = format!("stick:{mnt}");
     let office = Machine::new("office");
