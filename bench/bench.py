@@ -980,6 +980,7 @@ def unmount(mnt):
 
 @atexit.register
 def _unmount_all():
+    _cleanup()  # (atexit runs this first) our processes must not hold files on the mount
     for m in list(MOUNTS):
         try:
             unmount(m)
@@ -1165,6 +1166,7 @@ def run_stick_reconcile():
             tools += [f"briefcase-stick-{m}" for m in media] + ["briefcase-dir"]
         tools += [t for t in ("unison", "rsync") if t in TOOLS]
         ctx = {}
+        made = []  # media set up, torn down at the end whatever happened
         l0 = load_now()
         # 1. every tool gets its own copy of the tree and an initial sync (not timed here)
         for tool in tools:
@@ -1180,7 +1182,9 @@ def run_stick_reconcile():
                     if tool == "briefcase-dir":
                         medium, target = None, os.path.join(tb, "dst")
                     else:
-                        medium = Medium(tool.rsplit("-", 1)[1], os.path.join(tb, "medium")).setup()
+                        medium = Medium(tool.rsplit("-", 1)[1], os.path.join(tb, "medium"))
+                        made.append(medium)
+                        medium.setup()
                         target = "stick:" + medium.path
                     m = StickMachine(work, src, target)
                     phases, sent = m.first_sync(tmo)
@@ -1251,10 +1255,10 @@ def run_stick_reconcile():
                     except Exception as e:
                         note_error(key, tool, f"rep {rep}: {e}")
         RESULTS["events"].append({"session": f"stick-reconcile-{n}", "tool": "all", "load": load_since(l0)})
-        for tool, c in ctx.items():
+        for tool in tools:
             keep_logs(os.path.join(base, tool, "work"), f"stick-reconcile-{n}-{tool}")
-            if c.get("medium"):
-                c["medium"].teardown()
+        for medium in made:
+            medium.teardown()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -104,7 +104,9 @@ def compare(res, base):
 
 
 def render(res, base=None):
-    cfg, meta, wls = res["config"], res["meta"], res["workloads"]
+    cfg, meta = res["config"], res["meta"]
+    # the stick workloads have their own section (render_stick)
+    wls = {k: v for k, v in res["workloads"].items() if not k.startswith("stick_")}
     tools_present = [t for t in ["briefcase"] + PEERS if any(t in w.get("tools", {}) for w in wls.values())]
     peers = [t for t in tools_present if t != "briefcase"]
     out = []
@@ -210,7 +212,8 @@ def render(res, base=None):
         out.append(f"- initial sync before the live session `{s}` (watcher start → mirror matches): "
                    + ", ".join(f"{t} {fmt(v, 's')}" for t, v in d.items()) + ".")
     out.append("")
-    loads = [(e["session"], e["tool"], e["load"]) for e in res.get("events", []) if e.get("load")]
+    loads = [(e["session"], e["tool"], e["load"]) for e in res.get("events", [])
+             if e.get("load") and not str(e.get("session", "")).startswith("stick")]
     loads += [("idle", t, d["load"]) for t, d in wls.get("idle_rss", {}).get("tools", {}).items() if d.get("load")]
     if loads:
         out.append("Background load while each tool was measured (Linux PSI: share of the time some task "
@@ -224,12 +227,13 @@ def render(res, base=None):
                        f"{l.get('io_pressure_pct', '?')} % | {l.get('loadavg1')} |")
         out.append("")
     errs = [(k, t, e) for k, w in wls.items() for t, d in w["tools"].items() for e in d.get("errors", [])]
-    if errs or res.get("harness_errors"):
+    herrs = [e for e in res.get("harness_errors", []) if "stick" not in e]
+    if errs or herrs:
         out.append("### Errors and failures in this run")
         out.append("")
         for k, t, e in errs:
             out.append(f"- `{k}` / {t}: {e.strip()[:600]}")
-        for e in res.get("harness_errors", []):
+        for e in herrs:
             out.append(f"- harness: {e}")
         out.append("")
     out.append("### Targets missed by briefcase in this run")
