@@ -12,6 +12,7 @@ BENCH_DIR, BENCH_QUICK, BENCH_WORKLOADS, BENCH_TOOLS and BRIEFCASE_BIN.
 
 import atexit
 import base64
+import hashlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 MiB = 1 << 20
@@ -45,7 +47,18 @@ QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 BENCH_DIR = os.path.abspath(os.environ.get("BENCH_DIR", "/tmp/briefcase-bench"))
 BRIEFCASE_BIN = os.environ.get("BRIEFCASE_BIN", "")
 ALL_WORKLOADS = ["edit", "bin", "burst", "first", "idle"]
-WORKLOADS = [w for w in os.environ.get("BENCH_WORKLOADS", ",".join(ALL_WORKLOADS)).split(",") if w]
+# the stick workloads of issue 3: not in the default run (the FAT32 image makes them long);
+# BENCH_WORKLOADS=stick selects the three, BENCH_WORKLOADS=all everything
+STICK_WORKLOADS = ["stick-reconcile", "stick-bytes", "stick-first"]
+_ALIASES = {"stick": STICK_WORKLOADS, "all": ALL_WORKLOADS + STICK_WORKLOADS}
+WORKLOADS = []
+for _w in os.environ.get("BENCH_WORKLOADS", ",".join(ALL_WORKLOADS)).split(","):
+    for _x in _ALIASES.get(_w.strip(), [_w.strip()]):
+        if _x and _x not in WORKLOADS:
+            WORKLOADS.append(_x)
+_unknown = [w for w in WORKLOADS if w not in ALL_WORKLOADS + STICK_WORKLOADS]
+if _unknown:
+    sys.exit(f"unknown workload(s) {_unknown}; known: {ALL_WORKLOADS + STICK_WORKLOADS}, stick, all")
 ALL_TOOLS = ["briefcase", "lsyncd", "lsyncd-direct", "unison", "rsync"]
 TOOLS = [t for t in os.environ.get("BENCH_TOOLS", ",".join(ALL_TOOLS)).split(",") if t]
 
@@ -80,6 +93,25 @@ C = {
     # long); what it spends until then is reported as the aftermath of the initial sync
     "settle_max": env_int("BENCH_SETTLE_MAX", 180),
     "idle_tools": [t for t in os.environ.get("BENCH_IDLE_TOOLS", "briefcase,lsyncd").split(",") if t],
+    # the stick (issue 3); "fat": also on a FAT32 image mounted with fusefat ("auto": if fusefat
+    # and mkfs.vfat are installed and we are root)
+    "stick_fat": os.environ.get("BENCH_STICK_FAT", "auto"),
+    "stick_fat_size": os.environ.get("BENCH_STICK_FAT_SIZE", "2G"),
+    # reconcile: small-file trees (1-8 KiB, 100 per dir) of stick_files and stick_files_big files;
+    # stick_changes_few and stick_changes files rewritten in the first, stick_changes in the second
+    "stick_files": env_int("BENCH_STICK_FILES", 1000 if QUICK else 20000),
+    "stick_files_big": env_int("BENCH_STICK_FILES_BIG", 2000 if QUICK else 40000),
+    "stick_changes_few": env_int("BENCH_STICK_CHANGES_FEW", 10 if QUICK else 100),
+    "stick_changes": env_int("BENCH_STICK_CHANGES", 100 if QUICK else 1000),
+    "stick_reps": env_int("BENCH_STICK_REPS", 1 if QUICK else 3),
+    # bytes written for a 4 KiB change in a big file
+    "stick_bytes_mib": env_int("BENCH_STICK_BYTES_MIB", 20 if QUICK else 200),
+    "stick_bytes_reps": env_int("BENCH_STICK_BYTES_REPS", 2 if QUICK else 5),
+    # first copy to a fresh stick: big files of 1-10 MiB plus small files of 1-16 KiB
+    "stick_first_big": env_int("BENCH_STICK_FIRST_BIG", 10 if QUICK else 200),
+    "stick_first_small": env_int("BENCH_STICK_FIRST_SMALL", 30 if QUICK else 300),
+    "stick_first_reps": env_int("BENCH_STICK_FIRST_REPS", 1 if QUICK else 3),
+    "stick_timeout": env_float("BENCH_STICK_TIMEOUT", 3600.0),
     # limits
     "latency_timeout": env_float("BENCH_LATENCY_TIMEOUT", 10.0),
     "hang_timeout": env_float("BENCH_HANG_TIMEOUT", 120.0),
@@ -904,6 +936,610 @@ def run_idle():
 
 
 # ---------------------------------------------------------------------------------------------
+# the stick (issue 3): reconcile after N changes, bytes written for a 4 KiB change, first copy
+
+MOUNTS = []  # FAT images we mounted (and only those): unmounted at exit
+
+
+def fat_available():
+    """(yes?, why not) for the FAT32 stick: fusefat + mkfs.vfat + root + /dev/fuse."""
+    want = str(C["stick_fat"]).lower()
+    if want in ("0", "no", "false", "off"):
+        return False, "BENCH_STICK_FAT=0"
+    missing = [t for t in ("fusefat", "mkfs.vfat", "fusermount") if not shutil.which(t)]
+    if missing:
+        return False, f"{', '.join(missing)} not installed"
+    if os.geteuid() != 0:
+        return False, "not root"
+    if not os.path.exists("/dev/fuse"):
+        return False, "no /dev/fuse"
+    return True, ""
+
+
+def unmount(mnt):
+    if not os.path.ismount(mnt):
+        if mnt in MOUNTS:
+            MOUNTS.remove(mnt)
+        return
+    for i in range(20):
+        r = subprocess.run(["fusermount", "-u", mnt], capture_output=True, text=True)
+        if r.returncode == 0 or not os.path.ismount(mnt):
+            break
+        time.sleep(0.5)  # busy: a process of ours may still be closing files
+    else:
+        log(f"  !! could not unmount {mnt}: {r.stderr.strip()}")
+        return
+    # fusefat writes the FAT back when it unmounts; wait until the mount is gone
+    for _ in range(100):
+        if not os.path.ismount(mnt):
+            break
+        time.sleep(0.05)
+    if mnt in MOUNTS:
+        MOUNTS.remove(mnt)
+
+
+@atexit.register
+def _unmount_all():
+    _cleanup()  # (atexit runs this first) our processes must not hold files on the mount
+    for m in list(MOUNTS):
+        try:
+            unmount(m)
+        except Exception:
+            pass
+
+
+class Medium:
+    """Where a stick lives: a plain directory on the local disk ("dir"), or a fresh FAT32 image
+    mounted with fusefat ("fat")."""
+
+    def __init__(self, kind, base):
+        self.kind, self.base = kind, base
+        self.path = os.path.join(base, "mnt" if kind == "fat" else "stick")
+        self.img = os.path.join(base, "stick.img")
+
+    def setup(self):
+        os.makedirs(self.base, exist_ok=True)
+        if self.kind == "dir":
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.makedirs(self.path)
+            return self
+        unmount(self.path)
+        if os.path.exists(self.img):
+            os.remove(self.img)
+        subprocess.run(["truncate", "-s", C["stick_fat_size"], self.img], check=True)
+        subprocess.run(["mkfs.vfat", "-F", "32", "-n", "BENCHSTICK", self.img], check=True,
+                       stdout=subprocess.DEVNULL)
+        os.makedirs(self.path, exist_ok=True)
+        # fusefat forks into the background; it goes away with the unmount
+        subprocess.run(["fusefat", "-o", "rw+", self.img, self.path], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        MOUNTS.append(self.path)
+        for _ in range(100):
+            if os.path.ismount(self.path):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"fusefat did not mount {self.img} on {self.path}")
+
+    def teardown(self):
+        if self.kind == "fat":
+            unmount(self.path)
+            try:
+                os.remove(self.img)
+            except OSError:
+                pass
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def stick_media():
+    ok, why = fat_available()
+    if not ok:
+        note = f"the FAT32 stick was not measured: {why}; plain directories only"
+        if note not in RESULTS["meta"].setdefault("notes", []):
+            RESULTS["meta"]["notes"].append(note)
+            log("  " + note)
+        return ["dir"]
+    return ["dir", "fat"]
+
+
+def run_ru(cmd, env=None, log_path=None, timeout=None, cwd=None):
+    """Runs cmd to completion; returns (seconds, returncode, rusage, output). The rusage comes
+    from wait4: ru_oublock * 512 is the child's write_bytes of /proc/PID/io (bytes it caused to be
+    written to block devices, counted when the page is dirtied), summed over its threads."""
+    out_path = (log_path or os.path.join(BENCH_DIR, "run")) + ".last"
+    with open(out_path, "wb") as out:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                             start_new_session=True)
+        CHILDREN.append(p)
+        killed = []
+
+        def kill():
+            killed.append(1)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        timer = threading.Timer(timeout, kill) if timeout else None
+        if timer:
+            timer.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t0
+        if timer:
+            timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        CHILDREN.remove(p)
+    text = open(out_path, "rb").read().decode("utf-8", "replace")
+    if log_path:
+        with open(log_path, "a") as f:
+            f.write(f"$ {' '.join(cmd)}  # {dt:.3f} s, exit {p.returncode}\n{text}")
+    if killed:
+        raise TimeoutError(f"{' '.join(cmd[:3])} did not finish within {timeout:.0f} s (killed)")
+    return dt, p.returncode, ru, text
+
+
+def sent_count(text):
+    """The `N sent` of `briefcase sync`'s report line (summed over mirrors)."""
+    import re
+    return sum(int(x) for x in re.findall(r"(\d+) sent", text))
+
+
+def cpu_of(ru):
+    return round(ru.ru_utime + ru.ru_stime, 3)
+
+
+class StickMachine:
+    """A briefcase "machine" (own XDG dirs) with a folder SRC and one mirror: a stick on a
+    Medium, or a plain `dir` mirror (for reference)."""
+
+    def __init__(self, work, src, target):
+        self.work, self.src, self.target = work, src, target
+        os.makedirs(work, exist_ok=True)
+        self.env = briefcase_env(os.path.join(work, "state"))
+        self.log = os.path.join(work, "briefcase.log")
+
+    def first_sync(self, timeout):
+        """init + mirror add + sync; returns ({phase: seconds}, files sent)."""
+        phases, sent = {}, 0
+        for ph, cmd in (("init", [BRIEFCASE_BIN, "init", self.src]),
+                        ("mirror_add", [BRIEFCASE_BIN, "mirror", "add", self.src, self.target, "--name", "s"]),
+                        ("sync", [BRIEFCASE_BIN, "sync", self.src])):
+            dt, rc, ru, text = run_ru(cmd, env=self.env, log_path=self.log, timeout=timeout)
+            if rc != 0:
+                raise RuntimeError(f"`briefcase {cmd[1]}` exited {rc}: {text.strip()[-400:]}")
+            phases[ph] = dt
+            if ph == "sync":
+                sent = sent_count(text)
+        return phases, sent
+
+    def sync(self, timeout):
+        """One `briefcase sync`; returns (seconds, rusage, files sent)."""
+        dt, rc, ru, text = run_ru([BRIEFCASE_BIN, "sync", self.src], env=self.env, log_path=self.log,
+                                  timeout=timeout)
+        if rc != 0:
+            raise RuntimeError(f"`briefcase sync` exited {rc}: {text.strip()[-400:]}")
+        return dt, ru, sent_count(text)
+
+
+def stick_tree(n):
+    """Small-file tree of n files (1-8 KiB, 100 per dir, like the bg workload's), kept in data/."""
+    proto = os.path.join(BENCH_DIR, "data", f"stick-tree-{n}")
+    if not os.path.isdir(proto):
+        log(f"generating stick-tree-{n}")
+        make_tree(proto + ".part", n, max(1, n // 100), lambda rng, k: rng.randrange(KiB, 8 * KiB), 20 + n,
+                  fanout=10)
+        os.rename(proto + ".part", proto)
+    return proto
+
+
+def rewrite_files(root, files, k, seed):
+    """Rewrites k of `files` (relative paths) with new random content of 1-8 KiB, as an editor
+    saving in place would; the same seed gives the same files and bytes. Returns the paths."""
+    rng = random.Random(seed)
+    picked = sorted(rng.sample(files, k))
+    for rel in picked:
+        write_file(os.path.join(root, rel), rng.randbytes(rng.randrange(KiB, 8 * KiB)))
+    return picked
+
+
+def reconcile_key(k, n):
+    return f"stick_reconcile_{k}_of_{n}"
+
+
+def run_stick_reconcile():
+    """`briefcase sync` to a stick after k files of an n-file tree changed, against unison
+    (two-way, archive from an earlier sync) and `rsync -a --files-from` of the changed files."""
+    media = stick_media()
+    scenarios = [(C["stick_files"], [C["stick_changes_few"], C["stick_changes"]]),
+                 (C["stick_files_big"], [C["stick_changes"]])]
+    RESULTS["meta"]["stick_reconcile_scenarios"] = [[n, ks] for n, ks in scenarios]
+    tmo = C["stick_timeout"]
+    for n, ks in scenarios:
+        proto = stick_tree(n)
+        src_manifest = manifest(proto)
+        files = sorted(p for p, v in src_manifest.items() if v != "d")
+        base = os.path.join(BENCH_DIR, "stick", f"reconcile-{n}")
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        tools = []
+        if "briefcase" in TOOLS:
+            tools += [f"briefcase-stick-{m}" for m in media] + ["briefcase-dir"]
+        tools += [t for t in ("unison", "rsync") if t in TOOLS]
+        ctx = {}
+        made = []  # media set up, torn down at the end whatever happened
+        l0 = load_now()
+        # 1. every tool gets its own copy of the tree and an initial sync (not timed here)
+        for tool in tools:
+            tb = os.path.join(base, tool)
+            src, work = os.path.join(tb, "src"), os.path.join(tb, "work")
+            os.makedirs(work)
+            subprocess.run(["cp", "-a", proto, src], check=True)
+            os.sync()
+            lg = os.path.join(work, f"{tool}.log")
+            try:
+                t0 = time.perf_counter()
+                if tool.startswith("briefcase"):
+                    if tool == "briefcase-dir":
+                        medium, target = None, os.path.join(tb, "dst")
+                    else:
+                        medium = Medium(tool.rsplit("-", 1)[1], os.path.join(tb, "medium"))
+                        made.append(medium)
+                        medium.setup()
+                        target = "stick:" + medium.path
+                    m = StickMachine(work, src, target)
+                    phases, sent = m.first_sync(tmo)
+                    ctx[tool] = {"machine": m, "medium": medium, "src": src}
+                    extra = {f"initial_{k}": v for k, v in phases.items()}
+                elif tool == "unison":
+                    dst = os.path.join(tb, "dst")
+                    env = unison_env(work)
+                    cmd = ["unison", src, dst] + UNISON_OPTS + ["-logfile", os.path.join(work, "unison.log")]
+                    dt, rc, ru, text = run_ru(cmd, env=env, log_path=lg, timeout=tmo)
+                    if rc != 0:
+                        raise RuntimeError(f"unison exited {rc}: {text.strip()[-400:]}")
+                    ctx[tool] = {"cmd": cmd, "env": env, "src": src, "dst": dst, "log": lg}
+                    extra = {}
+                else:
+                    dst = os.path.join(tb, "dst")
+                    dt, rc, ru, text = run_ru(["rsync", "-a", src + "/", dst + "/"], log_path=lg, timeout=tmo)
+                    if rc != 0:
+                        raise RuntimeError(f"rsync exited {rc}: {text.strip()[-400:]}")
+                    ctx[tool] = {"src": src, "dst": dst, "log": lg}
+                    extra = {}
+                t_init = time.perf_counter() - t0
+                log(f"stick-reconcile {n} files: initial sync of {tool} {t_init:.1f} s")
+                for k in ks:
+                    record(reconcile_key(k, n), tool, initial_sync_secs=t_init, **extra)
+            except Exception as e:
+                for k in ks:
+                    note_error(reconcile_key(k, n), tool, f"initial sync failed: {e}")
+        # 2. rounds: the same k files rewritten in every tool's copy, then each tool timed,
+        #    tools interleaved round by round
+        for k in ks:
+            key = reconcile_key(k, n)
+            for rep in range(C["stick_reps"]):
+                seed = n * 1000003 + k * 101 + rep
+                for tool in tools:
+                    if tool not in ctx:
+                        continue
+                    c = ctx[tool]
+                    picked = rewrite_files(c["src"], files, k, seed)
+                    time.sleep(0.05)
+                    os.sync()
+                    try:
+                        if tool.startswith("briefcase"):
+                            dt, ru, sent = c["machine"].sync(tmo)
+                            if sent != k:
+                                note_error(key, tool, f"rep {rep}: sync reported {sent} sent, expected {k}")
+                            record(key, tool, samples=[dt], cpu=[cpu_of(ru)], write_bytes=[ru.ru_oublock * 512])
+                        else:
+                            if tool == "unison":
+                                cmd, env = c["cmd"], c["env"]
+                            else:
+                                lst = os.path.join(base, tool, "work", f"changed-{k}-{rep}.txt")
+                                with open(lst, "w") as f:
+                                    f.write("".join(p + "\n" for p in picked))
+                                cmd, env = ["rsync", "-a", f"--files-from={lst}", c["src"] + "/", c["dst"] + "/"], None
+                            dt, rc, ru, text = run_ru(cmd, env=env, log_path=c["log"], timeout=tmo)
+                            if rc != 0:
+                                raise RuntimeError(f"{tool} exited {rc}: {text.strip()[-300:]}")
+                            t0 = time.perf_counter()
+                            os.sync()
+                            ts = time.perf_counter() - t0
+                            have = manifest(c["dst"])
+                            want = manifest(c["src"])
+                            if have != want:
+                                note_error(key, tool, f"rep {rep}: mirror differs: " + diff_summary(want, have))
+                            record(key, tool, samples=[dt], cpu=[cpu_of(ru)], with_sync=[dt + ts])
+                        log(f"  {key}/{tool} rep {rep}: {dt:.3f} s")
+                    except Exception as e:
+                        note_error(key, tool, f"rep {rep}: {e}")
+        RESULTS["events"].append({"session": f"stick-reconcile-{n}", "tool": "all", "load": load_since(l0)})
+        for tool in tools:
+            keep_logs(os.path.join(base, tool, "work"), f"stick-reconcile-{n}-{tool}")
+        for medium in made:
+            medium.teardown()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def listing(root):
+    """{relpath: (size, sha256)} of every file under root."""
+    out = {}
+    for dirpath, _, filenames in os.walk(root):
+        for fn in filenames:
+            p = os.path.join(dirpath, fn)
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                while True:
+                    b = f.read(1 << 20)
+                    if not b:
+                        break
+                    h.update(b)
+            out[os.path.relpath(p, root)] = (os.path.getsize(p), h.hexdigest())
+    return out
+
+
+def stick_part(rel):
+    parts = rel.split("/")
+    if "chunks" in parts:
+        return "chunks"
+    if "segments" in parts:
+        return "segments"
+    name = parts[-1]
+    if name.startswith("state."):
+        return "roots"
+    if name.startswith("keys."):
+        return "keys"
+    return "other"
+
+
+def listing_diff(before, after):
+    """Bytes and files written between two listings: every write on the stick is a whole new
+    file or an atomic replacement, so a file that is new or whose content changed was written
+    whole."""
+    d = {"bytes": 0, "files_new": 0, "files_changed": 0, "files_removed": 0, "by_part": {}}
+    for rel, (size, h) in after.items():
+        old = before.get(rel)
+        if old is None:
+            d["files_new"] += 1
+        elif old[1] != h:
+            d["files_changed"] += 1
+        else:
+            continue
+        d["bytes"] += size
+        part = stick_part(rel)
+        d["by_part"][part] = d["by_part"].get(part, 0) + size
+    d["files_removed"] = sum(1 for rel in before if rel not in after)
+    return d
+
+
+def rsync_stats(text):
+    import re
+    out = {}
+    for key, pat in (("sent", r"Total bytes sent: ([\d,.]+)"), ("received", r"Total bytes received: ([\d,.]+)"),
+                     ("literal", r"Literal data: ([\d,.]+)"), ("matched", r"Matched data: ([\d,.]+)"),
+                     ("transferred", r"Number of regular files transferred: ([\d,.]+)")):
+        m = re.search(pat, text)
+        if m:
+            out[key] = int(m.group(1).replace(",", "").replace(".", ""))
+    return out
+
+
+def run_stick_bytes():
+    """Bytes written to a stick for a 4 KiB change in a big file, against what rsync's delta
+    algorithm sends for the same change."""
+    mib = C["stick_bytes_mib"]
+    proto = os.path.join(BENCH_DIR, "data", f"stick-bytes-{mib}m")
+    if not os.path.isdir(proto):
+        log(f"generating stick-bytes-{mib}m")
+        os.makedirs(proto + ".part")
+        make_binary(os.path.join(proto + ".part", "disk.img"), mib * MiB, 21)
+        rng = random.Random(22)
+        for i in range(8):
+            write_file(os.path.join(proto + ".part", f"note{i}.txt"), rng.randbytes(rng.randrange(KiB, 8 * KiB)))
+        os.rename(proto + ".part", proto)
+    base = os.path.join(BENCH_DIR, "stick", "bytes")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    tmo = C["stick_timeout"]
+    size = mib * MiB
+    key = "stick_bytes"
+    ctx = {}
+    l0 = load_now()
+    if "briefcase" in TOOLS:
+        tb = os.path.join(base, "briefcase")
+        src = os.path.join(tb, "src")
+        os.makedirs(tb)
+        subprocess.run(["cp", "-a", proto, src], check=True)
+        medium = Medium("dir", os.path.join(tb, "medium")).setup()
+        m = StickMachine(os.path.join(tb, "work"), src, "stick:" + medium.path)
+        os.sync()
+        try:
+            phases, _ = m.first_sync(tmo)
+            lst = listing(medium.path)
+            record(key, "briefcase-stick-dir", initial_secs=sum(phases.values()),
+                   initial_stick_bytes=sum(s for s, _ in lst.values()), initial_stick_files=len(lst))
+            ctx["briefcase-stick-dir"] = {"m": m, "medium": medium, "src": src, "listing": lst}
+        except Exception as e:
+            note_error(key, "briefcase-stick-dir", f"initial sync failed: {e}")
+    if "rsync" in TOOLS:
+        tb = os.path.join(base, "rsync")
+        src, dst = os.path.join(tb, "src"), os.path.join(tb, "dst")
+        os.makedirs(os.path.join(tb, "work"))
+        subprocess.run(["cp", "-a", proto, src], check=True)
+        lg = os.path.join(tb, "work", "rsync.log")
+        dt, rc, ru, text = run_ru(["rsync", "-a", src + "/", dst + "/"], log_path=lg, timeout=tmo)
+        if rc != 0:
+            note_error(key, "rsync", f"initial copy: exit {rc}: {text[-300:]}")
+        else:
+            ctx["rsync"] = {"src": src, "dst": dst, "log": lg}
+    rng = random.Random(23)
+    for rep in range(C["stick_bytes_reps"]):
+        off = (size // 10 + rng.randrange(size * 8 // 10)) // 4096 * 4096
+        new = rng.randbytes(4096)
+        time.sleep(1.05)  # rsync's quick check compares mtimes; never two edits in one second
+        for tool, c in ctx.items():
+            fd = os.open(os.path.join(c["src"], "disk.img"), os.O_WRONLY)
+            os.pwrite(fd, new, off)
+            os.close(fd)
+            os.sync()
+            try:
+                if tool == "rsync":
+                    cmd = ["rsync", "-a", "--no-whole-file", "--stats", c["src"] + "/", c["dst"] + "/"]
+                    dt, rc, ru, text = run_ru(cmd, log_path=c["log"], timeout=tmo)
+                    if rc != 0:
+                        raise RuntimeError(f"rsync exited {rc}: {text[-300:]}")
+                    st = rsync_stats(text)
+                    if st.get("transferred") != 1 or "sent" not in st:
+                        note_error(key, tool, f"rep {rep}: rsync did not send the file: {st}")
+                        continue
+                    with open(os.path.join(c["dst"], "disk.img"), "rb") as f:
+                        f.seek(off)
+                        if f.read(4096) != new:
+                            note_error(key, tool, f"rep {rep}: the destination did not get the change")
+                    record(key, tool, samples=[st["sent"]], received=[st.get("received")],
+                           literal=[st.get("literal")], matched=[st.get("matched")], secs=[dt], offsets=[off])
+                    log(f"  {key}/rsync rep {rep}: sent {st['sent']} B, received {st.get('received')} B")
+                else:
+                    dt, ru, sent = c["m"].sync(tmo)
+                    after = listing(c["medium"].path)
+                    d = listing_diff(c["listing"], after)
+                    c["listing"] = after
+                    if sent != 1:
+                        note_error(key, tool, f"rep {rep}: sync reported {sent} sent, expected 1")
+                    wb = ru.ru_oublock * 512
+                    record(key, tool, samples=[d["bytes"]], secs=[dt], cpu=[cpu_of(ru)], write_bytes=[wb],
+                           files_new=[d["files_new"]], files_changed=[d["files_changed"]],
+                           files_removed=[d["files_removed"]], by_part=[d["by_part"]], offsets=[off])
+                    log(f"  {key}/{tool} rep {rep}: {d['bytes']} B on the stick in {d['files_new']} new + "
+                        f"{d['files_changed']} changed files {d['by_part']}, write_bytes {wb}, {dt:.3f} s")
+            except Exception as e:
+                note_error(key, tool, f"rep {rep}: {e}")
+    RESULTS["events"].append({"session": "stick-bytes", "tool": "all", "load": load_since(l0)})
+    for tool, c in ctx.items():
+        keep_logs(os.path.join(base, tool if tool == "rsync" else "briefcase", "work"), f"stick-bytes-{tool}")
+        if c.get("medium"):
+            c["medium"].teardown()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def stick_first_tree(root):
+    rng = random.Random(24)
+    os.makedirs(root)
+    total = 0
+    nb, ns = C["stick_first_big"], C["stick_first_small"]
+    for i in range(nb):
+        d = os.path.join(root, f"big{i % 10:02d}")
+        os.makedirs(d, exist_ok=True)
+        sz = rng.randrange(1 * MiB, 10 * MiB)
+        make_binary(os.path.join(d, f"b{i:04d}.bin"), sz, 1000 + i)
+        total += sz
+    for i in range(ns):
+        d = os.path.join(root, f"small{i % 20:02d}")
+        os.makedirs(d, exist_ok=True)
+        sz = rng.randrange(KiB, 16 * KiB)
+        write_file(os.path.join(d, f"s{i:04d}.txt"), rng.randbytes(sz))
+        total += sz
+    return total
+
+
+def age_recipient():
+    """An age key for the tar | age peer (made with age-keygen once)."""
+    kf = os.path.join(BENCH_DIR, "stick", "age-key.txt")
+    if not os.path.exists(kf):
+        os.makedirs(os.path.dirname(kf), exist_ok=True)
+        subprocess.run(["age-keygen", "-o", kf], check=True, capture_output=True)
+    for line in open(kf):
+        if line.startswith("# public key:"):
+            return line.split(":", 1)[1].strip()
+    raise RuntimeError(f"no public key in {kf}")
+
+
+def run_stick_first():
+    """First copy of ~1 GiB to a fresh stick (FAT32 image via fusefat, and a plain directory):
+    briefcase (init + mirror add + sync) against `cp -r` and `tar | age`, each + `sync -f`."""
+    nb, ns = C["stick_first_big"], C["stick_first_small"]
+    proto = os.path.join(BENCH_DIR, "data", f"stick-first-{nb}-{ns}")
+    if not os.path.isdir(proto):
+        log(f"generating stick-first-{nb}-{ns}")
+        stick_first_tree(proto + ".part")
+        os.rename(proto + ".part", proto)
+    src_manifest = manifest(proto)
+    nfiles = sum(1 for v in src_manifest.values() if v != "d")
+    total = sum(v for v in src_manifest.values() if v != "d")
+    RESULTS["meta"]["stick_first_tree"] = {"files": nfiles, "bytes": total}
+    log(f"stick-first tree: {nfiles} files, {total / MiB:.0f} MiB")
+    media = stick_media()
+    tools = (["briefcase"] if "briefcase" in TOOLS else []) + ["cp", "tar-age"]
+    have_age = shutil.which("age") and shutil.which("age-keygen")
+    recipient = age_recipient() if have_age else None
+    base = os.path.join(BENCH_DIR, "stick", "first")
+    tmo = C["stick_timeout"]
+    for rep in range(C["stick_first_reps"]):
+        for kind in media:
+            key = f"stick_first_{kind}"
+            for tool in tools:
+                shutil.rmtree(base, ignore_errors=True)
+                os.makedirs(base)
+                work = os.path.join(base, "work")
+                os.makedirs(work)
+                lg = os.path.join(work, f"{tool}.log")
+                if tool == "tar-age" and not have_age:
+                    note_error(key, tool, "age / age-keygen not installed")
+                    continue
+                src = proto
+                if tool == "briefcase":
+                    # init writes the folder marker into the tree: a copy, read from the page
+                    # cache like the others' source
+                    src = os.path.join(base, "tree")
+                    subprocess.run(["cp", "-a", proto, src], check=True)
+                medium = Medium(kind, os.path.join(base, "medium")).setup()
+                os.sync()
+                l0 = load_now()
+                try:
+                    if tool == "briefcase":
+                        m = StickMachine(work, src, "stick:" + medium.path)
+                        phases, sent = m.first_sync(tmo)
+                        t = sum(phases.values())
+                        if sent != len(src_manifest):  # files and directories
+                            note_error(key, tool, f"rep {rep}: sync reported {sent} sent, expected "
+                                                  f"{len(src_manifest)}")
+                        extra = {f"phase_{k}": [v] for k, v in phases.items()}
+                    elif tool == "cp":
+                        t1, rc, _, text = run_ru(["cp", "-r", proto, medium.path + "/"], log_path=lg, timeout=tmo)
+                        if rc != 0:
+                            raise RuntimeError(f"cp exited {rc}: {text[-300:]}")
+                        t2, rc, _, text = run_ru(["sync", "-f", medium.path], log_path=lg, timeout=tmo)
+                        t = t1 + t2
+                        have = manifest(os.path.join(medium.path, os.path.basename(proto)))
+                        if have != src_manifest:
+                            note_error(key, tool, f"rep {rep}: copy differs: " + diff_summary(src_manifest, have))
+                        extra = {"phase_cp": [t1], "phase_syncfs": [t2]}
+                    else:
+                        out = os.path.join(medium.path, "tree.tar.age")
+                        sh = (f"set -o pipefail; tar -c -C {os.path.dirname(proto)} {os.path.basename(proto)} "
+                              f"| age -r {recipient} > {out} && sync -f {medium.path}")
+                        t, rc, _, text = run_ru(["bash", "-c", sh], log_path=lg, timeout=tmo)
+                        if rc != 0:
+                            raise RuntimeError(f"tar | age exited {rc}: {text[-300:]}")
+                        if os.path.getsize(out) < total:
+                            note_error(key, tool, f"rep {rep}: {out} has only {os.path.getsize(out)} bytes")
+                        extra = {}
+                    t0 = time.perf_counter()
+                    os.sync()
+                    ts = time.perf_counter() - t0
+                    record(key, tool, samples=[t], with_sync=[t + ts], load=[load_since(l0)], **extra)
+                    log(f"  {key}/{tool} rep {rep}: {t:.2f} s ({total / MiB / t:.1f} MiB/s), "
+                        f"+sync(1) {ts:.2f} s")
+                except Exception as e:
+                    note_error(key, tool, f"rep {rep}: {e}")
+                finally:
+                    keep_logs(work, f"stick-first-{kind}-{tool}-{rep}")
+                    medium.teardown()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def cmd_out(cmd):
@@ -939,6 +1575,11 @@ def machine_facts():
         "rsync": cmd_out(["rsync", "--version"]).splitlines()[0] if shutil.which("rsync") else None,
         "unison": cmd_out(["unison", "-version"]) if shutil.which("unison") else None,
         "lsyncd": cmd_out(["lsyncd", "-version"]).splitlines()[0] if shutil.which("lsyncd") else None,
+        "age": cmd_out(["age", "--version"]) if shutil.which("age") else None,
+        "fusefat": (cmd_out(["dpkg-query", "-W", "-f", "${Version}", "fusefat"]) or "installed")
+        if shutil.which("fusefat") else None,
+        "tar": cmd_out(["tar", "--version"]).splitlines()[0] if shutil.which("tar") else None,
+        "cp": cmd_out(["cp", "--version"]).splitlines()[0] if shutil.which("cp") else None,
         "python": platform.python_version(),
     }
     m["briefcase_rev"] = os.environ.get("BENCH_REV_DESC", "")
@@ -953,7 +1594,9 @@ def main():
         sys.exit("set BRIEFCASE_BIN (bench/run.sh does)")
     BRIEFCASE_BIN = os.path.abspath(BRIEFCASE_BIN)
     os.makedirs(BENCH_DIR, exist_ok=True)
-    missing = [t for t in TOOLS if t != "briefcase" and not shutil.which(t.split("-")[0])]
+    # the stick workloads use only briefcase, unison and rsync of these
+    used = TOOLS if any(w in ALL_WORKLOADS for w in WORKLOADS) else [t for t in TOOLS if t in ("unison", "rsync")]
+    missing = [t for t in used if t != "briefcase" and not shutil.which(t.split("-")[0])]
     if missing:
         sys.exit(f"missing tools: {missing} (bench/run.sh installs them)")
     machine_facts()
@@ -968,6 +1611,12 @@ def main():
         steps.append(run_oneshot)
     if "idle" in WORKLOADS:
         steps.append(run_idle)
+    if "stick-reconcile" in WORKLOADS:
+        steps.append(run_stick_reconcile)
+    if "stick-bytes" in WORKLOADS:
+        steps.append(run_stick_bytes)
+    if "stick-first" in WORKLOADS:
+        steps.append(run_stick_first)
     for s in steps:
         t = time.perf_counter()
         try:

@@ -20,9 +20,11 @@ if [[ -z "${BRIEFCASE_BIN:-}" ]]; then
             rm -rf "$srcdir" && mkdir -p "$srcdir"
             git -C "$REPO" archive --format=tar "$sha" | tar -x -C "$srcdir"
         fi
-        say "building $short (release) in $BENCH_DIR/build/target"
-        (cd "$srcdir" && CARGO_TARGET_DIR="$BENCH_DIR/build/target" cargo build --release --quiet --bin briefcase)
-        cp "$BENCH_DIR/build/target/release/briefcase" "$BENCH_DIR/build/briefcase-$short"
+        # its own target dir unless CARGO_TARGET_DIR names one (shared with other builds)
+        target="${CARGO_TARGET_DIR:-$BENCH_DIR/build/target}"
+        say "building $short (release) in $target"
+        (cd "$srcdir" && CARGO_TARGET_DIR="$target" cargo build --release --quiet --bin briefcase)
+        cp "$target/release/briefcase" "$BENCH_DIR/build/briefcase-$short"
         BRIEFCASE_BIN="$BENCH_DIR/build/briefcase-$short"
         desc="commit $short ($(git -C "$REPO" log -1 --format=%s "$sha" | cut -c1-60)…), clean export"
     fi

@@ -8,7 +8,10 @@
 3. `strace -c -f` of `briefcase watch` over 10 saves, and over an idle window on the same folder;
 4. `strace -c -f` of one `briefcase sync` pushing 5,000 new files, and of one deleting them;
 5. RSS of `briefcase watch` on the idle tree (smaps_rollup), strace of its idle window, and the
-   peak RSS of a one-shot no-op sync of that tree.
+   peak RSS of a one-shot no-op sync of that tree;
+6. (PROFILE=stick, not in the default) the stick: a no-op sync and a sync after 1,000 changes in
+   20,000 files, and a first copy, on the FAT32 image and on a plain directory, with the time in
+   syscalls split by where it went (chunks, catalog, roots, the stick's directories, local disk).
 
 Same environment as bench.py (BRIEFCASE_BIN, BENCH_DIR, BENCH_QUICK, sizes); run through
 bench/profile.sh. Output goes to stdout and to BENCH_DIR/profile/.
@@ -231,6 +234,145 @@ def live():
         shutil.rmtree(base, ignore_errors=True)
 
 
+SYSCALL_RX = re.compile(r"^(\d+)\s+[\d:.]+\s+(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*))$")
+WAITS = {"futex", "epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect6", "nanosleep",
+         "clock_nanosleep", "wait4", "rt_sigtimedwait", "sched_yield", "restart_syscall"}
+
+
+def stick_category(text, mnt):
+    """Where a syscall went, from its arguments (strace -y prints the path of every fd)."""
+    if mnt not in text:
+        return "local" if "/" in text else "-"
+    rest = text.split(mnt, 1)[1]
+    for part in ("/chunks/", "/segments/"):
+        if part in rest:
+            return "stick " + part.strip("/")
+    for name in ("state.", "keys.", "STICK"):
+        if name in rest:
+            return "stick " + name.rstrip(".")
+    return "stick dirs"
+
+
+def strace_by_path(path, mnt, top=16):
+    """Time spent in syscalls (strace -f -y -T), by syscall and by where it went: the stick's
+    chunks, segments, roots, keys, its directories, or the local disk. Waits between threads
+    (futex, epoll) are left out."""
+    pending = {}
+    agg = {}
+    for line in open(path, errors="replace"):
+        m = SYSCALL_RX.match(line)
+        if not m:
+            continue
+        pid = m.group(1)
+        if m.group(2):  # resumed
+            name, args = pending.pop(pid, (m.group(2), ""))
+            args += m.group(3)
+        else:
+            name, args = m.group(4), m.group(5)
+            if args.endswith("<unfinished ...>"):
+                pending[pid] = (name, args)
+                continue
+        d = re.search(r"<([\d.]+)>\s*$", args)
+        if not d or name in WAITS:
+            continue
+        key = (name, stick_category(args, mnt))
+        n, t = agg.get(key, (0, 0.0))
+        agg[key] = (n + 1, t + float(d.group(1)))
+    rows = sorted(agg.items(), key=lambda kv: -kv[1][1])
+    total = sum(t for _, (_, t) in rows)
+    on_stick = sum(t for (_, c), (_, t) in rows if c.startswith("stick"))
+    out = [f"time in syscalls (without waits between threads): {total:.2f} s, of which on the stick "
+           f"{on_stick:.2f} s", "", "| syscall | where | calls | seconds | ms per call |", "|---|---|---|---|---|"]
+    for (name, cat), (n, t) in rows[:top]:
+        out.append(f"| {name} | {cat} | {n:,} | {t:.3f} | {t / n * 1000:.3f} |")
+    return "\n".join(out)
+
+
+def traced(cmd, env, name, mnt):
+    """Runs cmd under strace -f -y -T -tt; prints its wall time and the by-path table."""
+    out = os.path.join(OUT, f"strace-{name}.txt")
+    t0 = time.perf_counter()
+    r = subprocess.run(["strace", "-f", "-y", "-T", "-tt", "-o", out] + cmd, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    last = (r.stdout.strip() or r.stderr.strip()).splitlines()[-1:] or [""]
+    print(f"\n### {name}: {dt:.2f} s under strace (exit {r.returncode}; {last[0][:160]})\n")
+    print(strace_by_path(out, mnt))
+    os.remove(out)  # big
+
+
+def timed(cmd, env):
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.perf_counter()
+    _, status, ru = os.wait4(p.pid, 0)
+    return time.perf_counter() - t0, ru
+
+
+def stick():
+    """The stick's paths: a one-shot sync after 1,000 changes in 20,000 files and a no-op sync,
+    on the FAT32 image (fusefat) and on a plain directory; and a first copy (a fifth of the
+    stick-first tree). Each timed without strace, then once under strace -f -y -T with the time in
+    syscalls split by where they went."""
+    media = bench.stick_media()
+    n, k = bench.C["stick_files"], bench.C["stick_changes"]
+    proto = bench.stick_tree(n)
+    files = sorted(p for p, v in bench.manifest(proto).items() if v != "d")
+    for kind in reversed(media):
+        base = os.path.join(OUT, f"stick-{kind}")
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        src = os.path.join(base, "src")
+        subprocess.run(["cp", "-a", proto, src], check=True)
+        medium = bench.Medium(kind, os.path.join(base, "medium")).setup()
+        try:
+            m = bench.StickMachine(os.path.join(base, "work"), src, "stick:" + medium.path)
+            t0 = time.perf_counter()
+            m.first_sync(bench.C["stick_timeout"])
+            print(f"\n## stick on {kind}: {n:,} files; initial sync {time.perf_counter() - t0:.1f} s")
+            cmd = [B, "sync", src]
+            for rep in range(2):
+                dt, ru = timed(cmd, m.env)
+                print(f"- no-op sync without strace: {dt:.2f} s (CPU {ru.ru_utime + ru.ru_stime:.2f} s)")
+            traced(cmd, m.env, f"{kind}: no-op sync", medium.path)
+            bench.rewrite_files(src, files, k, 77)
+            os.sync()
+            dt, ru = timed(cmd, m.env)
+            print(f"\n- sync after {k:,} changes without strace: {dt:.2f} s (CPU {ru.ru_utime + ru.ru_stime:.2f} s)")
+            bench.rewrite_files(src, files, k, 78)
+            os.sync()
+            traced(cmd, m.env, f"{kind}: sync after {k:,} changes", medium.path)
+        finally:
+            bench.keep_logs(os.path.join(base, "work"), f"profile-stick-{kind}")
+            medium.teardown()
+            shutil.rmtree(base, ignore_errors=True)
+    # first copy: a fifth of the stick-first tree
+    nb, ns = max(1, bench.C["stick_first_big"] // 5), max(1, bench.C["stick_first_small"] // 5)
+    bench.C["stick_first_big"], bench.C["stick_first_small"] = nb, ns
+    base = os.path.join(OUT, "stick-first")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    tree = os.path.join(base, "tree")
+    total = bench.stick_first_tree(tree)
+    for kind in reversed(media):
+        for variant in ("timed", "strace"):
+            subprocess.run(["rm", "-f", os.path.join(tree, ".briefcase-folder")])
+            medium = bench.Medium(kind, os.path.join(base, "medium")).setup()
+            try:
+                m = bench.StickMachine(os.path.join(base, f"work-{kind}-{variant}"), tree, "stick:" + medium.path)
+                for cmd in ([B, "init", tree], [B, "mirror", "add", tree, "stick:" + medium.path, "--name", "s"]):
+                    subprocess.run(cmd, env=m.env, capture_output=True, check=True)
+                os.sync()
+                if variant == "timed":
+                    dt, ru = timed([B, "sync", tree], m.env)
+                    print(f"\n## first copy of {total / (1 << 20):.0f} MiB ({nb} big + {ns} small files) to a "
+                          f"stick on {kind}: `sync` {dt:.2f} s ({total / (1 << 20) / dt:.1f} MiB/s), "
+                          f"CPU {ru.ru_utime + ru.ru_stime:.2f} s")
+                else:
+                    traced([B, "sync", tree], m.env, f"{kind}: first copy", medium.path)
+            finally:
+                medium.teardown()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     global B, OUT
     B = os.path.abspath(os.environ["BRIEFCASE_BIN"])
@@ -247,6 +389,8 @@ def main():
         live()
     if "idle" in what:
         idle_memory()
+    if "stick" in what:
+        stick()
 
 
 if __name__ == "__main__":

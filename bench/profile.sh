@@ -2,7 +2,7 @@
 # Where briefcase's time goes: strace -c of first sync / re-sync / watch, and per-save phase
 # timings from BRIEFCASE_LOG=debug. See bench/README.md ("Profiling") and bench/profile.py.
 #   bench/profile.sh                 # both parts
-#   PROFILE=oneshot bench/profile.sh # only some parts: oneshot,live,idle
+#   PROFILE=oneshot bench/profile.sh # only some parts: oneshot,live,idle,stick (stick: not in the default)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export BENCH_DIR="${BENCH_DIR:-/tmp/briefcase-bench}"

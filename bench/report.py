@@ -2,7 +2,8 @@
 """Renders BENCH_DIR/results.json (from bench.py) into docs/performance.md.
 
 Only the part between the GENERATED markers is replaced, so the hand-written analysis around it
-survives a re-run. Usage: report.py RESULTS.json OUT.md [BASELINE.json]
+survives a re-run. The stick workloads (issue 3) have their own pair of markers: a run of only
+those rewrites only that part, a run without them leaves it alone. Usage: report.py RESULTS.json OUT.md [BASELINE.json]
 With a BASELINE (results.json of an earlier run, e.g. an earlier commit), a table compares
 briefcase's medians of both runs.
 """
@@ -103,7 +104,9 @@ def compare(res, base):
 
 
 def render(res, base=None):
-    cfg, meta, wls = res["config"], res["meta"], res["workloads"]
+    cfg, meta = res["config"], res["meta"]
+    # the stick workloads have their own section (render_stick)
+    wls = {k: v for k, v in res["workloads"].items() if not k.startswith("stick_")}
     tools_present = [t for t in ["briefcase"] + PEERS if any(t in w.get("tools", {}) for w in wls.values())]
     peers = [t for t in tools_present if t != "briefcase"]
     out = []
@@ -209,7 +212,8 @@ def render(res, base=None):
         out.append(f"- initial sync before the live session `{s}` (watcher start → mirror matches): "
                    + ", ".join(f"{t} {fmt(v, 's')}" for t, v in d.items()) + ".")
     out.append("")
-    loads = [(e["session"], e["tool"], e["load"]) for e in res.get("events", []) if e.get("load")]
+    loads = [(e["session"], e["tool"], e["load"]) for e in res.get("events", [])
+             if e.get("load") and not str(e.get("session", "")).startswith("stick")]
     loads += [("idle", t, d["load"]) for t, d in wls.get("idle_rss", {}).get("tools", {}).items() if d.get("load")]
     if loads:
         out.append("Background load while each tool was measured (Linux PSI: share of the time some task "
@@ -223,12 +227,13 @@ def render(res, base=None):
                        f"{l.get('io_pressure_pct', '?')} % | {l.get('loadavg1')} |")
         out.append("")
     errs = [(k, t, e) for k, w in wls.items() for t, d in w["tools"].items() for e in d.get("errors", [])]
-    if errs or res.get("harness_errors"):
+    herrs = [e for e in res.get("harness_errors", []) if "stick" not in e]
+    if errs or herrs:
         out.append("### Errors and failures in this run")
         out.append("")
         for k, t, e in errs:
             out.append(f"- `{k}` / {t}: {e.strip()[:600]}")
-        for e in res.get("harness_errors", []):
+        for e in herrs:
             out.append(f"- harness: {e}")
         out.append("")
     out.append("### Targets missed by briefcase in this run")
@@ -267,6 +272,293 @@ def render(res, base=None):
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------------------------------------
+# the stick (issue 3): its own generated section
+
+STICK_BEGIN = "<!-- BEGIN GENERATED STICK by bench/report.py: do not edit by hand -->"
+STICK_END = "<!-- END GENERATED STICK -->"
+STICK_TOOLS = ["briefcase-stick-dir", "briefcase-stick-fat", "briefcase-dir", "unison", "rsync"]
+STICK_TOOL_LABEL = {
+    "briefcase-stick-dir": "briefcase, stick on a plain directory",
+    "briefcase-stick-fat": "briefcase, stick on FAT32 (fusefat)",
+    "briefcase-dir": "briefcase, plain `dir` mirror",
+    "unison": "unison (plain dirs)",
+    "rsync": "rsync `--files-from` the changed files",
+}
+
+
+def has_stick(res):
+    return any(k.startswith("stick_") for k in res.get("workloads", {}))
+
+
+def has_main(res):
+    keys = {s[0] for s in specs(res["config"], res["meta"])}
+    return any(k in keys for k in res.get("workloads", {}))
+
+
+def fmt_bytes(v):
+    if v is None:
+        return "—"
+    if v >= 1 << 20:
+        return f"{v / (1 << 20):.2f} MiB"
+    return f"{v / 1024:.1f} KiB"
+
+
+def samples(t, field="samples"):
+    return [x for x in (t or {}).get(field, []) if x is not None]
+
+
+def med_of(t, field="samples"):
+    s = samples(t, field)
+    return statistics.median(s) if s else None
+
+
+def cell(t, unit="s", field="samples"):
+    if not t:
+        return "—"
+    m = med_of(t, field)
+    errs = len(t.get("errors", []))
+    c = (fmt_bytes(m) if unit == "B" else fmt(m, unit)) if m is not None else "**failed**"
+    n = len(samples(t, field))
+    if n > 1:
+        c += f" (n={n})"
+    if errs:
+        c += f" ({errs} err)"
+    return c
+
+
+def verdict(ok):
+    return {True: "met", False: "**missed**", None: "?"}[ok]
+
+
+def render_stick(res):
+    cfg, meta, wls = res["config"], res["meta"], res["workloads"]
+    out = [STICK_BEGIN, ""]
+    out.append(f"Run of {meta.get('date')}{' (QUICK smoke run, scaled down)' if meta.get('quick') else ''}; "
+               f"briefcase {meta.get('briefcase_rev') or meta.get('versions', {}).get('briefcase')}.")
+    fat_notes = [n for n in meta.get("notes", []) if "FAT32" in n]
+    out.append("")
+    out.append(fat_notes[0] if fat_notes else
+               "FAT32 stick: a fresh `truncate -s 2G` image, `mkfs.vfat -F 32`, mounted with "
+               "`fusefat -o rw+` (this kernel has no vfat driver), unmounted with `fusermount -u`.")
+    out.append("")
+    n1, nbig = cfg["stick_files"], cfg["stick_files_big"]
+    few, many = cfg["stick_changes_few"], cfg["stick_changes"]
+
+    def rtools(k, n):
+        return wls.get(f"stick_reconcile_{k}_of_{n}", {}).get("tools", {})
+
+    out.append("### Against the targets (medians; peers measured in the same run)")
+    out.append("")
+    out.append("| measurement | briefcase | peer | ratio | target | verdict |")
+    out.append("|---|---|---|---|---|---|")
+    rt = rtools(many, n1)
+    for bt, where in (("briefcase-stick-dir", "stick on a plain directory"),
+                      ("briefcase-stick-fat", "stick on FAT32 via fusefat")):
+        if bt not in rt:
+            continue
+        b = med_of(rt[bt])
+        for peer, target, factor, strict in (("unison", "faster than unison", 1.0, True),
+                                             ("rsync", "≤ 1.5× rsync of the changed files", 1.5, False)):
+            p = med_of(rt.get(peer))
+            ratio = b / p if (b is not None and p) else None
+            ok = None if ratio is None else (ratio < factor if strict else ratio <= factor)
+            out.append(f"| reconcile after {many:,} changed files in {n1:,}, {where} | {cell(rt[bt])} | "
+                       f"{STICK_TOOL_LABEL[peer]} {cell(rt.get(peer))} | "
+                       f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {target} | {verdict(ok)} |")
+    bt = wls.get("stick_bytes", {}).get("tools", {})
+    if bt:
+        b, r = bt.get("briefcase-stick-dir"), bt.get("rsync")
+        bs, rs = samples(b), samples(r)
+        rr = samples(r, "received")
+        bm = statistics.median(bs) if bs else None
+        rm = statistics.median(rs) if rs else None
+        ratio = bm / rm if (bm is not None and rm) else None
+        both = [a + c for a, c in zip(rs, rr)]
+        out.append(f"| bytes written to the stick (chunks + catalog) for a 4 KiB change in a "
+                   f"{cfg['stick_bytes_mib']} MiB file | median {fmt_bytes(bm)}, max {fmt_bytes(max(bs) if bs else None)} "
+                   f"(n={len(bs)}) | rsync `--no-whole-file`, total bytes sent: median {fmt_bytes(rm)}, max "
+                   f"{fmt_bytes(max(rs) if rs else None)} (sent + received: {fmt_bytes(statistics.median(both) if both else None)}) | "
+                   f"{f'{ratio:.2f}×' if ratio is not None else '—'} (max/max "
+                   f"{f'{max(bs) / max(rs):.2f}×' if bs and rs else '—'}) | below rsync's bytes sent | "
+                   f"{verdict(None if ratio is None else ratio < 1.0)} |")
+    ft = meta.get("stick_first_tree", {})
+    total = ft.get("bytes")
+    for kind, where, target in (("fat", "a fresh FAT32 image (fusefat)", True),
+                                ("dir", "a plain directory on the local disk (reference)", False)):
+        w = wls.get(f"stick_first_{kind}", {}).get("tools", {})
+        if not w or not total:
+            continue
+        b = med_of(w.get("briefcase"))
+        peers = [(med_of(w.get(p)), p) for p in ("cp", "tar-age") if med_of(w.get(p)) is not None]
+        slow = max(peers) if peers else None
+        tput = (lambda t: f"{total / (1 << 20) / t:.1f} MiB/s ({fmt(t, 's')})" if t else "—")
+        ratio = (slow[0] / b) if (b and slow) else None
+        ok = None if ratio is None else ratio >= 0.8
+        out.append(f"| first copy of {total / (1 << 30):.2f} GiB ({ft.get('files', '?')} files) to {where}, "
+                   f"throughput, briefcase = init + mirror add + sync | {tput(b)} | slower of `cp -r` / `tar \\| age`"
+                   f" (+ `sync -f`): {slow[1] if slow else '—'} {tput(slow[0] if slow else None)} | "
+                   f"{f'{ratio:.2f}×' if ratio is not None else '—'} | ≥ 0.8× the slower "
+                   f"{'' if target else '(the target is for the stick image; shown for reference)'} | "
+                   f"{verdict(ok) if target else ('(' + verdict(ok) + ')')} |")
+    out.append("")
+    # scaling
+    scen = [(few, n1), (many, n1), (many, nbig)]
+    if any(rtools(k, n) for k, n in scen):
+        out.append("### Reconcile: time against the number of changes and the size of the tree")
+        out.append("")
+        out.append("Median wall time of the sync after k of n files were rewritten (1–8 KiB each), "
+                   "the process's CPU time (user + system) in brackets. Every tool syncs the same "
+                   "files with the same new content, round by round.")
+        out.append("")
+        present = [t for t in STICK_TOOLS if any(t in rtools(k, n) for k, n in scen)]
+        out.append("| changed / files | " + " | ".join(STICK_TOOL_LABEL[t] for t in present) + " |")
+        out.append("|---|" + "---|" * len(present))
+        for k, n in scen:
+            w = rtools(k, n)
+            if not w:
+                continue
+            cells = []
+            for t in present:
+                c = cell(w.get(t))
+                cp = med_of(w.get(t), "cpu")
+                if cp is not None:
+                    c += f" [{cp:.2f} s CPU]"
+                cells.append(c)
+            out.append(f"| {k:,} / {n:,} | " + " | ".join(cells) + " |")
+        out.append("")
+        inits = []
+        for n in sorted({n for _, n in scen}):
+            for k, nn in scen:
+                if nn != n or not rtools(k, nn):
+                    continue
+                w = rtools(k, nn)
+                inits.append(f"{n:,} files: " + ", ".join(
+                    f"{t} {fmt(w[t]['initial_sync_secs'], 's')}" for t in present
+                    if t in w and w[t].get("initial_sync_secs") is not None))
+                break
+        if inits:
+            out.append("Initial syncs before the rounds (not part of the figures; briefcase = init + mirror "
+                       "add + sync): " + "; ".join(inits) + ".")
+            out.append("")
+    # bytes
+    if bt:
+        b, r = bt.get("briefcase-stick-dir", {}), bt.get("rsync", {})
+        out.append(f"### Bytes for a 4 KiB change in a {cfg['stick_bytes_mib']} MiB file, edit by edit")
+        out.append("")
+        out.append("Stick bytes = the sizes of the files on the stick that are new or whose content "
+                   "changed (sha256 of every file before and after the sync). write_bytes = the sync "
+                   "process's `write_bytes` (`ru_oublock` × 512 from `wait4`, the same counter as "
+                   "/proc/PID/io): everything it dirtied on the local disk, so the stick files plus the "
+                   "local SQLite journal; the rest column is the difference.")
+        out.append("")
+        if b.get("initial_stick_bytes") is not None:
+            out.append(f"Initial sync: {fmt_bytes(b['initial_stick_bytes'])} in {b.get('initial_stick_files')} "
+                       f"files on the stick, {fmt(b.get('initial_secs'), 's')}.")
+            out.append("")
+        out.append("| edit | offset | stick bytes | chunks | catalog segments | roots (state.N) | files new / "
+                   "replaced / removed | write_bytes (sync process) | rest (local journal) | briefcase sync | "
+                   "rsync sent | rsync received | rsync literal data |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        nb = len(samples(b))
+        for i in range(max(nb, len(samples(r)))):
+            def g(d, f):
+                v = d.get(f, [])
+                return v[i] if i < len(v) else None
+            parts = g(b, "by_part") or {}
+            wb, sb = g(b, "write_bytes"), g(b, "samples")
+            out.append(f"| {i + 1} | {g(b, 'offsets') or g(r, 'offsets')} | {fmt_bytes(sb)} | "
+                       f"{fmt_bytes(parts.get('chunks', 0) if parts else None)} | "
+                       f"{fmt_bytes(parts.get('segments', 0) if parts else None)} | "
+                       f"{fmt_bytes(parts.get('roots', 0) if parts else None)} | "
+                       f"{g(b, 'files_new')} / {g(b, 'files_changed')} / {g(b, 'files_removed')} | "
+                       f"{fmt_bytes(wb)} | {fmt_bytes(wb - sb) if wb is not None and sb is not None else '—'} | "
+                       f"{fmt(g(b, 'secs'), 's')} | {fmt_bytes(g(r, 'samples'))} | {fmt_bytes(g(r, 'received'))} | "
+                       f"{fmt_bytes(g(r, 'literal'))} |")
+        out.append("")
+    # first copy
+    rows = []
+    for kind, where in (("fat", "FAT32 (fusefat)"), ("dir", "plain directory")):
+        w = wls.get(f"stick_first_{kind}", {}).get("tools", {})
+        for t in ("briefcase", "cp", "tar-age"):
+            d = w.get(t)
+            if not d:
+                continue
+            s = samples(d)
+            m = statistics.median(s) if s else None
+            ws = samples(d, "with_sync")
+            ph = {k[6:]: statistics.median(v) for k, v in d.items() if k.startswith("phase_") and v}
+            rows.append(f"| {where} | {t} | {len(s)} | {fmt(m, 's')} | "
+                        f"{f'{total / (1 << 20) / m:.1f} MiB/s' if m and total else '—'} | "
+                        f"{fmt(min(s), 's') if s else '—'} – {fmt(max(s), 's') if s else '—'} | "
+                        f"{fmt(statistics.median(ws), 's') if ws else '—'} | "
+                        + (", ".join(f"{k.replace('_', ' ')} {fmt(v, 's')}" for k, v in ph.items()) or "—")
+                        + f" | {len(d.get('errors', []))} |")
+    if rows:
+        out.append("### First copy, tool by tool")
+        out.append("")
+        out.append("`cp` = `cp -r tree MNT/ && sync -f MNT`; `tar-age` = `tar -c tree \\| age -r AGE1… > "
+                   "MNT/tree.tar.age && sync -f MNT`; briefcase = `init` + `mirror add DIR stick:MNT` + "
+                   "`sync` (it fsyncs what it writes). Each on a fresh image (or directory); the source "
+                   "tree is in the page cache. \"+ sync(1)\" adds a `sync(1)` afterwards, which also "
+                   "writes the image file's dirty pages to the disk.")
+        out.append("")
+        out.append("| medium | tool | n | median | throughput | min – max | + sync(1) | phases (medians) | errors |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        out.extend(rows)
+        out.append("")
+    # load
+    loads = [(e["session"], e["load"]) for e in res.get("events", []) if e.get("load") and
+             str(e.get("session", "")).startswith("stick")]
+    for kind in ("fat", "dir"):
+        for t, d in wls.get(f"stick_first_{kind}", {}).get("tools", {}).items():
+            for i, l in enumerate(d.get("load", [])):
+                loads.append((f"stick-first-{kind} {t} #{i + 1}", l))
+    if loads:
+        out.append("Background load during each part (Linux PSI: share of the time some task waited for a "
+                   "CPU / for I/O; 1-minute load average at the end):")
+        out.append("")
+        out.append("| part | seconds | CPU pressure | I/O pressure | loadavg |")
+        out.append("|---|---|---|---|---|")
+        for s, l in loads:
+            out.append(f"| {s} | {l.get('secs')} | {l.get('cpu_pressure_pct', '?')} % | "
+                       f"{l.get('io_pressure_pct', '?')} % | {l.get('loadavg1')} |")
+        out.append("")
+    errs = [(k, t, e) for k, w in wls.items() if k.startswith("stick_")
+            for t, d in w["tools"].items() for e in d.get("errors", [])]
+    herrs = [e for e in res.get("harness_errors", []) if "stick" in e]
+    if errs or herrs:
+        out.append("#### Errors in this run")
+        out.append("")
+        for k, t, e in errs:
+            out.append(f"- `{k}` / {t}: {e.strip()[:600]}")
+        for e in herrs:
+            out.append(f"- harness: {e}")
+        out.append("")
+    v = meta.get("versions", {})
+    out.append(f"Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('mem_gib')} GiB RAM, kernel "
+               f"{meta.get('kernel')}, {meta.get('os')}; working dirs on {meta.get('fs')}. "
+               f"{v.get('rsync')}; unison {v.get('unison')}; age {v.get('age')}; fusefat {v.get('fusefat')}; "
+               f"{v.get('cp')}; {v.get('tar')}.")
+    keys = [k for k in cfg if k.startswith("stick_")]
+    out.append("Parameters: " + ", ".join(f"{k}={cfg.get(k)}" for k in keys) + ".")
+    if meta.get("step_secs"):
+        out.append("Harness wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta["step_secs"].items()
+                                                      if "stick" in k) + ".")
+    out.append("")
+    out.append(STICK_END)
+    return "\n".join(out)
+
+
+def splice(old, begin, end, gen, heading):
+    """Replaces the text between begin and end in old; appends heading + gen if absent."""
+    if begin in old and end in old:
+        a = old.index(begin)
+        b = old.index(end) + len(end)
+        return old[:a] + gen + old[b:]
+    return old.rstrip("\n") + "\n\n" + heading + gen + "\n"
+
+
 SKELETON = """# Performance
 
 How briefcase compares with rsync, unison and lsyncd on the same machine and the same generated
@@ -286,17 +578,18 @@ def main():
     if len(sys.argv) > 3:
         with open(sys.argv[3]) as f:
             base = json.load(f)
-    gen = render(res, base)
+    # a run of only the stick workloads leaves the main section alone, and the other way round
+    main_part = render(res, base) if has_main(res) or not has_stick(res) else None
+    stick_part = render_stick(res) if has_stick(res) else None
     if os.path.exists(out_path):
-        old = open(out_path).read()
-        if BEGIN in old and END in old:
-            a = old.index(BEGIN)
-            b = old.index(END) + len(END)
-            new = old[:a] + gen + old[b:]
-        else:
-            new = old.rstrip("\n") + "\n\n" + gen + "\n"
+        new = open(out_path).read()
     else:
-        new = SKELETON.format(generated=gen)
+        new = SKELETON.format(generated=main_part or "")
+        main_part = None
+    if main_part:
+        new = splice(new, BEGIN, END, main_part, "")
+    if stick_part:
+        new = splice(new, STICK_BEGIN, STICK_END, stick_part, "## The stick\n\n")
     with open(out_path + ".tmp", "w") as f:
         f.write(new)
     os.replace(out_path + ".tmp", out_path)

@@ -4,6 +4,7 @@
 #   bench/run.sh                     # full run (~15-20 min), writes docs/performance.md
 #   BENCH_QUICK=1 bench/run.sh       # scaled-down smoke run (~3 min), writes $BENCH_DIR/performance-quick.md
 #   BENCH_WORKLOADS=edit,bin bench/run.sh     # pick workloads: edit,bin,burst,first,idle
+#   BENCH_WORKLOADS=stick bench/run.sh        # the stick (issue 3): stick-reconcile,stick-bytes,stick-first
 #   BENCH_TOOLS=briefcase,lsyncd bench/run.sh # pick tools: briefcase,lsyncd,lsyncd-direct,unison,rsync
 #   BRIEFCASE_BIN=/path/to/briefcase bench/run.sh   # skip the build
 #   BENCH_REV=worktree bench/run.sh  # build the working tree (cargo build --release) instead of a
@@ -22,6 +23,15 @@ need=()
 command -v rsync >/dev/null || need+=(rsync)
 command -v unison >/dev/null || need+=(unison)
 command -v lsyncd >/dev/null || need+=(lsyncd)
+# the stick workloads: age for the `tar | age` peer, fusefat + dosfstools for the FAT32 image
+case ",${BENCH_WORKLOADS:-}," in
+    *,stick*|*,all,*)
+        command -v age >/dev/null || need+=(age)
+        if [[ "${BENCH_STICK_FAT:-auto}" != "0" ]]; then
+            command -v fusefat >/dev/null || need+=(fusefat)
+            command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+        fi ;;
+esac
 if ((${#need[@]})) && [[ "${BENCH_NO_INSTALL:-}" == "" ]]; then
     say "installing ${need[*]}"
     if ! apt-get install -y "${need[@]}" >"$BENCH_DIR/apt.log" 2>&1; then
