@@ -183,6 +183,11 @@ impl Mirror for Counting {
         self.inner.list_under(dir).await
     }
 
+    async fn list_file_names_under(&self, dir: &RelPath) -> MirrorResult<Vec<RelPath>> {
+        self.counters.op();
+        self.inner.list_file_names_under(dir).await
+    }
+
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         self.counters.op();
         self.inner.stat(path).await

@@ -701,6 +701,42 @@ impl Inner {
         Ok(out)
     }
 
+    /// Files below `rel` by their directory entries' types (no stat unless the file system
+    /// does not report a type), temp files included.
+    fn list_file_names_under(&self, rel: &RelPath) -> MirrorResult<Vec<RelPath>> {
+        self.check_online()?;
+        let det = self.detected();
+        let (_, start) = self.full(det, rel)?;
+        let mut out = Vec::new();
+        let mut stack = vec![(start, rel.clone())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => return Err(self.io("list", &prefix, e)),
+            };
+            for de in rd {
+                let de = de.map_err(|e| self.io("list", &prefix, e))?;
+                let os_name = de.file_name();
+                let name = if det.profile.is_fat_like() {
+                    fatname::decode(os_name.as_bytes())
+                } else {
+                    os_name.as_bytes().to_vec()
+                };
+                let Ok(child) = prefix.join(&name) else {
+                    continue;
+                };
+                let ft = de.file_type().map_err(|e| self.io("list", &child, e))?;
+                if ft.is_dir() {
+                    stack.push((de.path(), child));
+                } else if ft.is_file() {
+                    out.push(child);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn stat(&self, rel: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         self.check_online()?;
         let det = self.detected();
@@ -1188,6 +1224,12 @@ impl Mirror for DirMirror {
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         let path = path.clone();
         self.run("stat", move |i| i.stat(&path)).await
+    }
+
+    async fn list_file_names_under(&self, dir: &RelPath) -> MirrorResult<Vec<RelPath>> {
+        let dir = dir.clone();
+        self.run("list", move |i| i.list_file_names_under(&dir))
+            .await
     }
 
     async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {

@@ -237,6 +237,23 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
             .collect())
     }
 
+    /// Paths of the files below the directory `dir`, names only, *including* temp files (a
+    /// layer sweeping what an interrupted write left); empty when `dir` is absent. Cheaper than
+    /// [`Mirror::list_under`] where the backend can skip a stat per entry (`dir` reads the
+    /// directory entries' types). The default takes the files of `list_under`.
+    ///
+    /// # Errors
+    /// As [`Mirror::list_under`].
+    async fn list_file_names_under(&self, dir: &RelPath) -> MirrorResult<Vec<RelPath>> {
+        Ok(self
+            .list_under(dir)
+            .await?
+            .into_iter()
+            .filter(|s| s.kind == EntryKind::File)
+            .map(|s| s.path)
+            .collect())
+    }
+
     /// Stats one path without following a final symlink. `Ok(None)` when absent.
     ///
     /// # Errors

@@ -208,6 +208,7 @@ macro_rules! conformance_suite {
             get_copies_content
             list_parents_first_and_hides_reserved
             list_under_lists_one_subtree
+            list_file_names_under_lists_files
             mkdir_is_idempotent
             rename_file_and_dir
             rename_over_existing_file
@@ -786,6 +787,32 @@ pub mod cases {
             assert_no_temp_files(root);
             assert_no_temp_files(&root.join("d"));
         }
+    }
+
+    /// `list_file_names_under` names the files below a directory (not directories, not
+    /// siblings), and nothing for an absent directory.
+    pub async fn list_file_names_under_lists_files(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        c.mkdir("d").await;
+        c.mkdir("d/e").await;
+        c.put("d/a", b"a").await.unwrap();
+        c.put("d/e/b", b"b").await.unwrap();
+        c.put("d0", b"sibling").await.unwrap();
+        let mut got: Vec<String> =
+            c.m.list_file_names_under(&rp(b"d"))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.display())
+                .collect();
+        got.sort();
+        assert_eq!(got, ["d/a", "d/e/b"]);
+        assert!(c
+            .m
+            .list_file_names_under(&rp(b"absent"))
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// `list_under` lists exactly what `list` shows below a directory (not the directory itself,

@@ -1834,18 +1834,18 @@ impl Mirror for StickMirror {
             })
     }
 
-    /// Removes the storage's temp files, and, once per opening of the stick, chunk files no
-    /// catalog refers to (written by a sync that died before committing).
+    /// Once per opening of the stick: removes the temp files and the chunk files no catalog
+    /// refers to that a sync which died left in this folder's directory (names only: one
+    /// directory read per `chunks/xx`, no stat per chunk; other files on the medium are never
+    /// touched).
     async fn remove_temp_files(&self) -> MirrorResult<usize> {
         let mut g = self.lock().await?;
         let Some(o) = g.as_mut() else {
             return Ok(0);
         };
-        let mut n = self.storage.remove_temp_files().await?;
-        // Strays come only from a process that died mid-sync: once per opening is enough
-        // (a daemon syncs a stick without a watcher on every change).
+        // A daemon syncs a stick (which has no watcher) on every change: once is enough.
         if o.swept {
-            return Ok(n);
+            return Ok(0);
         }
         o.swept = true;
         let known: HashSet<String> = o
@@ -1854,29 +1854,41 @@ impl Mirror for StickMirror {
             .map(|h| format::chunk_name(&o.secret.name_key, h))
             .collect();
         let prefix = format!("{}/", format::folder_dir(o.folder));
-        let listed = self
+        let names = self
             .storage
-            .list_under(&format::at(o.folder, CHUNKS))
+            .list_file_names_under(&format::fixed(&format::folder_dir(o.folder)))
             .await?;
-        let strays: Vec<RelPath> = listed
+        let is_temp = |p: &RelPath| {
+            p.file_name()
+                .starts_with(briefcase_mirror::TMP_PREFIX.as_bytes())
+        };
+        // Temp files are rare (a commit cut short); the storage sweeps them itself.
+        let mut removed = if names.iter().any(is_temp) {
+            self.storage.remove_temp_files().await?
+        } else {
+            0
+        };
+        let strays: Vec<RelPath> = names
             .into_iter()
-            .filter(|s| s.kind == EntryKind::File)
-            .filter(|s| {
-                let name = s.path.display();
-                !known.contains(name.strip_prefix(&prefix).unwrap_or(&name))
+            .filter(|p| {
+                let name = p.display();
+                let local = name.strip_prefix(&prefix).unwrap_or(&name);
+                !is_temp(p) && local.starts_with("chunks/") && !known.contains(local)
             })
-            .map(|s| s.path)
             .collect();
-        if !strays.is_empty() {
-            n += self
-                .storage
-                .remove_batch(strays)
-                .await
-                .into_iter()
-                .filter(Result::is_ok)
-                .count();
+        let n = strays.len() + removed;
+        if n == 0 {
+            return Ok(0);
         }
-        Ok(n)
+        removed += self
+            .storage
+            .remove_batch(strays)
+            .await
+            .into_iter()
+            .filter(Result::is_ok)
+            .count();
+        tracing::info!(stick = %self.location, removed, of = n, "removed what an interrupted sync left on the stick");
+        Ok(removed)
     }
 }
 
