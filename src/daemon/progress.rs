@@ -163,6 +163,11 @@ impl Mirror for Counting {
         self.inner.write_meta(name, bytes).await
     }
 
+    async fn write_meta_many(&self, files: &[(&str, &[u8])]) -> MirrorResult<()> {
+        self.counters.write();
+        self.inner.write_meta_many(files).await
+    }
+
     async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
         self.counters.write();
         self.inner.remove_meta(name).await

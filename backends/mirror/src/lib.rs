@@ -193,6 +193,20 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
     async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()>;
 
+    /// Writes several state files in order, each atomically and durably, like as many
+    /// [`Mirror::write_meta`] calls (so a crash leaves a prefix of them written). A backend may
+    /// make them durable together: the stick commits them in one catalog commit (none or all).
+    /// The incremental state writes its segment and its root with one call.
+    ///
+    /// # Errors
+    /// As [`Mirror::write_meta`].
+    async fn write_meta_many(&self, files: &[(&str, &[u8])]) -> MirrorResult<()> {
+        for (name, bytes) in files {
+            self.write_meta(name, bytes).await?;
+        }
+        Ok(())
+    }
+
     /// Removes a state file; succeeds when it is already absent. Lets the incremental state
     /// ([`state`]) drop segments no generation refers to any more.
     ///

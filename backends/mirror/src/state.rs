@@ -405,9 +405,8 @@ pub async fn store(
     };
     let bytes = seal_with(MAGIC_PART, generation, &payload);
     let name = format!("{PART_PREFIX}{generation}.{:08x}", rand_u32(&bytes));
-    mirror.write_meta(&name, &bytes).await?;
     parts.push(PartRef {
-        name,
+        name: name.clone(),
         len: bytes.len() as u64,
         hash: *blake3::hash(&bytes).as_bytes(),
     });
@@ -416,8 +415,9 @@ pub async fn store(
     let sealed = seal_with(MAGIC_ROOT, generation, &root_payload);
     let mut sum = [0u8; 32];
     sum.copy_from_slice(&sealed[24..56]);
+    // The part before the root that lists it.
     mirror
-        .write_meta(SLOTS[(generation % 2) as usize], &sealed)
+        .write_meta_many(&[(&name, &bytes), (SLOTS[(generation % 2) as usize], &sealed)])
         .await?;
     state.clear_changed();
     collect_parts(mirror, generation, &root, &previous.root).await;

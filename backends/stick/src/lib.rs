@@ -1546,6 +1546,25 @@ impl Mirror for StickMirror {
         r.map_err(|e| self.no_space_hint(e))
     }
 
+    /// All in one catalog commit: none or all of them.
+    async fn write_meta_many(&self, files: &[(&str, &[u8])]) -> MirrorResult<()> {
+        for (name, _) in files {
+            check_meta_name(&self.location, name)?;
+        }
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Err(self.offline(self.folder().await?));
+        };
+        for (name, bytes) in files {
+            o.cat.set_meta(name, bytes.to_vec());
+        }
+        let r = self.commit(o).await;
+        if r.is_err() {
+            *g = None;
+        }
+        r.map_err(|e| self.no_space_hint(e))
+    }
+
     async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
         check_meta_name(&self.location, name)?;
         let mut g = self.lock().await?;
