@@ -601,17 +601,7 @@ fn a_plugged_in_stick_is_reconciled_and_safe_to_unplug() {
     let d = tempfile::tempdir().unwrap();
     let (ow, hw) = (d.path().join("office"), d.path().join("home"));
     write(&ow.join("report.txt"), "v1\n");
-    let key = home.stdout(&["id"]).trim().to_string();
-    office.ok(&["init", ow.to_str().unwrap()]);
-    office.ok(&[
-        "mirror",
-        "add",
-        ow.to_str().unwrap(),
-        &target,
-        "--recipient",
-        &key,
-    ]);
-    office.ok(&["sync", ow.to_str().unwrap()]);
+    support::share_a_stick(&office, &home, &ow, &target);
     home.ok(&["clone", &target, hw.to_str().unwrap()]);
     stick.unplug().unwrap();
 

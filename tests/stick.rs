@@ -334,17 +334,7 @@ fn tamper_setup() -> Tamper {
     let (ow, hw) = (d.path().join("ow"), d.path().join("hw"));
     write(&ow.join("a.txt"), "original\n");
     write(&ow.join("b.txt"), "another file, another chunk\n");
-    let key = home.stdout(&["id"]).trim().to_string();
-    office.ok(&["init", ow.to_str().unwrap()]);
-    office.ok(&[
-        "mirror",
-        "add",
-        ow.to_str().unwrap(),
-        &target,
-        "--recipient",
-        &key,
-    ]);
-    office.ok(&["sync", ow.to_str().unwrap()]);
+    support::share_a_stick(&office, &home, &ow, &target);
     home.ok(&["clone", &target, hw.to_str().unwrap()]);
     let before = chunk_files(&mount);
     write(&ow.join("a.txt"), "the office's new version\n");
@@ -604,17 +594,7 @@ fn yanked_or_killed_mid_sync_loses_nothing() {
         )
         .unwrap();
     }
-    let key = home.stdout(&["id"]).trim().to_string();
-    office.ok(&["init", ow.to_str().unwrap()]);
-    office.ok(&[
-        "mirror",
-        "add",
-        ow.to_str().unwrap(),
-        &target,
-        "--recipient",
-        &key,
-    ]);
-    office.ok(&["sync", ow.to_str().unwrap()]);
+    support::share_a_stick(&office, &home, &ow, &target);
     home.ok(&["clone", &target, hw.to_str().unwrap()]);
     assert_eq!(files(&hw), files(&ow));
     // How long an uninterrupted push and pull of a round's change take (measured as rounds go),
@@ -734,17 +714,7 @@ fn a_full_stick_stops_cleanly_with_its_last_state_intact() {
     let (ow, hw) = (d.path().join("office"), d.path().join("home"));
     let mut rng = Rng(7);
     write(&ow.join("small.txt"), "fits\n");
-    let key = home.stdout(&["id"]).trim().to_string();
-    office.ok(&["init", ow.to_str().unwrap()]);
-    office.ok(&[
-        "mirror",
-        "add",
-        ow.to_str().unwrap(),
-        &target,
-        "--recipient",
-        &key,
-    ]);
-    office.ok(&["sync", ow.to_str().unwrap()]);
+    support::share_a_stick(&office, &home, &ow, &target);
     // More than the stick holds.
     for i in 0..12 {
         fs::write(ow.join(format!("big-{i}.bin")), rng.bytes(4 << 20)).unwrap();

@@ -69,6 +69,23 @@ impl Machine {
     }
 }
 
+/// The office makes `dir` a folder with a stick mirror at `target` (`stick:MNT`) encrypted to
+/// itself and to `home`'s key (`briefcase id` there), and syncs it once.
+pub fn share_a_stick(office: &Machine, home: &Machine, dir: &Path, target: &str) {
+    let key = home.stdout(&["id"]).trim().to_string();
+    let d = dir.to_str().unwrap();
+    office.ok(&["init", d]);
+    office.ok(&[
+        "mirror",
+        "add",
+        d,
+        target,
+        "--recipient",
+        &format!("home={key}"),
+    ]);
+    office.ok(&["sync", d]);
+}
+
 /// Path → content ("D" for dirs, "L:target" for links) of a tree, without briefcase's own files.
 pub fn tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();

@@ -5,8 +5,8 @@
 //!
 //! The kernel of the test machines has no vfat/exfat driver, so FAT32 is mounted with `fusefat`
 //! and exFAT with `exfat-fuse` on a loop device, like the shell recipes in
-//! `tests/support/usb.sh`. Needs root; [`UsbImage::missing_prerequisite`] says what is missing
-//! so a test can print it and pass without running.
+//! `backends/dir/tests/support/usb.sh`. Needs root; [`UsbImage::missing_prerequisite`] says
+//! what is missing so a test can print it and pass without running.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -345,6 +345,13 @@ impl StickMirror {
         }
     }
 
+    /// The open stick behind the guard [`StickMirror::lock`] returned (it is always open
+    /// there; the error only stands in for a panic).
+    fn opened<'a>(&self, g: &'a mut Option<Open>) -> MirrorResult<&'a mut Open> {
+        g.as_mut()
+            .ok_or_else(|| self.corrupt("stick", "not open after opening it (a bug); sync again"))
+    }
+
     /// Unlocks the keys and loads the newest valid catalog.
     async fn open_stick(&self) -> MirrorResult<Open> {
         let folder = self.folder().await?;
@@ -818,9 +825,7 @@ impl StickMirror {
     /// Offline, locked (this machine cannot open the stick) and I/O errors.
     pub async fn set_recipients(&self, rc: &Recipients) -> MirrorResult<()> {
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         let encoded = {
             use age::secrecy::ExposeSecret;
             o.secret.encode().expose_secret().as_bytes().to_vec()
@@ -1534,9 +1539,7 @@ impl Mirror for StickMirror {
     async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
         check_meta_name(&self.location, name)?;
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         o.cat.set_meta(name, bytes.to_vec());
         let r = self.commit(o).await;
         if r.is_err() {
@@ -1552,9 +1555,7 @@ impl Mirror for StickMirror {
             check_meta_name(&self.location, name)?;
         }
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         for (name, bytes) in files {
             o.cat.set_meta(name, bytes.to_vec());
         }
@@ -1607,10 +1608,8 @@ impl Mirror for StickMirror {
     }
 
     async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
-        let g = self.lock().await?;
-        let Some(o) = g.as_ref() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let mut g = self.lock().await?;
+        let o = self.opened(&mut g)?;
         self.check_ancestors(o, path)?;
         let node = match o.cat.node(path) {
             Some(n) if n.kind == EntryKind::File => n.clone(),
@@ -1710,9 +1709,7 @@ impl Mirror for StickMirror {
 
     async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         self.check_parent(o, path)?;
         match o.cat.node(path) {
             Some(n) if n.kind == EntryKind::Dir => {}
@@ -1751,9 +1748,7 @@ impl Mirror for StickMirror {
 
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         self.check_new_file(o, path)?;
         let node = Node {
             kind: EntryKind::Symlink,
@@ -1771,9 +1766,7 @@ impl Mirror for StickMirror {
 
     async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         self.check_ancestors(o, from)?;
         self.check_parent(o, to)?;
         let Some(src) = o.cat.node(from).cloned() else {
@@ -1812,9 +1805,7 @@ impl Mirror for StickMirror {
 
     async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         if path.is_reserved() {
             return Err(MirrorError::Unsafe {
                 location: self.location.clone(),
@@ -1840,9 +1831,7 @@ impl Mirror for StickMirror {
 
     async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Err(self.offline(self.folder().await?));
-        };
+        let o = self.opened(&mut g)?;
         self.check_ancestors(o, path)?;
         o.cat
             .touch(path, meta.mode & 0o7777, meta.mtime_ns)
