@@ -276,6 +276,20 @@ impl LocalReplica {
     /// # Errors
     /// Offline, scan and journal errors; nothing is recorded then.
     pub fn rescan(&mut self, scopes: Option<&[RelPath]>) -> ReplicaResult<Recorded> {
+        let how = match scopes {
+            None => Seen::FoundByScan,
+            Some(_) => Seen::Watched,
+        };
+        self.rescan_as(scopes, how)
+    }
+
+    /// [`LocalReplica::rescan`], saying how the changes came to light: a rescan for the live
+    /// watcher's hint (also a whole-tree one after lost events) is [`Seen::Watched`]; the
+    /// mass-deletion guard weighs only deletions [`Seen::FoundByScan`] (invariant 7).
+    ///
+    /// # Errors
+    /// As [`LocalReplica::rescan`].
+    pub fn rescan_as(&mut self, scopes: Option<&[RelPath]>, how: Seen) -> ReplicaResult<Recorded> {
         self.ensure_online()?;
         let mut changes = Vec::new();
         match scopes {
@@ -292,7 +306,7 @@ impl LocalReplica {
         }
         // Re-check the marker: a root unmounted during the scan must not turn into deletions.
         self.ensure_online()?;
-        self.record(changes)
+        self.record_as(changes, how)
     }
 
     /// Journals scanner findings in one transaction: new OSNs, version vectors bumped from the
@@ -301,6 +315,14 @@ impl LocalReplica {
     /// # Errors
     /// Journal errors; nothing is recorded then.
     pub fn record(&mut self, changes: Vec<Change>) -> ReplicaResult<Recorded> {
+        self.record_as(changes, Seen::Watched)
+    }
+
+    /// [`LocalReplica::record`], marking the deletions a full scan found as such.
+    ///
+    /// # Errors
+    /// Journal errors; nothing is recorded then.
+    pub fn record_as(&mut self, changes: Vec<Change>, how: Seen) -> ReplicaResult<Recorded> {
         let mut out = Recorded::default();
         if changes.is_empty() {
             return Ok(out);
@@ -368,6 +390,9 @@ impl LocalReplica {
                     tomb.version.set(stamp.replica, stamp.osn);
                     tomb.stamp = stamp;
                     batch.put(&tomb)?;
+                    if how == Seen::FoundByScan {
+                        batch.mark_found_by_scan(&p)?;
+                    }
                     batch.log(stamp, "delete", &p, None)?;
                     out.deleted += 1;
                 }
@@ -376,6 +401,17 @@ impl LocalReplica {
         batch.commit()?;
         Ok(out)
     }
+}
+
+/// How changes came to light, for the mass-deletion guard (invariant 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The watcher reported them while the folder was present: work the user is doing now
+    /// (`git gc`, `rm -rf target/`, a branch switch).
+    Watched,
+    /// A full scan found them (at start after downtime, the periodic rescan, a one-shot `sync`):
+    /// they may mean an unmounted disk or a wiped folder.
+    FoundByScan,
 }
 
 /// Whether an observation has the same content and carried metadata as a live entry.

@@ -173,6 +173,11 @@ fn report_all(outcomes: Vec<(String, MirrorOutcome)>, a: &Args) -> Result<u8> {
                 if !a.json {
                     print_report(&r, a.dry_run);
                 }
+                if let Some(why) = &r.held {
+                    // Paused for those deletions: the rest went through.
+                    eprintln!("{why}");
+                    code = code.max(super::EXIT_OFFLINE);
+                }
                 reports.push(serde_json::to_value(&r)?);
             }
             MirrorOutcome::Offline(s) => {

@@ -37,7 +37,7 @@ use super::{DaemonError, Shutdown};
 use crate::config::{MirrorConfig, Target};
 use crate::journal::now_ns;
 use crate::reconcile::{MirrorScan, Session, SyncOptions};
-use crate::replica::LocalReplica;
+use crate::replica::{LocalReplica, Seen};
 use crate::scan::IgnoreRules;
 use crate::watch::{FolderWatcher, Hint, WatchOptions};
 
@@ -153,6 +153,8 @@ struct MirrorRun {
     removable: bool,
     /// Its last sync was complete: unplugged while no sync writes to it, nothing is lost.
     in_sync: bool,
+    /// Why deletions are held back for it (mass-deletion guard), as last logged.
+    held: Option<String>,
 }
 
 impl MirrorRun {
@@ -279,6 +281,7 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
             link: Link::Unknown,
             removable: m.target.starts_with("stick:"),
             in_sync: false,
+            held: None,
             local_path,
         });
     }
@@ -415,7 +418,9 @@ impl Runner {
     /// Journals a local change and syncs it to every mirror not known offline.
     async fn local_hint(&mut self, hint: Hint) {
         let rec = match hint {
-            Hint::Rescan => self.rep.rescan(None),
+            // Lost events: the whole tree, but still work seen while watching the present folder
+            // (not downtime), so its deletions are not weighed as a mass deletion.
+            Hint::Rescan => self.rep.rescan_as(None, Seen::Watched),
             Hint::Paths(p) => self.rep.rescan(Some(&p)),
         };
         match rec {
@@ -731,6 +736,13 @@ impl Runner {
                 for f in &r.failed {
                     tracing::warn!(mirror = %name, "{f}");
                 }
+                if let Some(why) = &r.held {
+                    // Said once when it starts; `status` shows it for as long as it lasts.
+                    if m.held.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(mirror = %name, "{why}");
+                    }
+                }
+                m.held = r.held.clone();
                 if before == Link::Offline && !announce {
                     tracing::info!(folder = %key.display(), "{noun} {name} is back");
                 }
@@ -974,8 +986,13 @@ fn start_mirror_watch(
     if !path.join(briefcase_mirror::STATE_DIR).exists() {
         return None;
     }
-    let (w, mut rx) =
-        FolderWatcher::start(path, IgnoreRules::defaults(), WatchOptions::default()).ok()?;
+    // Only briefcase writes a mirror: nothing to wait for there (a lock file seen on a mirror
+    // is a leftover no process holds; lock files are never replicated).
+    let opts = WatchOptions {
+        git_lock_wait: Duration::ZERO,
+        ..WatchOptions::default()
+    };
+    let (w, mut rx) = FolderWatcher::start(path, IgnoreRules::defaults(), opts).ok()?;
     let tx = tx.clone();
     tokio::spawn(async move {
         while let Some(h) = rx.recv().await {

@@ -68,6 +68,15 @@ pub async fn sync_with(
     };
     let r = reconcile::sync_session(rep, backend, &m.name, &opts, session).await;
     let (outcome, result, ok, paused) = match r {
+        Ok(report) if report.held.is_some() => {
+            let why = report.held.clone().unwrap_or_default();
+            (
+                MirrorOutcome::Synced(report),
+                format!("paused: {why}"),
+                false,
+                Some(why),
+            )
+        }
         Ok(report) => {
             let s = if report.complete {
                 "ok".to_string()

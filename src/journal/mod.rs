@@ -20,7 +20,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 const APPLICATION_ID: i32 = 0x4252_4643;
 
 /// Schema files, applied in order; entry `i` produces `user_version = i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema/0001-initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/0001-initial.sql"),
+    include_str!("schema/0002-found-by-scan.sql"),
+];
 
 /// An error from the journal, naming the database file.
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +267,31 @@ impl Journal {
             .map_err(self.sq())?
             .map(|raw| raw.decode(&self.path))
             .transpose()
+    }
+
+    /// Paths of the tombstones a full scan found ([`Batch::mark_found_by_scan`]), as opposed to
+    /// deletions the watcher saw happen.
+    ///
+    /// # Errors
+    /// SQLite errors; damage.
+    pub fn found_by_scan(&self) -> JournalResult<std::collections::BTreeSet<RelPath>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path FROM entries WHERE found_by_scan = 1 AND deleted = 1")
+            .map_err(self.sq())?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.sq())?;
+        let mut out = std::collections::BTreeSet::new();
+        for r in rows {
+            let bytes = r.map_err(self.sq())?;
+            let p = RelPath::new(bytes).map_err(|_| JournalError::Damaged {
+                path: self.path.clone(),
+                what: "entries.path".into(),
+            })?;
+            out.insert(p);
+        }
+        Ok(out)
     }
 
     /// Every entry (live and tombstones), by path.
@@ -598,6 +626,22 @@ impl Batch<'_> {
                     ctime_ns,
                 ])
             })
+            .map_err(self.sq())?;
+        Ok(())
+    }
+
+    /// Marks the tombstone just written at `path` as found by a full scan (not seen going by the
+    /// watcher): the mass-deletion guard weighs it (invariant 7). Any later write of the row
+    /// clears the mark.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn mark_found_by_scan(&mut self, path: &RelPath) -> JournalResult<()> {
+        self.tx
+            .execute(
+                "UPDATE entries SET found_by_scan = 1 WHERE path = ?1 AND deleted = 1",
+                [path.as_bytes()],
+            )
             .map_err(self.sq())?;
         Ok(())
     }

@@ -298,8 +298,9 @@ fn keep_dir(cx: &mut Ctx<'_>, l: Entry, r: Entry) -> StepResult {
 }
 
 /// Writes the queued file pushes with one [`Mirror::put_batch`] and records each in the mirror's
-/// state, after checking that the local file still holds what was sent (else the step is
-/// deferred and the mirror's copy is left for the next scan of the mirror to find).
+/// state. Each item carries the journal's hash ([`PutItem::expect`]): a file saved again while
+/// it was sent is not stored at all (the step is deferred), so whatever the mirror holds is
+/// always recorded in its state.
 async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()> {
     if cx.queued.is_empty() {
         return Ok(());
@@ -313,6 +314,7 @@ async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResu
                 path: l.path.clone(),
                 source: PutSource::File(full(cx, &l.path)?),
                 meta: meta(l),
+                expect: l.hash,
             })
         })
         .collect::<Result<Vec<_>, _>>();
@@ -329,18 +331,21 @@ async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResu
     for (l, r) in queued.into_iter().zip(results) {
         let p = l.path.clone();
         let outcome = match r {
-            Ok(s) => match local_unchanged(cx, &p, Some(&l)) {
-                Ok(true) => {
-                    report.pushed += 1;
-                    cx.st.insert_entry(mirror_entry(&l, Some(&s)));
-                    Ok(Outcome::Done)
-                }
-                Ok(false) => Ok(Outcome::Deferred(
-                    "changed here while it was sent; it will be sent again with its new content"
-                        .into(),
-                )),
-                Err(e) => Err(e),
-            },
+            // The backend checked that what it stored hashes to `l` (`PutItem::expect`): the
+            // mirror holds exactly this version, whatever the local file holds by now. Leaving
+            // it unrecorded would make the next look at the mirror take this machine's own
+            // write for an edit made there, and meet the next local save as a conflict
+            // (issue 8: spurious conflicts and resurrected lock files inside `.git`).
+            Ok(s) => {
+                report.pushed += 1;
+                cx.st.insert_entry(mirror_entry(&l, Some(&s)));
+                Ok(Outcome::Done)
+            }
+            // Saved again while it was read: nothing was stored; the new content is journaled
+            // by the watcher (or the next scan) and sent then.
+            Err(MirrorError::SourceChanged { .. }) => Ok(Outcome::Deferred(
+                "changed here while it was sent; it will be sent again with its new content".into(),
+            )),
             Err(e) => Err(StepError::from(e)),
         };
         if let Some(e) = note(report, &p.display(), outcome) {

@@ -94,6 +94,10 @@ pub struct SyncReport {
     pub planned: Vec<String>,
     /// Whether both sides are now known to be in sync (knowledge advanced).
     pub complete: bool,
+    /// Deletions held back by the mass-deletion guard (invariant 7): why, with the command that
+    /// lets them through. Everything else was synced; the mirror shows as paused until then.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 /// Why a sync could not run or finish.
@@ -122,8 +126,9 @@ pub enum ReconcileError {
         /// The mirror's.
         found: String,
     },
-    /// The sync would delete too much (invariant 7).
-    #[error("sync of {folder} with mirror {mirror} stopped: it would delete {count} of {total} files on {side}. If that is what you want, run `briefcase sync {folder} --mirror {mirror} --allow-mass-delete`")]
+    /// The sync would delete too much (invariant 7); reported in [`SyncReport::held`] while the
+    /// rest of the sync goes ahead.
+    #[error("sync of {folder} with mirror {mirror}: {count} of {total} files on {side} would be deleted; those deletions are held back (everything else is synced). If that is what you want, run `briefcase sync {folder} --mirror {mirror} --allow-mass-delete`")]
     MassDelete {
         /// Local folder root.
         folder: PathBuf,
@@ -397,7 +402,9 @@ pub async fn sync_session(
         if opts.send_only {
             steps.retain(|s| matches!(s, Step::Push { .. }));
         }
-        check_mass_delete(local, &st, name, &steps, opts)?;
+        if let Some(why) = hold_mass_deletes(local, &st, name, &mut steps, opts)? {
+            report.held = Some(why);
+        }
         if opts.dry_run {
             report.planned = steps.iter().map(describe).collect();
             return Ok(report);
@@ -422,8 +429,13 @@ pub async fn sync_session(
         // The mirror's state is stored after its data, even after a failure, so work is not
         // redone. Intents need no clearing: they hold only for the generation they were written
         // against, and this store starts a new one.
-        let integrated =
-            round.is_ok() && report.deferred.is_empty() && report.failed.is_empty() && !had_resolve;
+        // Held deletions are not integrated: knowledge stays put, so they are planned (and
+        // held) again at every sync until they are let through.
+        let integrated = round.is_ok()
+            && report.deferred.is_empty()
+            && report.failed.is_empty()
+            && !had_resolve
+            && report.held.is_none();
         if integrated {
             // Everything above each side's knowledge was integrated: advance both (the mirror's
             // in the same store as the round's work).
@@ -452,6 +464,9 @@ pub async fn sync_session(
             break;
         }
         if !report.deferred.is_empty() || !report.failed.is_empty() {
+            break;
+        }
+        if report.held.is_some() && !had_resolve {
             break;
         }
     }
@@ -547,60 +562,98 @@ fn describe(s: &Step) -> String {
     }
 }
 
-fn check_mass_delete(
+/// The mass-deletion guard (invariant 7; docs/architecture.md, "The mass-deletion guard").
+/// Takes out of `steps` the deletions it holds back and returns why (the text of
+/// [`ReconcileError::MassDelete`]), or `None`. Everything else in `steps` goes ahead: a held
+/// deletion never holds back the rest of the folder.
+///
+/// Deletions are weighed by how they came to light:
+/// - *found* — this machine's full scan found the files gone (at start after downtime, the
+///   periodic rescan, a one-shot `sync`), or a scan of this mirror did (edits behind
+///   briefcase's back: an emptied share). These are what an unmounted disk or a wiped folder
+///   look like: when they would delete more than half of the other side's files (of at least
+///   [`SyncOptions::mass_delete_min_files`]), they are held.
+/// - *watched* — the watcher saw each one go in the present folder (`git gc`, `rm -rf target/`,
+///   a branch switch), or another machine recorded them (its own guard weighed them there).
+///   Work the user is doing: never held, unless together with the found ones they would leave
+///   the other side without a single file (a folder emptied while watched still looks wiped).
+///
+/// [`SyncOptions::max_deletes`] holds any deletion beyond that count.
+fn hold_mass_deletes(
     local: &LocalReplica,
     st: &MirrorState,
     name: &str,
-    steps: &[Step],
+    steps: &mut Vec<Step>,
     opts: &SyncOptions,
-) -> ReconcileResult<()> {
+) -> ReconcileResult<Option<String>> {
     if opts.allow_mass_delete {
-        return Ok(());
+        return Ok(None);
     }
-    let local_del = steps
-        .iter()
-        .filter(|s| matches!(s, Step::Pull { remote, local: Some(l) } if remote.deleted && !l.deleted && l.kind != EntryKind::Dir))
-        .count();
-    let remote_del = steps
-        .iter()
-        .filter(|s| matches!(s, Step::Push { local, remote: Some(r) } if local.deleted && !r.deleted && r.kind != EntryKind::Dir))
-        .count();
-    let remote_total = st
-        .entries()
-        .values()
-        .filter(|e| !e.deleted && e.kind != EntryKind::Dir)
-        .count();
-    let local_total = if local_del > 0 {
+    let me = local.journal.replica_id();
+    // Deletions of files (directories follow their files), each with whether it was found.
+    let is_local_del = |s: &Step| matches!(s, Step::Pull { remote, local: Some(l) } if remote.deleted && !l.deleted && l.kind != EntryKind::Dir);
+    let is_remote_del = |s: &Step| matches!(s, Step::Push { local, remote: Some(r) } if local.deleted && !r.deleted && r.kind != EntryKind::Dir);
+    if !steps.iter().any(|s| is_local_del(s) || is_remote_del(s)) {
+        return Ok(None);
+    }
+    let found_here = local.journal.found_by_scan()?;
+    let found = |s: &Step| match s {
+        Step::Push { local: l, .. } => l.stamp.replica == me && found_here.contains(&l.path),
+        Step::Pull { remote: r, .. } => r.stamp.replica == st.replica_id,
+        Step::Resolve { .. } => false,
+    };
+    let count = |side: &dyn Fn(&Step) -> bool| {
+        let all = steps.iter().filter(|s| side(s)).count();
+        let found = steps.iter().filter(|s| side(s) && found(s)).count();
+        (all, found)
+    };
+    let (local_all, local_found) = count(&is_local_del);
+    let (remote_all, remote_found) = count(&is_remote_del);
+    let files = |e: &briefcase_mirror::Entry| !e.deleted && e.kind != EntryKind::Dir;
+    let remote_total = st.entries().values().filter(|e| files(e)).count();
+    let local_total = if local_all > 0 {
         local
             .journal
             .entries()?
             .values()
-            .filter(|e| !e.deleted && e.kind != EntryKind::Dir)
+            .filter(|e| files(e))
             .count()
     } else {
         0
     };
-    let too_many = |del: usize, total: usize| {
-        (total >= opts.mass_delete_min_files && del * 2 > total)
-            || opts.max_deletes.is_some_and(|m| del > m)
+    // Which deletions of one side to hold: all of them, only the found ones, or none.
+    let verdict = |all: usize, found: usize, total: usize| -> Option<(bool, usize)> {
+        let big = total >= opts.mass_delete_min_files;
+        if opts.max_deletes.is_some_and(|m| all > m) || (big && all >= total) {
+            Some((true, all))
+        } else if big && found * 2 > total {
+            Some((false, found))
+        } else {
+            None
+        }
     };
-    if too_many(local_del, local_total) {
-        return Err(ReconcileError::MassDelete {
+    let mut why = None;
+    for (side, (all, nfound, total)) in [
+        ("this machine", (local_all, local_found, local_total)),
+        ("the mirror", (remote_all, remote_found, remote_total)),
+    ] {
+        let Some((hold_all, held)) = verdict(all, nfound, total) else {
+            continue;
+        };
+        let on_side: &dyn Fn(&Step) -> bool = if side == "this machine" {
+            &is_local_del
+        } else {
+            &is_remote_del
+        };
+        steps.retain(|s| !(on_side(s) && (hold_all || found(s))));
+        let e = ReconcileError::MassDelete {
             folder: local.root.clone(),
             mirror: name.to_string(),
-            side: "this machine".into(),
-            count: local_del,
-            total: local_total,
-        });
+            side: side.to_string(),
+            count: held,
+            total,
+        };
+        why.get_or_insert(e.to_string());
     }
-    if too_many(remote_del, remote_total) {
-        return Err(ReconcileError::MassDelete {
-            folder: local.root.clone(),
-            mirror: name.to_string(),
-            side: "the mirror".into(),
-            count: remote_del,
-            total: remote_total,
-        });
-    }
-    Ok(())
+    Ok(why)
 }

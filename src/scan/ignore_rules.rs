@@ -6,17 +6,54 @@ use std::path::Path;
 use briefcase_mirror::RelPath;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-/// Patterns ignored in every folder: editor temp files and atomic-save leftovers.
+/// Patterns ignored in every folder: editor temp files and atomic-save leftovers, then the
+/// transient files of version-control tools ([`VCS_TRANSIENT`]).
 pub const DEFAULT_IGNORES: &[&str] = &[
     ".briefcase-tmp-*",
+    // vim: swap files (.NAME.swp, .swo, … down to .swa), the write test file, backups.
     "*.swp",
     "*.swx",
     "*.swo",
-    "*~",
-    ".#*",
+    ".*.sw[a-p]",
     "4913",
+    // vim, emacs and many others: backups NAME~.
+    "*~",
+    // emacs: the lock symlink .#NAME and the autosave #NAME#.
+    ".#*",
+    "\\#*#", // (a leading `#` starts a comment in gitignore syntax)
+    // atomic saves (VS Code, many libraries) and JetBrains' safe write.
     "*.tmp",
+    "*___jb_tmp___",
+    "*___jb_old___",
+    // LibreOffice's lock file, present while a document is open.
     ".~lock.*#",
+];
+
+/// Files version-control tools keep only while a command runs: lock files, git's temporary
+/// objects and packs, quarantine directories, transaction journals. Replicating them would hand
+/// another replica (or, pulled back, this one) a lock that no process holds ("Unable to create
+/// '.git/index.lock': File exists"), so they are never synced. Everything else in `.git`, `.hg`
+/// and `.svn` is (see `crate::vcs`).
+pub const VCS_TRANSIENT: &[&str] = &[
+    // git: index.lock, HEAD.lock, refs/**/NAME.lock, packed-refs.lock, config.lock, shallow.lock…
+    "**/.git/**/*.lock",
+    "**/.git/gc.pid",
+    // git: objects being written (tmp_obj_*, tmp_pack_*, tmp_idx_*, .tmp-*-pack) and the
+    // quarantine of a push being received.
+    "**/.git/objects/**/tmp_*",
+    "**/.git/objects/**/.tmp-*",
+    "**/.git/objects/incoming-*",
+    // Mercurial: the working-copy and store locks, transaction journals.
+    "**/.hg/wlock",
+    "**/.hg/store/lock",
+    "**/.hg/**/*.lock",
+    "**/.hg/journal*",
+    "**/.hg/store/journal*",
+    // Subversion: temporary files and the working-copy database's SQLite journal.
+    "**/.svn/tmp/*",
+    "**/.svn/wc.db-journal",
+    "**/.svn/wc.db-wal",
+    "**/.svn/wc.db-shm",
 ];
 
 /// Name of the user's ignore file at the folder root.
@@ -33,7 +70,7 @@ impl IgnoreRules {
     /// skipped, not fatal.
     pub fn load(root: &Path) -> IgnoreRules {
         let mut b = GitignoreBuilder::new(root);
-        for p in DEFAULT_IGNORES {
+        for p in DEFAULT_IGNORES.iter().chain(VCS_TRANSIENT) {
             let _ = b.add_line(None, p);
         }
         let file = root.join(IGNORE_FILE);
@@ -52,7 +89,7 @@ impl IgnoreRules {
     /// Only the defaults (for mirrors and tests).
     pub fn defaults() -> IgnoreRules {
         let mut b = GitignoreBuilder::new("/");
-        for p in DEFAULT_IGNORES {
+        for p in DEFAULT_IGNORES.iter().chain(VCS_TRANSIENT) {
             let _ = b.add_line(None, p);
         }
         IgnoreRules {
@@ -89,6 +126,46 @@ mod tests {
             (".briefcase-tmp-abc", true),
             (".git/index", false),
             (".briefcase/state.0", true),
+            // editors
+            (".notes.txt.swa", true),
+            ("#notes.txt#", true),
+            ("notes.txt___jb_tmp___", true),
+            ("notes.txt___jb_old___", true),
+            (".~lock.report.odt#", true),
+            (".config.backup", false),
+            ("lock", false),
+            // git
+            (".git/index.lock", true),
+            (".git/HEAD.lock", true),
+            ("proj/.git/index.lock", true),
+            ("a/b/proj/.git/refs/heads/feature/x.lock", true),
+            ("proj/.git/packed-refs.lock", true),
+            ("proj/.git/gc.pid", true),
+            ("proj/.git/objects/pack/tmp_pack_Ab12Cd", true),
+            ("proj/.git/objects/pack/tmp_idx_Ab12Cd", true),
+            ("proj/.git/objects/ab/tmp_obj_Zx81aa", true),
+            ("proj/.git/objects/pack/.tmp-1234-pack-abc.pack", true),
+            ("proj/.git/objects/incoming-Ab12Cd/pack/x.pack", true),
+            ("proj/.git/HEAD", false),
+            ("proj/.git/index", false),
+            ("proj/.git/packed-refs", false),
+            ("proj/.git/refs/heads/main", false),
+            ("proj/.git/objects/ab/cdef0123", false),
+            ("proj/.git/objects/pack/pack-abc.pack", false),
+            ("proj/.git/logs/HEAD", false),
+            ("proj/.git/COMMIT_EDITMSG", false),
+            ("src/Cargo.lock", false),
+            ("gc.pid", false),
+            ("objects/tmp_x", false),
+            // mercurial, subversion
+            ("proj/.hg/wlock", true),
+            ("proj/.hg/store/lock", true),
+            ("proj/.hg/store/journal", true),
+            ("proj/.hg/store/00changelog.i", false),
+            ("proj/.svn/tmp/svn-abc", true),
+            ("proj/.svn/tmp", false),
+            ("proj/.svn/wc.db-journal", true),
+            ("proj/.svn/wc.db", false),
         ] {
             assert_eq!(
                 r.is_ignored(&RelPath::try_from(p).unwrap(), false),

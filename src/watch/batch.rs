@@ -118,30 +118,51 @@ pub(crate) fn minimal(mut v: Vec<RelPath>) -> Vec<RelPath> {
         .collect()
 }
 
-/// The `.git` directory a path lies in (the innermost, for nested repositories), if any. The
-/// `.git` entry itself counts as inside.
+/// Names of the metadata directories of version-control tools whose working copies are synced as
+/// units: a batch touching one waits while the tool holds a lock there.
+pub(crate) const VCS_DIRS: &[&[u8]] = &[b".git", b".hg", b".svn"];
+
+/// The version-control metadata directory (`.git`, `.hg`, `.svn`) a path lies in (the innermost,
+/// for nested repositories), if any. The directory itself counts as inside.
 pub(crate) fn git_dir_of(path: &RelPath) -> Option<RelPath> {
     let bytes = path.as_bytes();
     let mut end = None;
     let mut start = 0;
     for c in path.components() {
         let stop = start + c.len();
-        if c == b".git" {
+        if VCS_DIRS.contains(&c) {
             end = Some(stop);
         }
         start = stop + 1;
     }
-    end.and_then(|e| RelPath::new(bytes[..e].to_vec()).ok())
+    end.and_then(|e| bytes.get(..e))
+        .and_then(|b| RelPath::new(b.to_vec()).ok())
 }
 
-/// A lock file git holds in `git_dir`: `*.lock` directly in it or anywhere under its `refs/`.
-/// Returns the lock's path and inode. `None` when there is none (or `git_dir` is not a
+/// A lock the version-control tool holds in its metadata directory `vcs_dir`, with its inode.
+/// git: `*.lock` directly in `.git`, under `refs/`, `objects/pack/` or `objects/info/`, and
+/// `gc.pid` while `git gc` runs. Mercurial: `wlock`, `store/lock`. Subversion: the working-copy
+/// database's `wc.db-journal` while it writes. `None` when there is none (or `vcs_dir` is not a
 /// directory, e.g. a worktree's `.git` file).
-pub(crate) fn git_lock(git_dir: &Path) -> Option<(PathBuf, u64)> {
-    if let Some(l) = lock_in(git_dir) {
+pub(crate) fn git_lock(vcs_dir: &Path) -> Option<(PathBuf, u64)> {
+    let name = vcs_dir.file_name().map(|n| n.as_encoded_bytes().to_vec());
+    match name.as_deref() {
+        Some(b".hg") => {
+            return [vcs_dir.join("wlock"), vcs_dir.join("store").join("lock")]
+                .into_iter()
+                .find_map(|p| present(&p))
+        }
+        Some(b".svn") => return present(&vcs_dir.join("wc.db-journal")),
+        _ => {}
+    }
+    if let Some(l) = lock_in(vcs_dir)
+        .or_else(|| present(&vcs_dir.join("gc.pid")))
+        .or_else(|| lock_in(&vcs_dir.join("objects").join("pack")))
+        .or_else(|| lock_in(&vcs_dir.join("objects").join("info")))
+    {
         return Some(l);
     }
-    let mut stack = vec![git_dir.join("refs")];
+    let mut stack = vec![vcs_dir.join("refs")];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for de in rd.flatten() {
@@ -149,13 +170,20 @@ pub(crate) fn git_lock(git_dir: &Path) -> Option<(PathBuf, u64)> {
             if is_dir {
                 stack.push(de.path());
             } else if de.file_name().as_encoded_bytes().ends_with(b".lock") {
-                if let Ok(m) = fs::symlink_metadata(de.path()) {
-                    return Some((de.path(), m.ino()));
+                if let Some(l) = present(&de.path()) {
+                    return Some(l);
                 }
             }
         }
     }
     None
+}
+
+/// `path` and its inode, if something is there.
+fn present(path: &Path) -> Option<(PathBuf, u64)> {
+    fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (path.to_path_buf(), m.ino()))
 }
 
 fn lock_in(dir: &Path) -> Option<(PathBuf, u64)> {

@@ -12,9 +12,9 @@
 //!   need no special case: rescanning a path that no longer exists finds nothing.
 //! - **Dropped events.** notify's `Rescan` flag (kernel queue overflow), an overflow of our own
 //!   queue, or a watcher error become [`Hint::Rescan`]: earlier events can no longer be trusted.
-//! - **Git.** A batch touching a `.git` directory is held while git holds a lock file there
-//!   (`index.lock`, `HEAD.lock`, `refs/**/*.lock`), up to [`WatchOptions::git_lock_wait`], so a
-//!   mirror never gets half a commit.
+//! - **Version control.** A batch touching a `.git` directory is held while git holds a lock
+//!   file there (`index.lock`, `HEAD.lock`, `refs/**/*.lock`, `gc.pid`, …; `.hg` and `.svn`
+//!   likewise), up to [`WatchOptions::git_lock_wait`], so a mirror never gets half a commit.
 //! - **The watch budget.** inotify needs one watch per directory and `max_user_watches` is shared
 //!   by all of a user's programs. Directories are watched one by one (non-recursively, skipping
 //!   ignored ones, never following symlinks), breadth first; when the budget is short the warning
@@ -64,8 +64,10 @@ pub struct WatchOptions {
     pub cap: Duration,
     /// Interval at which subtrees left unwatched (short watch budget) are rescanned (default 10 s).
     pub poll_interval: Duration,
-    /// Longest time a batch touching `.git` is held while git holds a lock file there
-    /// (default 30 s); after that the batch is emitted anyway, with a warning.
+    /// Longest time a batch touching `.git` (or `.hg`, `.svn`) is held while the tool holds a
+    /// lock file there (default 30 s); after that the batch is emitted anyway, with a warning.
+    /// Zero: never held (a mirror's watcher: only briefcase writes there, and lock files are
+    /// never replicated, so a lock seen there is a leftover no process holds).
     pub git_lock_wait: Duration,
     /// Number of inotify watches (directories) this watcher may use. `None` (default): the
     /// system's `fs.inotify.max_user_watches` minus the watches this user already uses minus

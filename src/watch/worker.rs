@@ -484,6 +484,9 @@ impl Worker {
 
     /// The git lock that holds the pending batch, if any.
     fn held_lock(&mut self) -> Option<(PathBuf, u64)> {
+        if self.opts.git_lock_wait.is_zero() {
+            return None;
+        }
         for g in self.pending.git_dirs() {
             if let Some(l) = git_lock(&g.under(&self.w.root)) {
                 if !self.stale_locks.contains(&l) {

@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use briefcase_mirror::fsutil::{self, ResolveError};
 use briefcase_mirror::{
-    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence,
-    PutItem, PutSource, RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
+    Capabilities, ContentHash, EntryKind, FileMeta, FolderId, HashingReader, Mirror, MirrorError,
+    MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
 };
 
 pub use profile::{Detected, Profile};
@@ -149,6 +149,27 @@ fn fan_out<T>(n: usize, e: &MirrorError) -> Vec<MirrorResult<T>> {
         .collect()
 }
 
+/// Copies `src` into `f`; with `expect`, fails (setting `changed`) when what was read does not
+/// hash to it, so the caller stores nothing ([`PutItem::expect`]).
+fn copy_checked(
+    src: &mut dyn io::Read,
+    f: &mut File,
+    expect: Option<ContentHash>,
+    changed: &mut bool,
+) -> io::Result<()> {
+    let Some(want) = expect else {
+        io::copy(src, f)?;
+        return Ok(());
+    };
+    let mut r = HashingReader::new(src);
+    io::copy(&mut r, f)?;
+    if r.hash() != want {
+        *changed = true;
+        return Err(io::Error::other("the source changed while it was read"));
+    }
+    Ok(())
+}
+
 /// Reason given for a file over FAT's limit.
 fn too_big_for_fat(len: u64) -> String {
     format!(
@@ -224,6 +245,19 @@ impl Inner {
 
     fn io(&self, op: &'static str, path: impl std::fmt::Display, e: io::Error) -> MirrorError {
         MirrorError::io(&self.location, op, path, e)
+    }
+
+    /// A failed write: [`MirrorError::SourceChanged`] when the source no longer held the expected
+    /// content, else the I/O error.
+    fn write_error(&self, rel: &RelPath, e: io::Error, changed: bool) -> MirrorError {
+        if changed {
+            MirrorError::SourceChanged {
+                location: self.location.clone(),
+                path: rel.to_string(),
+            }
+        } else {
+            self.io("write", rel, e)
+        }
     }
 
     fn offline(&self) -> MirrorError {
@@ -784,7 +818,13 @@ impl Inner {
             .ok_or_else(|| self.io("read", rel, io::Error::other("not a regular file")))
     }
 
-    fn put(&self, rel: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
+    fn put(
+        &self,
+        rel: &RelPath,
+        source: &Path,
+        meta: FileMeta,
+        expect: Option<ContentHash>,
+    ) -> MirrorResult<RemoteStat> {
         self.check_online()?;
         let det = self.detected();
         let caps = det.capabilities();
@@ -803,14 +843,15 @@ impl Inner {
         let (disk, full) = self.full(det, rel)?;
         self.check_new_name(det, rel, &disk, &full, None)?;
         let fd_meta = caps.modes.then_some(meta);
+        let mut changed = false;
         let m = fsutil::replace_with(&full, fd_meta, |f| {
-            io::copy(&mut src, f)?;
+            copy_checked(&mut src, f, expect, &mut changed)?;
             if !caps.modes {
                 filetime::set_file_handle_times(f, None, Some(filetime_of(meta.mtime_ns)))?;
             }
             Ok(())
         })
-        .map_err(|e| self.io("write", rel, e))?;
+        .map_err(|e| self.write_error(rel, e, changed))?;
         let m = if det.fusefat {
             self.reapply_mtime(rel, &full, meta.mtime_ns)?
         } else {
@@ -859,7 +900,7 @@ impl Inner {
             return items
                 .iter()
                 .map(|it| match &it.source {
-                    PutSource::File(source) => self.put(&it.path, source, it.meta),
+                    PutSource::File(source) => self.put(&it.path, source, it.meta, it.expect),
                     PutSource::Bytes(_) | PutSource::Blob(_) => {
                         unreachable!("only files take this path")
                     }
@@ -898,9 +939,14 @@ impl Inner {
                 let (disk, full) = self.full(det, rel)?;
                 self.check_new_name(det, rel, &disk, &full, None)?;
                 let meta = it.meta;
+                let expect = match it.source {
+                    PutSource::File(_) => it.expect,
+                    PutSource::Bytes(_) | PutSource::Blob(_) => None,
+                };
+                let mut changed = false;
                 let i = batch
                     .stage(&full, caps.modes.then_some(meta), |f| {
-                        io::copy(&mut src, f)?;
+                        copy_checked(&mut src, f, expect, &mut changed)?;
                         if !caps.modes {
                             filetime::set_file_handle_times(
                                 f,
@@ -910,7 +956,7 @@ impl Inner {
                         }
                         Ok(())
                     })
-                    .map_err(|e| self.io("write", rel, e))?;
+                    .map_err(|e| self.write_error(rel, e, changed))?;
                 Ok((i, full))
             })();
             staged.push(r);
@@ -1239,7 +1285,7 @@ impl Mirror for DirMirror {
 
     async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let (path, source) = (path.clone(), source.to_path_buf());
-        self.run("write", move |i| i.put(&path, &source, meta))
+        self.run("write", move |i| i.put(&path, &source, meta, None))
             .await
     }
 

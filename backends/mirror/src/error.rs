@@ -85,6 +85,16 @@ pub enum MirrorError {
         /// The operation.
         what: String,
     },
+    /// The local file being sent changed while it was read (its content no longer hashes to
+    /// [`crate::PutItem::expect`]); nothing was stored for it. Not transient: the caller journals
+    /// the new content and sends that.
+    #[error("{path} changed while it was being sent to mirror {location}; nothing was replaced there, it is sent again with its new content")]
+    SourceChanged {
+        /// The mirror.
+        location: String,
+        /// The path on the mirror.
+        path: String,
+    },
     /// An I/O error on the mirror.
     #[error("mirror {location}: {op} {path}: {source}")]
     Io {

@@ -38,6 +38,20 @@ fn spill(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
     Ok(tmp)
 }
 
+/// Copies the file at `source` to a local temp file; `None` when what was read does not hash to
+/// `want` (the file changed while it was read).
+fn spill_checked(
+    source: &Path,
+    want: ContentHash,
+) -> std::io::Result<Option<tempfile::NamedTempFile>> {
+    use std::io::Write;
+    let mut tmp = tempfile::NamedTempFile::new()?;
+    let mut r = HashingReader::new(std::fs::File::open(source)?);
+    std::io::copy(&mut r, &mut tmp)?;
+    tmp.flush()?;
+    Ok((r.hash() == want).then_some(tmp))
+}
+
 pub use error::{MirrorError, MirrorResult};
 pub use model::{
     ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn,
@@ -133,6 +147,45 @@ pub struct PutItem {
     pub source: PutSource,
     /// Mode and mtime to give it.
     pub meta: FileMeta,
+    /// blake3 of the content the caller means to write (the engine: what its journal recorded
+    /// for the local file). A backend that reads a [`PutSource::File`] hashes what it read and,
+    /// when that differs, stores nothing for the item and answers
+    /// [`MirrorError::SourceChanged`]: the mirror never holds content that no state records
+    /// (a file saved again while it was sent would otherwise land unrecorded, and be taken for
+    /// an edit made on the mirror). `None`: not checked.
+    pub expect: Option<ContentHash>,
+}
+
+/// A reader that hashes (blake3) what passes through it, for [`PutItem::expect`].
+#[derive(Debug)]
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// The hash of everything read so far.
+    pub fn hash(&self) -> ContentHash {
+        ContentHash(*self.hasher.finalize().as_bytes())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = buf.get(..n) {
+            self.hasher.update(b);
+        }
+        Ok(n)
+    }
 }
 
 /// What a backend reports about one path of its data tree (never of its state directory).
@@ -300,7 +353,22 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             out.push(match &it.source {
-                PutSource::File(source) => self.put(&it.path, source, it.meta).await,
+                PutSource::File(source) => match it.expect {
+                    None => self.put(&it.path, source, it.meta).await,
+                    Some(want) => match spill_checked(source, want) {
+                        Ok(Some(tmp)) => self.put(&it.path, tmp.path(), it.meta).await,
+                        Ok(None) => Err(MirrorError::SourceChanged {
+                            location: self.location(),
+                            path: it.path.to_string(),
+                        }),
+                        Err(e) => Err(MirrorError::Io {
+                            location: self.location(),
+                            op: "read local source",
+                            path: source.display().to_string(),
+                            source: e,
+                        }),
+                    },
+                },
                 PutSource::Bytes(bytes) | PutSource::Blob(bytes) => match spill(bytes) {
                     Ok(tmp) => self.put(&it.path, tmp.path(), it.meta).await,
                     Err(e) => Err(MirrorError::Io {

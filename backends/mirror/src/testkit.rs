@@ -204,6 +204,7 @@ macro_rules! conformance_suite {
             put_creates_and_overwrites
             put_without_parent_fails
             put_batch_reports_each_item
+            put_batch_refuses_a_changed_source
             modes_round_trip_or_declared_absent
             get_copies_content
             list_parents_first_and_hides_reserved
@@ -760,6 +761,7 @@ pub mod cases {
                 _ => crate::PutSource::File(c.src(bytes)),
             },
             meta,
+            expect: Some(crate::ContentHash::of(bytes)),
         };
         let items = vec![
             item("a", b"alpha", META),
@@ -786,6 +788,44 @@ pub mod cases {
         if let Some(root) = fx.root() {
             assert_no_temp_files(root);
             assert_no_temp_files(&root.join("d"));
+        }
+    }
+
+    /// A file source that no longer holds the content the caller expects (saved again while it
+    /// was sent) is refused with `SourceChanged` and stores nothing: the old content stays, no
+    /// temp file is left; the other items of the batch (one or many) are written.
+    pub async fn put_batch_refuses_a_changed_source(fx: &dyn Fixture) {
+        let c = ready(fx).await;
+        c.put("f", b"old").await.unwrap();
+        for others in [0usize, 3] {
+            let mut items = vec![crate::PutItem {
+                path: rp(b"f"),
+                source: crate::PutSource::File(c.src(b"what the file holds now")),
+                meta: META,
+                expect: Some(crate::ContentHash::of(b"what the journal recorded")),
+            }];
+            for i in 0..others {
+                let name = format!("g{i}");
+                items.push(crate::PutItem {
+                    path: rp(name.as_bytes()),
+                    source: crate::PutSource::File(c.src(name.as_bytes())),
+                    meta: META,
+                    expect: Some(crate::ContentHash::of(name.as_bytes())),
+                });
+            }
+            let r = c.m.put_batch(items).await;
+            assert!(
+                matches!(r[0], Err(MirrorError::SourceChanged { .. })),
+                "changed source: {:?}",
+                r[0]
+            );
+            for (i, res) in r.iter().enumerate().skip(1) {
+                assert!(res.is_ok(), "item {i}: {res:?}");
+            }
+            assert_eq!(c.get("f").await, b"old");
+        }
+        if let Some(root) = fx.root() {
+            assert_no_temp_files(root);
         }
     }
 

@@ -747,6 +747,7 @@ impl StickMirror {
                 mode: 0o600,
                 mtime_ns: now_ns(),
             },
+            expect: None,
         };
         match self.storage.put_batch(vec![item]).await.pop() {
             Some(r) => r.map(|_| ()),
@@ -973,6 +974,11 @@ impl StickMirror {
         let mut chunks = Vec::new();
         let mut size = 0u64;
         let mut fail = None;
+        // What was read, hashed as a whole for `PutItem::expect` (files only).
+        let mut whole = match (&it.source, it.expect) {
+            (PutSource::File(_), Some(_)) => Some(blake3::Hasher::new()),
+            _ => None,
+        };
         while let Some(slice) = rx.recv().await {
             let slice = match slice {
                 Ok(s) => s,
@@ -983,6 +989,9 @@ impl StickMirror {
             };
             for (r, data) in slice {
                 size += u64::from(r.len);
+                if let Some(h) = whole.as_mut() {
+                    h.update(&data);
+                }
                 if !o.cat.has_chunk(&r.hash.0) && !pending.has(&r.hash.0) {
                     pending.push(r.hash.0, data);
                 }
@@ -1011,6 +1020,15 @@ impl StickMirror {
                 path,
                 source: e,
             });
+        }
+        if let (Some(h), Some(want)) = (whole, it.expect) {
+            if ContentHash(*h.finalize().as_bytes()) != want {
+                // The chunks queued meanwhile are referenced by nothing; the sweep takes them.
+                return Err(MirrorError::SourceChanged {
+                    location: self.location.clone(),
+                    path: it.path.to_string(),
+                });
+            }
         }
         Ok((size, chunks))
     }
@@ -1113,6 +1131,7 @@ impl StickMirror {
                     path,
                     source: PutSource::Blob(cipher),
                     meta,
+                    expect: None,
                 })
                 .collect();
             let results = storage.put_batch(items).await;
@@ -1686,6 +1705,7 @@ impl Mirror for StickMirror {
             path: path.clone(),
             source: PutSource::File(source.to_path_buf()),
             meta,
+            expect: None,
         };
         match self.put_batch(vec![item]).await.pop() {
             Some(r) => r,
