@@ -14,6 +14,7 @@
 //! - [`reconcile`]: the engine: plan (pure), apply (effects), conflict names.
 //! - [`replica`]: the local folder: marker, journal, scan → journal batches (invariant 4).
 //! - [`scan`]: tree walk, stat compare, blake3 + FastCDC, ignore rules.
+//! - [`vcs`]: git, Mercurial and Subversion working copies as units: concurrent refs kept under `refs/briefcase/`.
 //! - [`watch`]: inotify events → debounced subtree rescan hints; git-lock holds; watch budget with polling fallback.
 #![deny(missing_docs)]
 
@@ -23,4 +24,5 @@ pub mod journal;
 pub mod reconcile;
 pub mod replica;
 pub mod scan;
+pub mod vcs;
 pub mod watch;

@@ -182,12 +182,44 @@ pub fn conflict_rows(rep: &LocalReplica) -> Result<Vec<ConflictRow>, JournalErro
         .journal
         .entries()?
         .into_values()
-        .filter(|e| !e.deleted && is_conflict_copy(&e.path))
-        .map(|e| ConflictRow {
-            replica: replica_of(&e.path),
-            original: original_of(&e.path).map(|p| p.display()),
-            copy: e.path.display(),
-            size: e.size,
+        .filter(|e| !e.deleted && e.kind == briefcase_mirror::EntryKind::File)
+        .filter_map(|e| {
+            if is_conflict_copy(&e.path) {
+                Some(ConflictRow {
+                    replica: replica_of(&e.path),
+                    original: original_of(&e.path).map(|p| p.display()),
+                    copy: e.path.display(),
+                    size: e.size,
+                })
+            } else if crate::vcs::is_kept_ref(&e.path) {
+                // A line of work of another replica kept as a git ref (crate::vcs).
+                let (replica, original) = kept_ref_origin(&e.path);
+                Some(ConflictRow {
+                    replica,
+                    original,
+                    copy: e.path.display(),
+                    size: e.size,
+                })
+            } else {
+                None
+            }
         })
         .collect())
+}
+
+/// For a ref kept under `GIT_DIR/refs/briefcase/REPLICA/TAIL`: the replica and the ref it is
+/// the other side of (`GIT_DIR/refs/TAIL`, or `GIT_DIR/HEAD`).
+fn kept_ref_origin(path: &briefcase_mirror::RelPath) -> (String, Option<String>) {
+    let s = path.display();
+    let marker = format!("/refs/{}/", crate::vcs::REFS_NAMESPACE);
+    let Some((git_dir, rest)) = s.split_once(&marker) else {
+        return (String::new(), None);
+    };
+    let (replica, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let original = match tail {
+        "" => None,
+        "HEAD" => Some(format!("{git_dir}/HEAD")),
+        t => Some(format!("{git_dir}/refs/{t}")),
+    };
+    (replica.to_string(), original)
 }

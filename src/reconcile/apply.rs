@@ -1102,7 +1102,22 @@ async fn resolve(
         }
         Resolution::Conflict { winner } => {
             let loser = if winner == Side::Local { &r } else { &l };
-            let target = copy_target(cx, &p, loser)?;
+            let who = replica_name(cx, loser);
+            // Inside .git/.hg/.svn a conflict copy would corrupt the repository (crate::vcs).
+            let vcs = crate::vcs::loser_of(&p, &who);
+            let mut is_ref = false;
+            let target = match vcs {
+                None => copy_target(cx, &p, loser)?,
+                Some(crate::vcs::Loser::KeepAsRef(c)) => {
+                    is_ref = true;
+                    ref_target(cx, c, loser)?
+                }
+                Some(crate::vcs::Loser::PackedRefs { git_dir }) => {
+                    keep_packed_refs(cx, &l, &r, winner, &git_dir, &who).await?;
+                    return winner_takes_all(cx, l, r, winner).await;
+                }
+                Some(crate::vcs::Loser::Drop) => return winner_takes_all(cx, l, r, winner).await,
+            };
             let copy = match &target {
                 CopyAt::Kept(c) | CopyAt::Free(c, _) => c.clone(),
             };
@@ -1132,7 +1147,14 @@ async fn resolve(
                 // is kept already; then take theirs.
                 let at_p = if let CopyAt::Free(..) = &target {
                     let (src, dst) = (full(cx, &p)?, full(cx, &copy)?);
-                    match rename_noreplace(&src, &dst) {
+                    let moved = if is_ref {
+                        // A ref kept from this replica before is simply moved on.
+                        local_parents(cx, &copy)?;
+                        fs::rename(&src, &dst)
+                    } else {
+                        rename_noreplace(&src, &dst)
+                    };
+                    match moved {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                             cx.local.rescan(Some(std::slice::from_ref(&copy)))?;
@@ -1177,6 +1199,116 @@ async fn resolve(
     }
 }
 
+/// The name of the replica that made `e` (its short ID when no name is known).
+fn replica_name(cx: &Ctx<'_>, e: &Entry) -> String {
+    cx.names
+        .get(&e.stamp.replica)
+        .cloned()
+        .unwrap_or_else(|| e.stamp.replica.short())
+}
+
+/// Where a losing git ref is kept (`refs/briefcase/REPLICA/…`): already there with that value
+/// (here or on the mirror), or to be written over whatever an older loss of the same replica
+/// left there (a ref moves; it is not a copy to keep beside).
+fn ref_target(cx: &Ctx<'_>, at: RelPath, loser: &Entry) -> Result<CopyAt, StepError> {
+    let here = cx.local.journal.entry(&at)?;
+    let same = |e: &Entry| !e.deleted && e.same_content(loser);
+    if here.as_ref().is_some_and(same) || cx.st.entry(&at).is_some_and(same) {
+        return Ok(CopyAt::Kept(at));
+    }
+    Ok(CopyAt::Free(at, here))
+}
+
+/// Concurrent versions of a cache, log or object inside a version-control directory: the
+/// winner's copy stays (or replaces ours), nothing is kept beside it (crate::vcs).
+async fn winner_takes_all(cx: &mut Ctx<'_>, l: Entry, r: Entry, winner: Side) -> StepResult {
+    let p = l.path.clone();
+    if winner == Side::Local {
+        let m = fs::symlink_metadata(full(cx, &p)?).ok();
+        settled(
+            cx,
+            local_entry(&l, m.as_ref()),
+            &r,
+            m.as_ref(),
+            "merge",
+            Some("version-control metadata changed on both sides: this version kept"),
+        )?;
+        return Ok(Outcome::Done);
+    }
+    match materialise(cx, &r, &p, Some(&l)).await? {
+        Some(m) => {
+            settled(
+                cx,
+                r.clone(),
+                &l,
+                Some(&m),
+                "merge",
+                Some("version-control metadata changed on both sides: the other version taken"),
+            )?;
+            Ok(Outcome::Done)
+        }
+        None => {
+            cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+            Ok(Outcome::Deferred("changed here during the sync".into()))
+        }
+    }
+}
+
+/// Both sides changed `packed-refs`: before the winner's file is taken, every ref of the loser's
+/// that the winner's does not hold with the same value is written as a loose ref under
+/// `GIT_DIR/refs/briefcase/REPLICA/` here (journaled now, sent by the next round), so no line
+/// of work is lost.
+async fn keep_packed_refs(
+    cx: &mut Ctx<'_>,
+    l: &Entry,
+    r: &Entry,
+    winner: Side,
+    git_dir: &RelPath,
+    who: &str,
+) -> Result<(), StepError> {
+    if l.kind != EntryKind::File || r.kind != EntryKind::File || l.deleted || r.deleted {
+        return Ok(());
+    }
+    let local_path = full(cx, &l.path)?;
+    let ours = fs::read(&local_path).map_err(|e| local_io(cx, &l.path, "read", e))?;
+    let Some(tmp) = fetch_verified(cx, r, &local_path, false).await? else {
+        return Err(mismatch(cx, r));
+    };
+    let theirs = fs::read(&tmp);
+    let _ = fs::remove_file(&tmp);
+    let theirs = theirs.map_err(|e| local_io(cx, &r.path, "read", e))?;
+    let (won, lost) = if winner == Side::Local {
+        (&ours, &theirs)
+    } else {
+        (&theirs, &ours)
+    };
+    let mut written = Vec::new();
+    for (name, id) in crate::vcs::packed_refs_lost(won, lost) {
+        let tail = name.strip_prefix("refs/").unwrap_or(&name);
+        let rel = format!(
+            "{}/refs/{}/{}/{tail}",
+            git_dir.display(),
+            crate::vcs::REFS_NAMESPACE,
+            crate::vcs::ref_component(who)
+        );
+        let Ok(at) = RelPath::try_from(rel.as_str()) else {
+            continue;
+        };
+        local_parents(cx, &at)?;
+        let dest = full(cx, &at)?;
+        fsutil::replace_with(&dest, None, |f| {
+            io::Write::write_all(f, format!("{id}\n").as_bytes())
+        })
+        .map_err(|e| local_io(cx, &at, "write", e))?;
+        tracing::warn!(path = %at, "a ref of the other side's packed-refs kept beside ours");
+        written.push(at);
+    }
+    if !written.is_empty() {
+        cx.local.rescan(Some(&written))?;
+    }
+    Ok(())
+}
+
 /// Where the losing version of a conflict is kept.
 enum CopyAt {
     /// That very content is already kept as a copy of the path (here or on the mirror):
@@ -1191,11 +1323,7 @@ enum CopyAt {
 /// versions from one replica in the same second never share a name: a copy is never written
 /// over). Names taken here, on disk (even unjournaled) or on the mirror all count as taken.
 fn copy_target(cx: &Ctx<'_>, p: &RelPath, loser: &Entry) -> Result<CopyAt, StepError> {
-    let who = cx
-        .names
-        .get(&loser.stamp.replica)
-        .cloned()
-        .unwrap_or_else(|| loser.stamp.replica.short());
+    let who = replica_name(cx, loser);
     let base = conflict_name(p, &who, loser.mtime_ns);
 
     // Copies of `p` all start with `DIR/STEM.conflict-`.

@@ -118,25 +118,9 @@ pub(crate) fn minimal(mut v: Vec<RelPath>) -> Vec<RelPath> {
         .collect()
 }
 
-/// Names of the metadata directories of version-control tools whose working copies are synced as
-/// units: a batch touching one waits while the tool holds a lock there.
-pub(crate) const VCS_DIRS: &[&[u8]] = &[b".git", b".hg", b".svn"];
-
-/// The version-control metadata directory (`.git`, `.hg`, `.svn`) a path lies in (the innermost,
-/// for nested repositories), if any. The directory itself counts as inside.
+/// The version-control metadata directory (`.git`, `.hg`, `.svn`) a path lies in, if any.
 pub(crate) fn git_dir_of(path: &RelPath) -> Option<RelPath> {
-    let bytes = path.as_bytes();
-    let mut end = None;
-    let mut start = 0;
-    for c in path.components() {
-        let stop = start + c.len();
-        if VCS_DIRS.contains(&c) {
-            end = Some(stop);
-        }
-        start = stop + 1;
-    }
-    end.and_then(|e| bytes.get(..e))
-        .and_then(|b| RelPath::new(b.to_vec()).ok())
+    crate::vcs::metadata_dir_of(path)
 }
 
 /// A lock the version-control tool holds in its metadata directory `vcs_dir`, with its inode.
