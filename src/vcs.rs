@@ -21,6 +21,11 @@
 //! The winner is the planner's (the later mtime, then the higher replica ID): the same answer on
 //! every machine.
 
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use briefcase_mirror::RelPath;
 
 /// Names of the metadata directories of version-control tools.
@@ -156,6 +161,81 @@ pub fn is_kept_ref(path: &RelPath) -> bool {
             .as_bytes()
             .get(dir.as_bytes().len()..)
             .is_some_and(|r| r.starts_with(ns.as_bytes()))
+}
+
+/// A lock the version-control tool holds in its metadata directory `vcs_dir`, with its inode.
+/// git: `*.lock` directly in `.git`, under `refs/`, `objects/pack/` or `objects/info/`, and
+/// `gc.pid` while `git gc` runs. Mercurial: `wlock`, `store/lock`. Subversion: the working-copy
+/// database's `wc.db-journal` while it writes. `None` when there is none (or `vcs_dir` is not a
+/// directory, e.g. a worktree's `.git` file).
+pub fn lock_held(vcs_dir: &Path) -> Option<(PathBuf, u64)> {
+    let name = vcs_dir.file_name().map(|n| n.as_encoded_bytes().to_vec());
+    match name.as_deref() {
+        Some(b".hg") => {
+            return [vcs_dir.join("wlock"), vcs_dir.join("store").join("lock")]
+                .into_iter()
+                .find_map(|p| present(&p))
+        }
+        Some(b".svn") => return present(&vcs_dir.join("wc.db-journal")),
+        _ => {}
+    }
+    if let Some(l) = lock_in(vcs_dir)
+        .or_else(|| present(&vcs_dir.join("gc.pid")))
+        .or_else(|| lock_in(&vcs_dir.join("objects").join("pack")))
+        .or_else(|| lock_in(&vcs_dir.join("objects").join("info")))
+    {
+        return Some(l);
+    }
+    let mut stack = vec![vcs_dir.join("refs")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for de in rd.flatten() {
+            let is_dir = de.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir {
+                stack.push(de.path());
+            } else if de.file_name().as_encoded_bytes().ends_with(b".lock") {
+                if let Some(l) = present(&de.path()) {
+                    return Some(l);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `path` and its inode, if something is there.
+fn present(path: &Path) -> Option<(PathBuf, u64)> {
+    fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (path.to_path_buf(), m.ino()))
+}
+
+fn lock_in(dir: &Path) -> Option<(PathBuf, u64)> {
+    let rd = fs::read_dir(dir).ok()?;
+    for de in rd.flatten() {
+        if de.file_name().as_encoded_bytes().ends_with(b".lock") {
+            if let Ok(m) = fs::symlink_metadata(de.path()) {
+                if !m.is_dir() {
+                    return Some((de.path(), m.ino()));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A lock in `vcs_dir` younger than `stale` (by its mtime): the tool is at work there now, so
+/// nothing should be written into the directory. An older one was left by a crashed command
+/// and is not waited for.
+pub fn busy(vcs_dir: &Path, stale: Duration) -> Option<PathBuf> {
+    let (lock, _) = lock_held(vcs_dir)?;
+    let age = fs::symlink_metadata(&lock)
+        .ok()?
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .unwrap_or_default();
+    (age < stale).then_some(lock)
 }
 
 #[cfg(test)]

@@ -50,6 +50,13 @@ pub struct ResolveArgs {
     pub keep: String,
 }
 
+/// For a ref kept under `.git/refs/briefcase/` (briefcase::vcs): its ref name
+/// (`refs/briefcase/home/heads/main`).
+fn kept_git_ref(copy: &str) -> Option<String> {
+    let at = copy.find(".git/refs/")?;
+    copy.get(at + ".git/".len()..).map(str::to_string)
+}
+
 fn copies(rep: &LocalReplica) -> Result<Vec<Entry>> {
     Ok(rep
         .journal
@@ -103,6 +110,11 @@ pub fn list(dirs: &Dirs, a: ListArgs) -> Result<u8> {
                 r.original.as_deref().unwrap_or("?"),
                 r.replica
             );
+            if let Some(git_ref) = kept_git_ref(&r.copy) {
+                println!(
+                    "    a git branch moved on both sides: `git log --all` shows both; merge it (`git merge {git_ref}`), then drop it (`git update-ref -d {git_ref}`)"
+                );
+            }
         }
         println!(
             "{} conflict(s); settle with `briefcase resolve PATH --keep local|newest|both|REPLICA`",

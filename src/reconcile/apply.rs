@@ -876,6 +876,9 @@ async fn materialise(
 
 async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncReport) -> StepResult {
     let p = r.path.clone();
+    if let Some(why) = vcs_busy(cx, &p)? {
+        return Ok(Outcome::Deferred(why));
+    }
     let l_live = l.as_ref().filter(|e| !e.deleted);
     if r.deleted {
         if let Some(le) = l_live {
@@ -1048,6 +1051,9 @@ async fn resolve(
     report: &mut SyncReport,
 ) -> StepResult {
     let p = l.path.clone();
+    if let Some(why) = vcs_busy(cx, &p)? {
+        return Ok(Outcome::Deferred(why));
+    }
     // A directory deleted here that the mirror keeps: if a directory is here now, nothing can
     // be lost (`materialise` keeps it, and what it holds has entries of its own), whoever made
     // it; e.g. this sync, for a file renamed into it (renames are taken before the other steps).
@@ -1197,6 +1203,29 @@ async fn resolve(
             Ok(Outcome::Done)
         }
     }
+}
+
+/// How long a version-control lock here keeps incoming changes out of its directory before it
+/// is taken for a leftover of a crashed command (the watcher's `git_lock_wait`).
+const VCS_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why nothing may be written at `p` now: it lies in a `.git` (`.hg`, `.svn`) directory whose
+/// tool holds a lock here (a `git commit` or `gc` running). The step is deferred, not failed: a
+/// repository is never changed under a running git command.
+fn vcs_busy(cx: &Ctx<'_>, p: &RelPath) -> Result<Option<String>, StepError> {
+    let Some(dir) = crate::vcs::metadata_dir_of(p) else {
+        return Ok(None);
+    };
+    let Ok(abs) = fsutil::resolve(&cx.local.root, &dir) else {
+        return Ok(None);
+    };
+    Ok(crate::vcs::busy(&abs, VCS_LOCK_STALE).map(|lock| {
+        format!(
+            "{} is in use here ({} exists); taken at the next sync",
+            dir,
+            lock.display()
+        )
+    }))
 }
 
 /// The name of the replica that made `e` (its short ID when no name is known).

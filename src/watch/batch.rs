@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -123,63 +122,7 @@ pub(crate) fn git_dir_of(path: &RelPath) -> Option<RelPath> {
     crate::vcs::metadata_dir_of(path)
 }
 
-/// A lock the version-control tool holds in its metadata directory `vcs_dir`, with its inode.
-/// git: `*.lock` directly in `.git`, under `refs/`, `objects/pack/` or `objects/info/`, and
-/// `gc.pid` while `git gc` runs. Mercurial: `wlock`, `store/lock`. Subversion: the working-copy
-/// database's `wc.db-journal` while it writes. `None` when there is none (or `vcs_dir` is not a
-/// directory, e.g. a worktree's `.git` file).
+/// A lock the version-control tool holds in `vcs_dir` ([`crate::vcs::lock_held`]).
 pub(crate) fn git_lock(vcs_dir: &Path) -> Option<(PathBuf, u64)> {
-    let name = vcs_dir.file_name().map(|n| n.as_encoded_bytes().to_vec());
-    match name.as_deref() {
-        Some(b".hg") => {
-            return [vcs_dir.join("wlock"), vcs_dir.join("store").join("lock")]
-                .into_iter()
-                .find_map(|p| present(&p))
-        }
-        Some(b".svn") => return present(&vcs_dir.join("wc.db-journal")),
-        _ => {}
-    }
-    if let Some(l) = lock_in(vcs_dir)
-        .or_else(|| present(&vcs_dir.join("gc.pid")))
-        .or_else(|| lock_in(&vcs_dir.join("objects").join("pack")))
-        .or_else(|| lock_in(&vcs_dir.join("objects").join("info")))
-    {
-        return Some(l);
-    }
-    let mut stack = vec![vcs_dir.join("refs")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for de in rd.flatten() {
-            let is_dir = de.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if is_dir {
-                stack.push(de.path());
-            } else if de.file_name().as_encoded_bytes().ends_with(b".lock") {
-                if let Some(l) = present(&de.path()) {
-                    return Some(l);
-                }
-            }
-        }
-    }
-    None
-}
-
-/// `path` and its inode, if something is there.
-fn present(path: &Path) -> Option<(PathBuf, u64)> {
-    fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (path.to_path_buf(), m.ino()))
-}
-
-fn lock_in(dir: &Path) -> Option<(PathBuf, u64)> {
-    let rd = fs::read_dir(dir).ok()?;
-    for de in rd.flatten() {
-        if de.file_name().as_encoded_bytes().ends_with(b".lock") {
-            if let Ok(m) = fs::symlink_metadata(de.path()) {
-                if !m.is_dir() {
-                    return Some((de.path(), m.ino()));
-                }
-            }
-        }
-    }
-    None
+    crate::vcs::lock_held(vcs_dir)
 }
