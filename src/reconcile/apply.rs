@@ -1139,14 +1139,12 @@ async fn resolve(
                         }
                     }
                 }
-                let m = fs::symlink_metadata(full(cx, &p)?).ok();
-                settled(
+                keep_ours(
                     cx,
-                    local_entry(&l, m.as_ref()),
+                    &l,
                     &r,
-                    m.as_ref(),
                     "conflict",
-                    Some(&format!("kept this version; the other is {copy}")),
+                    &format!("kept this version; the other is {copy}"),
                 )?;
             } else {
                 // Move our version aside (same inode: nothing is copied), unless that content
@@ -1248,19 +1246,37 @@ fn ref_target(cx: &Ctx<'_>, at: RelPath, loser: &Entry) -> Result<CopyAt, StepEr
     Ok(CopyAt::Free(at, here))
 }
 
+/// Settles `l` (the local version, as it is on disk now) over `r` with a new local stamp.
+fn keep_ours(
+    cx: &mut Ctx<'_>,
+    l: &Entry,
+    r: &Entry,
+    op: &str,
+    detail: &str,
+) -> Result<(), StepError> {
+    let m = fs::symlink_metadata(full(cx, &l.path)?).ok();
+    settled(
+        cx,
+        local_entry(l, m.as_ref()),
+        r,
+        m.as_ref(),
+        op,
+        Some(detail),
+    )?;
+    Ok(())
+}
+
 /// Concurrent versions of a cache, log or object inside a version-control directory: the
 /// winner's copy stays (or replaces ours), nothing is kept beside it (crate::vcs).
 async fn winner_takes_all(cx: &mut Ctx<'_>, l: Entry, r: Entry, winner: Side) -> StepResult {
     let p = l.path.clone();
     if winner == Side::Local {
-        let m = fs::symlink_metadata(full(cx, &p)?).ok();
-        settled(
+        keep_ours(
             cx,
-            local_entry(&l, m.as_ref()),
+            &l,
             &r,
-            m.as_ref(),
             "merge",
-            Some("version-control metadata changed on both sides: this version kept"),
+            "version-control metadata changed on both sides: this version kept",
         )?;
         return Ok(Outcome::Done);
     }

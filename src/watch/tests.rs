@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
-use super::batch::{git_dir_of, minimal, Pending};
+use super::batch::{minimal, Pending};
 use super::*;
 
 /// Longest wait for a hint that must arrive.
@@ -394,20 +394,6 @@ fn minimal_scopes_table() {
         let got = minimal(input.iter().map(|s| rp(s)).collect());
         let want: Vec<RelPath> = want.iter().map(|s| rp(s)).collect();
         assert_eq!(got, want, "{input:?}");
-    }
-}
-
-#[test]
-fn git_dir_table() {
-    for (p, want) in [
-        (".git/index", Some(".git")),
-        (".git", Some(".git")),
-        ("sub/.git/refs/heads/main", Some("sub/.git")),
-        ("a/.git/modules/m/.git/x", Some("a/.git/modules/m/.git")),
-        ("src/main.rs", None),
-        ("x.git/y", None),
-    ] {
-        assert_eq!(git_dir_of(&rp(p)), want.map(rp), "{p}");
     }
 }
 
