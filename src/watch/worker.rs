@@ -26,7 +26,7 @@ use super::{Hint, Msg, Stats, WatchError, WatchOptions};
 use crate::scan::IgnoreRules;
 
 /// How often a batch held for a git lock checks the lock again.
-const GIT_LOCK_CHECK: Duration = Duration::from_millis(50);
+const GIT_LOCK_CHECK: Duration = Duration::from_millis(10);
 /// How soon a hint refused by a full queue is offered again (merged with anything new).
 const SEND_RETRY: Duration = Duration::from_millis(50);
 /// Longest sleep of the worker, so that a stop is noticed even if its message was lost.
