@@ -609,13 +609,15 @@ impl Scenario {
     }
 
     /// Starts `briefcase watch FOLDER NAS` and waits until it runs: the mirror carries its state
-    /// and a file written into the folder after the start arrived there.
+    /// and a file written into the folder after that arrived there (written again every second
+    /// until it does, so a write that fell between the first scan and the watches being set up
+    /// does not stall the start).
     pub fn start_watch(&mut self) {
         let w = Watch::start(&self.m, &self.folder, &self.nas, &self.log_path());
         self.watch = Some(w);
         let probe = self.folder.join("briefcase-test-ready.txt");
         let end = Instant::now() + deadline() * 2;
-        let mut written = false;
+        let mut written: Option<Instant> = None;
         loop {
             if let Some(st) = self.watch.as_mut().unwrap().exited() {
                 panic!(
@@ -624,12 +626,13 @@ impl Scenario {
                     self.watch.as_ref().unwrap().log()
                 );
             }
-            let log = self.watch.as_ref().unwrap().log();
-            if !written && self.nas.join(".briefcase").is_dir() && log.contains("Ctrl-C to stop") {
+            if self.nas.join(".briefcase").is_dir()
+                && written.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
                 write(&probe, "ready\n");
-                written = true;
+                written = Some(Instant::now());
             }
-            if written
+            if written.is_some()
                 && fs::read_to_string(self.nas.join("briefcase-test-ready.txt"))
                     .ok()
                     .as_deref()
@@ -641,12 +644,12 @@ impl Scenario {
                 Instant::now() < end,
                 "[{}] briefcase watch never became ready:\n{}",
                 self.name,
-                log
+                self.watch.as_ref().unwrap().log()
             );
             std::thread::sleep(POLL);
         }
         eprintln!(
-            "[{}] watch ready after {:.1} s (pid {})",
+            "[{}] watch ready, {:.1} s into the scenario (pid {})",
             self.name,
             self.started.elapsed().as_secs_f64(),
             self.watch.as_ref().unwrap().pid()
