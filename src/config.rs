@@ -11,6 +11,11 @@
 //! name = "nas"
 //! target = "/mnt/nas/work"      # or "dir:/mnt/nas/work"
 //! send_only = false
+//!
+//! [[folder.mirror]]
+//! name = "stick"
+//! target = "stick:/media/usb"
+//! stick_id = "3f9c…"            # the stick this folder was shared with (pinned)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -120,6 +125,12 @@ pub struct MirrorConfig {
     /// Push only, never pull.
     #[serde(default)]
     pub send_only: bool,
+    /// Sticks only: the ID of the stick this folder was shared with (32 hex digits, derived
+    /// from the stick's secret), recorded when the mirror is added or cloned, or at the first
+    /// opening for a mirror added by an older version (trust on first use). A stick with
+    /// another secret is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stick_id: Option<String>,
 }
 
 /// A parsed mirror target.

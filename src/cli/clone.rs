@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use briefcase::config::{Dirs, Target};
 use briefcase_mirror::{Mirror, Presence};
 
@@ -27,6 +27,11 @@ pub struct Args {
 }
 
 pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
+    let what = format!("folder {}, mirror {}", a.dir.display(), a.target);
+    run_inner(dirs, a).await.context(what)
+}
+
+async fn run_inner(dirs: &Dirs, a: Args) -> Result<u8> {
     if a.dir.join(briefcase::replica::MARKER).exists() {
         bail!(
             "{} is already a briefcase folder; to add a mirror to it use `briefcase mirror add {} {}`",
@@ -51,7 +56,7 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
             })?),
             None => None,
         };
-    let folder = match &parsed {
+    let (folder, pin) = match &parsed {
         Target::Stick(mount) => {
             let me = super::id::machine_key(dirs)?;
             let passphrase = if a.passphrase {
@@ -73,25 +78,17 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
                 ),
             };
             // Opens it now: a machine that cannot decrypt it is told which can, before
-            // anything is created here.
-            let stick = s.stick_file().await?;
-            if !stick
-                .recipients
-                .iter()
-                .any(|r| r.key == me.recipient().to_string())
-            {
+            // anything is created here. Who may open it is taken from its encrypted list,
+            // never from the plain STICK.
+            let pin = s.stick_id().await?;
+            let listed = s.recipients().await?;
+            if !listed.iter().any(|r| r.key == me.recipient()) {
                 let cfg = super::load_config(dirs)?;
-                let mut machines: Vec<briefcase_stick::Recipient> = stick
-                    .recipients
-                    .iter()
-                    .filter_map(|r| briefcase_stick::Recipient::parse(&r.key, &r.label).ok())
-                    .collect();
-                machines.push(briefcase_stick::Recipient {
-                    key: me.recipient(),
-                    label: cfg.machine_name(),
-                });
-                s.set_recipients(&briefcase_stick::Recipients {
-                    machines,
+                s.add_recipients(&briefcase_stick::Recipients {
+                    machines: vec![briefcase_stick::Recipient {
+                        key: me.recipient(),
+                        label: cfg.machine_name(),
+                    }],
                     passphrase: None,
                 })
                 .await?;
@@ -100,12 +97,12 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
                     me.recipient()
                 );
             }
-            folder
+            (folder, Some(pin))
         }
         Target::Dir(_) => {
             let b = super::backend(dirs, folder_arg, &a.target)?;
             match b.probe().await? {
-                Presence::Marked(f) => f,
+                Presence::Marked(f) => (f, None),
                 _ => bail!(
                     "{} is not a briefcase mirror; add it to an existing folder with `briefcase mirror add DIR {}`",
                     a.target,
@@ -115,7 +112,12 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
         }
     };
     super::mirror::clone_into(dirs, &a.dir, folder)?;
-    let name = super::mirror::add(dirs, &a.dir, &a.target, a.name.clone(), false).await?;
+    let keys = super::mirror::StickKeys {
+        pin,
+        ..Default::default()
+    };
+    let name =
+        super::mirror::add_with(dirs, &a.dir, &a.target, a.name.clone(), false, &keys).await?;
     println!(
         "cloned folder {folder} from {} into {} (mirror {name}); syncing",
         a.target,

@@ -37,11 +37,11 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     Ok(super::EXIT_OK)
 }
 
-/// The CLI's [`super::backend`] as the daemon's backend factory.
+/// The CLI's [`super::configured_backend`] as the daemon's backend factory (sticks pinned).
 pub fn backend_factory(dirs: &Dirs) -> BackendFactory {
     let dirs = dirs.clone();
     Arc::new(move |folder, m| {
-        super::backend(&dirs, Some(folder), &m.target).map_err(|e| format!("{e:#}"))
+        super::configured_backend(&dirs, folder, m).map_err(|e| format!("{e:#}"))
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use briefcase::config::{default_mirror_name, Dirs, MirrorConfig, Target};
 use briefcase::reconcile;
 
@@ -64,8 +64,11 @@ pub async fn run(dirs: &Dirs, c: Command) -> Result<u8> {
             let keys = StickKeys {
                 recipients,
                 passphrase,
+                pin: None,
             };
-            let name = add_with(dirs, &dir, &target, name, send_only, &keys).await?;
+            let name = add_with(dirs, &dir, &target, name, send_only, &keys)
+                .await
+                .with_context(|| format!("folder {}, mirror {target}", dir.display()))?;
             println!("added mirror {name} ({target}) to {}; run `briefcase sync {}` or `briefcase watch {}`", dir.display(), dir.display(), dir.display());
             Ok(super::EXIT_OK)
         }
@@ -136,6 +139,9 @@ pub struct StickKeys {
     pub recipients: Vec<String>,
     /// Whether to add a recovery passphrase.
     pub passphrase: bool,
+    /// The stick ID to accept (`clone` opened the stick already); else the one the config
+    /// records for this mirror, or the stick found now (which is then recorded).
+    pub pin: Option<briefcase_stick::StickId>,
 }
 
 /// [`add`], with the recipients of a stick.
@@ -158,6 +164,18 @@ pub async fn add_with(
         Target::Stick(mount) => {
             let me = super::id::machine_key(dirs)?;
             let cfg = super::load_config(dirs)?;
+            let here = dir.canonicalize().ok();
+            let configured = cfg
+                .folders
+                .iter()
+                .filter(|f| here.as_ref() == Some(&f.path))
+                .flat_map(|f| &f.mirrors)
+                .find(|m| Target::parse(&m.target).ok().as_ref() == Some(&parsed));
+            let pin = match (keys.pin, configured) {
+                (Some(p), _) => Some(p),
+                (None, Some(m)) => super::stick_pin(m)?,
+                (None, None) => None,
+            };
             let mut machines = vec![briefcase_stick::Recipient {
                 key: me.recipient(),
                 label: cfg.machine_name(),
@@ -187,7 +205,8 @@ pub async fn add_with(
                 mount.clone(),
                 Some(create.clone()),
                 passphrase.or_else(super::passphrase_from_env),
-            )?;
+            )?
+            .with_pin(pin);
             stick = Some((s, create));
         }
         Target::Dir(_) => plain = Some(super::backend(dirs, folder, &url)?),
@@ -207,11 +226,19 @@ pub async fn add_with(
     let f = cfg.folder_mut(&rep.root);
     if let Some(m) = f
         .mirrors
-        .iter()
+        .iter_mut()
         .find(|m| Target::parse(&m.target).ok().as_ref() == Some(&parsed))
     {
         if let Some((s, create)) = &stick {
+            let id = s.stick_id().await?;
             update_recipients(s, create, keys).await?;
+            if m.stick_id.is_none() {
+                m.stick_id = Some(id.to_string());
+                eprintln!("{}: recorded stick ID {id} (a stick with another key is refused from now on)", s.mount().display());
+                let name = m.name.clone();
+                cfg.save(dirs)?;
+                return Ok(name);
+            }
         }
         return Ok(m.name.clone());
     }
@@ -244,10 +271,15 @@ pub async fn add_with(
     if let (Some((s, create)), false) = (&stick, fresh) {
         update_recipients(s, create, keys).await?;
     }
+    let stick_id = match &stick {
+        Some((s, _)) => Some(s.stick_id().await?.to_string()),
+        None => None,
+    };
     f.mirrors.push(MirrorConfig {
         name: name.clone(),
         target: url,
         send_only,
+        stick_id,
     });
     cfg.save(dirs)?;
     Ok(name)
@@ -275,7 +307,8 @@ pub fn clone_into(
 }
 
 /// Adds the recipients (and passphrase) `mirror add` was given to an existing stick, keeping
-/// those it has; only its keys are re-encrypted.
+/// those it has (as its encrypted list says; never those of the plain `STICK`); only its keys
+/// are re-encrypted.
 async fn update_recipients(
     s: &briefcase_stick::StickMirror,
     create: &briefcase_stick::Recipients,
@@ -284,29 +317,9 @@ async fn update_recipients(
     if keys.recipients.is_empty() && !keys.passphrase {
         return Ok(());
     }
-    let current = s.stick_file().await?;
-    let mut machines: Vec<briefcase_stick::Recipient> = current
-        .recipients
-        .iter()
-        .filter_map(|r| briefcase_stick::Recipient::parse(&r.key, &r.label).ok())
-        .collect();
-    let mut added = Vec::new();
-    for r in &create.machines {
-        if !machines.iter().any(|m| m.key == r.key) {
-            machines.push(r.clone());
-            added.push(r.key.to_string());
-        }
-    }
-    if added.is_empty() && create.passphrase.is_none() {
-        return Ok(());
-    }
-    s.set_recipients(&briefcase_stick::Recipients {
-        machines,
-        passphrase: create.passphrase.clone(),
-    })
-    .await?;
+    let added = s.add_recipients(create).await?;
     for a in &added {
-        eprintln!("{}: added recipient {a}", s.mount().display());
+        eprintln!("{}: added recipient {}", s.mount().display(), a.key);
     }
     if create.passphrase.is_some() {
         eprintln!("{}: recovery passphrase set", s.mount().display());

@@ -13,7 +13,7 @@ mod watch;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use briefcase::config::{Config, Dirs, Target};
+use briefcase::config::{Config, Dirs, MirrorConfig, Target};
 use briefcase::replica::{self, LocalReplica};
 use briefcase_mirror::Mirror;
 use clap::{Parser, Subcommand};
@@ -147,6 +147,73 @@ pub fn backend(
         Target::Dir(p) => Box::new(briefcase_dir::DirMirror::new(p)),
         Target::Stick(p) => Box::new(stick(dirs, folder, p, None, passphrase_from_env())?),
     })
+}
+
+/// Builds the backend of the configured mirror `m` of `folder`. A stick is pinned to the
+/// stick ID the config records for it (`stick_id`); when there is none (a mirror added by an
+/// older version), the stick is pinned at its first opening and the ID is recorded then (trust
+/// on first use).
+pub fn configured_backend(
+    dirs: &Dirs,
+    folder: briefcase_mirror::FolderId,
+    m: &MirrorConfig,
+) -> Result<Box<dyn Mirror>> {
+    let Target::Stick(mount) = Target::parse(&m.target)? else {
+        return backend(dirs, Some(folder), &m.target);
+    };
+    let pin = stick_pin(m)?;
+    let s = stick(dirs, Some(folder), mount, None, passphrase_from_env())?.with_pin(pin);
+    if pin.is_some() {
+        return Ok(Box::new(s));
+    }
+    let (dirs, name, target) = (dirs.clone(), m.name.clone(), m.target.clone());
+    Ok(Box::new(s.on_first_pin(std::sync::Arc::new(move |id| {
+        if let Err(e) = record_pin(&dirs, folder, &name, &target, id) {
+            tracing::warn!(mirror = %name, "cannot record the stick's ID {id} in the config: {e:#}; it is pinned again at the next opening");
+        }
+    }))))
+}
+
+/// The stick ID the config records for mirror `m`, if any.
+pub fn stick_pin(m: &MirrorConfig) -> Result<Option<briefcase_stick::StickId>> {
+    match &m.stick_id {
+        None => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|e: String| {
+            anyhow::anyhow!(
+                "mirror {} ({}): stick_id in the config: {e}; fix it, or remove and add the mirror again",
+                m.name,
+                m.target
+            )
+        }),
+    }
+}
+
+/// Records `id` as the stick ID of mirror `name` (`target`) of the configured folder whose ID
+/// is `folder`, where none is recorded yet.
+pub fn record_pin(
+    dirs: &Dirs,
+    folder: briefcase_mirror::FolderId,
+    name: &str,
+    target: &str,
+    id: &briefcase_stick::StickId,
+) -> Result<()> {
+    let mut cfg = load_config(dirs)?;
+    let mut changed = false;
+    for f in &mut cfg.folders {
+        if replica::read_marker(&f.path).ok().map(|m| m.folder_id) != Some(folder) {
+            continue;
+        }
+        for m in &mut f.mirrors {
+            if m.name == name && m.target == target && m.stick_id.is_none() {
+                m.stick_id = Some(id.to_string());
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        cfg.save(dirs)?;
+    }
+    Ok(())
 }
 
 /// A stick backend opened with this machine's key (and `passphrase`); `create` is what a new

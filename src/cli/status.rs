@@ -211,7 +211,7 @@ fn look_at_mirrors(dirs: &Dirs, rep: &LocalReplica, mirrors: &[MirrorConfig]) ->
         for m in mirrors {
             let mut v = MirrorView::new(&m.name, &m.target, m.send_only);
             v.removable = m.target.starts_with("stick:");
-            match super::backend(dirs, Some(rep.journal.folder_id()), &m.target) {
+            match super::configured_backend(dirs, rep.journal.folder_id(), m) {
                 Err(e) => {
                     v.state = Availability::Error;
                     v.detail = Some(format!("{e:#}"));

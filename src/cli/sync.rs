@@ -37,7 +37,7 @@ pub async fn sync_one(
     m: &MirrorConfig,
     opts: &SyncOptions,
 ) -> MirrorOutcome {
-    let backend = match super::backend(dirs, Some(rep.journal.folder_id()), &m.target) {
+    let backend = match super::configured_backend(dirs, rep.journal.folder_id(), m) {
         Ok(b) => b,
         Err(e) => return MirrorOutcome::Failed(format!("mirror {}: {e:#}", m.name)),
     };

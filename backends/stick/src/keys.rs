@@ -245,6 +245,73 @@ impl std::fmt::Debug for Unlock {
     }
 }
 
+/// A stick's identity as this machine pins it: the first 16 bytes of a blake3 key derivation
+/// over the stick secret (its X25519 identity, name key and folder), shown as 32 hex digits.
+///
+/// Two sticks have the same ID only if they have the same secret, and the ID reveals nothing
+/// of the secret. A machine records it in its config when it adds or clones a stick and
+/// refuses a stick whose secret gives another ID.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StickId(pub [u8; 16]);
+
+impl std::fmt::Display for StickId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for StickId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StickId({self})")
+    }
+}
+
+impl FromStr for StickId {
+    type Err = String;
+
+    /// Parses 32 hex digits.
+    ///
+    /// # Errors
+    /// A message saying what a stick ID looks like.
+    fn from_str(s: &str) -> Result<StickId, String> {
+        let mut out = [0u8; 16];
+        if parse_hex(s.trim(), &mut out) {
+            Ok(StickId(out))
+        } else {
+            Err(format!("{s:?} is not a stick ID (32 hex digits)"))
+        }
+    }
+}
+
+/// Fills `out` from exactly `2 * out.len()` hex digits; false on anything else. Never panics,
+/// whatever `s` holds (it is read from untrusted files).
+pub(crate) fn parse_hex(s: &str, out: &mut [u8]) -> bool {
+    let b = s.as_bytes();
+    if b.len() != out.len() * 2 {
+        return false;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        match (pair.first().copied().and_then(digit), pair.get(1).copied().and_then(digit)) {
+            (Some(hi), Some(lo)) => *o = hi << 4 | lo,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Key-derivation contexts (blake3 `derive_key`), fixed forever.
+const ID_CONTEXT: &str = "briefcase stick 2025-06 stick ID";
+const MAC_CONTEXT: &str = "briefcase stick 2025-06 root and segment MAC key";
+
 /// The stick's own secret: the identity its chunks and state are encrypted to, and the key of
 /// the keyed blake3 hash that names chunks. Never stored in plain.
 #[derive(Clone)]
@@ -253,21 +320,42 @@ pub(crate) struct StickSecret {
     pub recipient: x25519::Recipient,
     pub name_key: [u8; 32],
     pub folder: FolderId,
+    /// What machines pin (derived from the three above).
+    pub id: StickId,
+    /// The key of the keyed blake3 MAC over roots and segments (derived from the three above).
+    pub mac_key: [u8; 32],
 }
 
 const SECRET_MAGIC: &str = "briefcase-stick-secret 1";
+/// Largest decrypted key record accepted, in bytes.
+const MAX_SECRET_TEXT: usize = 4096;
 
 impl StickSecret {
-    pub fn generate(folder: FolderId) -> StickSecret {
-        let identity = x25519::Identity::generate();
-        let mut name_key = [0u8; 32];
-        rand::fill(&mut name_key);
+    fn with(identity: x25519::Identity, name_key: [u8; 32], folder: FolderId) -> StickSecret {
+        let mut material = Vec::with_capacity(160);
+        material.extend_from_slice(identity.to_string().expose_secret().as_bytes());
+        material.push(0);
+        material.extend_from_slice(&name_key);
+        material.extend_from_slice(folder.to_string().as_bytes());
+        let id_full = blake3::derive_key(ID_CONTEXT, &material);
+        let mac_key = blake3::derive_key(MAC_CONTEXT, &material);
+        material.fill(0);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(id_full.get(..16).unwrap_or(&[0u8; 16]));
         StickSecret {
             recipient: identity.to_public(),
             identity,
             name_key,
             folder,
+            id: StickId(id),
+            mac_key,
         }
+    }
+
+    pub fn generate(folder: FolderId) -> StickSecret {
+        let mut name_key = [0u8; 32];
+        rand::fill(&mut name_key);
+        StickSecret::with(x25519::Identity::generate(), name_key, folder)
     }
 
     pub fn encode(&self) -> SecretString {
@@ -279,7 +367,12 @@ impl StickSecret {
         ))
     }
 
+    /// Parses a decrypted key record. Whoever knows a machine's public key can make a key file
+    /// it decrypts, so this is untrusted input: checked parsing only, no slicing.
     pub fn decode(bytes: &[u8]) -> Result<StickSecret, String> {
+        if bytes.len() > MAX_SECRET_TEXT {
+            return Err(format!("{} bytes, more than a key record", bytes.len()));
+        }
         let text = std::str::from_utf8(bytes).map_err(|_| "not text")?;
         let mut lines = text.lines();
         if lines.next() != Some(SECRET_MAGIC) {
@@ -288,13 +381,16 @@ impl StickSecret {
         let (mut folder, mut identity, mut names) = (None, None, None);
         for l in lines {
             match l.split_once(' ') {
-                Some(("folder", v)) => folder = v.parse::<FolderId>().ok(),
-                Some(("identity", v)) => identity = x25519::Identity::from_str(v).ok(),
-                Some(("names", v)) if v.len() == 64 => {
+                Some(("folder", v)) => {
+                    folder = Some(v.parse::<FolderId>().map_err(|_| "bad folder ID")?)
+                }
+                Some(("identity", v)) => {
+                    identity = Some(x25519::Identity::from_str(v).map_err(|_| "bad identity")?)
+                }
+                Some(("names", v)) => {
                     let mut k = [0u8; 32];
-                    for (i, b) in k.iter_mut().enumerate() {
-                        *b = u8::from_str_radix(&v[2 * i..2 * i + 2], 16)
-                            .map_err(|_| "bad name key")?;
+                    if !parse_hex(v, &mut k) {
+                        return Err("bad name key (not 64 hex digits)".into());
                     }
                     names = Some(k);
                 }
@@ -302,12 +398,9 @@ impl StickSecret {
             }
         }
         match (folder, identity, names) {
-            (Some(folder), Some(identity), Some(name_key)) => Ok(StickSecret {
-                recipient: identity.to_public(),
-                identity,
-                name_key,
-                folder,
-            }),
+            (Some(folder), Some(identity), Some(name_key)) => {
+                Ok(StickSecret::with(identity, name_key, folder))
+            }
             _ => Err("incomplete key record".into()),
         }
     }
@@ -367,7 +460,40 @@ mod tests {
         assert_eq!(d.name_key, s.name_key);
         assert_eq!(d.folder, s.folder);
         assert_eq!(d.recipient.to_string(), s.recipient.to_string());
+        assert_eq!(d.id, s.id);
+        assert_eq!(d.mac_key, s.mac_key);
+        assert_ne!(StickSecret::generate(FolderId(42)).id, s.id);
+        assert_eq!(s.id.to_string().parse::<StickId>().unwrap(), s.id);
         assert!(StickSecret::decode(b"garbage").is_err());
+    }
+
+    /// Issue 9, case 8: a names line with a multibyte character at byte 1 (64 bytes long) once
+    /// panicked on a slice that was not at a char boundary.
+    #[test]
+    fn a_crafted_key_record_is_an_error_not_a_panic() {
+        let s = StickSecret::generate(FolderId(42));
+        let text = s.encode();
+        let good = text.expose_secret();
+        let names_at = good.find("names ").unwrap() + "names ".len();
+        let mut crafted = good[..names_at].to_string();
+        crafted.push('a');
+        crafted.push('é');
+        crafted.push_str(&"0".repeat(61));
+        crafted.push('\n');
+        assert_eq!(crafted.lines().last().unwrap().len(), "names ".len() + 64);
+        assert!(StickSecret::decode(crafted.as_bytes()).is_err());
+        for bad in [
+            "names \u{0}".to_string(),
+            format!("names {}", "é".repeat(32)),
+            format!("names {}", "0".repeat(63)),
+            "folder é".to_string(),
+            "identity AGE-SECRET-KEY-1é".to_string(),
+        ] {
+            let t = format!("{SECRET_MAGIC}\n{bad}\n");
+            assert!(StickSecret::decode(t.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(StickId::from_str("zz").is_err());
+        assert!(StickId::from_str(&"é".repeat(16)).is_err());
     }
 
     #[test]

@@ -40,9 +40,12 @@ use briefcase_mirror::{
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Content, Delta, Node};
-use crate::format::{StickFile, CHUNKS, KEYS, RECOVERY, ROOTS, SEGMENTS, STICK_FILE, TOP};
+use crate::format::{
+    RecipientLine, StickFile, CHUNKS, KEYS, KEYS_LEGACY, RECOVERY, ROOTS, SEGMENTS, STICK_FILE,
+    TOP,
+};
 use crate::keys::{decrypt_with, encrypt_to, StickSecret};
-pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, Unlock};
+pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, StickId, Unlock};
 pub use age::secrecy::{ExposeSecret, SecretString};
 
 /// FastCDC sizes, in bytes.
@@ -76,8 +79,16 @@ const SEGMENT_SLACK: u64 = 16 << 10;
 const BATCH_CHUNKS: usize = 512;
 /// Bytes written per storage batch.
 const BATCH_BYTES: usize = 32 << 20;
-const ROOT_MAGIC: &[u8; 8] = b"BCSTKRT1";
-const SEGMENT_MAGIC: &[u8; 8] = b"BCSTKSG1";
+/// A root of format 1 (no MAC, no recipient list): read, never written.
+const ROOT_MAGIC_V1: &[u8; 8] = b"BCSTKRT1";
+/// A segment of format 1 (no MAC): read under a format 1 root only, never written.
+const SEGMENT_MAGIC_V1: &[u8; 8] = b"BCSTKSG1";
+/// A root of format 2: magic, postcard [`RootRec`], keyed blake3 MAC of both (32 bytes).
+const ROOT_MAGIC: &[u8; 8] = b"BCSTKRT2";
+/// A segment of format 2: magic, postcard [`Delta`], keyed blake3 MAC of both (32 bytes).
+const SEGMENT_MAGIC: &[u8; 8] = b"BCSTKSG2";
+/// Length of the MAC that ends a format 2 root or segment, bytes.
+const MAC_LEN: usize = 32;
 
 /// One catalog part a root lists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,12 +101,35 @@ struct PartRef {
     hash: [u8; 32],
 }
 
-/// A root: which parts make the catalog of one generation.
+/// A root of format 1: which parts make the catalog of one generation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RootRecV1 {
+    folder: FolderId,
+    generation: u64,
+    parts: Vec<PartRef>,
+}
+
+/// A root: which parts make the catalog of one generation, and who may open the stick. Sealed
+/// with a MAC under a key derived from the stick secret, so only its holders can make one.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RootRec {
     folder: FolderId,
     generation: u64,
     parts: Vec<PartRef>,
+    /// The machines the stick secret is wrapped to: the list briefcase encrypts to when it
+    /// re-wraps the keys (never the plain `STICK`).
+    recipients: Vec<RecipientLine>,
+    /// Whether `recipients` is the whole list; false on a stick migrated from format 1, whose
+    /// list was in plain only (its machines keep their access through `keys.legacy.age`).
+    recipients_known: bool,
+    /// Whether `recovery.age` exists.
+    passphrase: bool,
+}
+
+/// A root as read: the record, and whether it was of format 1 (unauthenticated).
+struct ReadRoot {
+    rec: RootRec,
+    legacy: bool,
 }
 
 /// An open stick: keys unlocked, catalog loaded.
@@ -110,12 +144,23 @@ struct Open {
     parts: Vec<PartRef>,
     /// Parts of the other slot's root, kept until it is overwritten.
     other_parts: Vec<PartRef>,
+    /// Who may open the stick, as the authenticated root says (see [`RootRec`]).
+    recipients: Vec<RecipientLine>,
+    recipients_known: bool,
+    passphrase: bool,
+    /// The catalog was read from a format 1 root: the next commit writes a new base and a
+    /// format 2 root, and rewrites `STICK` as format 2.
+    legacy: bool,
     dirs_made: HashSet<String>,
     /// The stick was seen missing since: check it is still the same before going on.
     stale: bool,
     /// Chunk files no catalog refers to were swept since the stick was opened.
     swept: bool,
 }
+
+/// Called once with the ID of a stick that had no pin when it was first opened (trust on first
+/// use), so that the caller records it; see [`StickMirror::on_first_pin`].
+pub type PinHook = Arc<dyn Fn(&StickId) + Send + Sync>;
 
 /// The encrypted stick (see the crate docs).
 pub struct StickMirror {
@@ -127,6 +172,11 @@ pub struct StickMirror {
     create: Option<Recipients>,
     params: ChunkParams,
     open: tokio::sync::Mutex<Option<Open>>,
+    /// The stick ID this machine accepts; learnt at the first opening when `None`.
+    pin: std::sync::Mutex<Option<StickId>>,
+    /// The pin came from the caller (the config), not from this process's first opening.
+    pin_given: bool,
+    on_pin: Option<PinHook>,
 }
 
 impl std::fmt::Debug for StickMirror {
@@ -180,7 +230,43 @@ impl StickMirror {
             create,
             params: ChunkParams::default(),
             open: tokio::sync::Mutex::new(None),
+            pin: std::sync::Mutex::new(None),
+            pin_given: false,
+            on_pin: None,
         }
+    }
+
+    /// Accepts only the stick whose secret has ID `pin` (as recorded in this machine's config
+    /// when the mirror was added or cloned): any other is refused with
+    /// [`MirrorError::Corrupt`] before anything is read from its catalog or written to it.
+    /// `None`: the first stick opened is pinned (trust on first use) and
+    /// [`StickMirror::on_first_pin`]'s hook is told.
+    /// With a pin, [`Mirror::init`] never makes a new stick where the pinned one is missing.
+    pub fn with_pin(mut self, pin: Option<StickId>) -> StickMirror {
+        *self.pin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
+        self.pin_given = pin.is_some();
+        self
+    }
+
+    /// Calls `hook` when a stick opened without a pin gets pinned (to record the ID).
+    pub fn on_first_pin(mut self, hook: PinHook) -> StickMirror {
+        self.on_pin = Some(hook);
+        self
+    }
+
+    /// The stick ID this mirror accepts now: the one given to [`StickMirror::with_pin`], or the
+    /// one pinned at the first opening.
+    pub fn pinned(&self) -> Option<StickId> {
+        *self.pin.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens the stick (checking its pin) and returns its ID.
+    ///
+    /// # Errors
+    /// Offline, locked, corrupt (a stick other than the pinned one) and I/O errors.
+    pub async fn stick_id(&self) -> MirrorResult<StickId> {
+        let mut g = self.lock().await?;
+        Ok(self.opened(&mut g)?.secret.id)
     }
 
     /// Uses other FastCDC sizes (tests that want many chunks from small files).
@@ -206,8 +292,14 @@ impl StickMirror {
         }
         for s in self.storage.list_under(&top).await? {
             let comps: Vec<&[u8]> = s.path.components().collect();
-            if comps.len() == 3 && comps[2] == STICK_FILE.as_bytes() && s.kind == EntryKind::File {
-                let bytes = self.storage.read_bytes(&s.path, 64 << 10).await?;
+            if comps.len() == 3
+                && comps.get(2) == Some(&STICK_FILE.as_bytes())
+                && s.kind == EntryKind::File
+            {
+                let bytes = self
+                    .storage
+                    .read_bytes(&s.path, format::MAX_STICK_FILE)
+                    .await?;
                 let stick = StickFile::parse(&bytes).map_err(|e| self.corrupt(&s.path, e))?;
                 let folder = stick.folder_id().map_err(|e| self.corrupt(&s.path, e))?;
                 out.push(FoundFolder { folder, stick });
@@ -267,7 +359,7 @@ impl StickMirror {
     /// Reads `STICK` of `folder`; `None` when absent.
     async fn read_stick_file(&self, folder: FolderId) -> MirrorResult<Option<StickFile>> {
         let p = format::at(folder, STICK_FILE);
-        match self.storage.read_bytes(&p, 64 << 10).await {
+        match self.storage.read_bytes(&p, format::MAX_STICK_FILE).await {
             Ok(bytes) => StickFile::parse(&bytes)
                 .map(Some)
                 .map_err(|e| self.corrupt(&p, e)),
@@ -315,7 +407,7 @@ impl StickMirror {
         let newest = format::at(o.folder, ROOTS[(o.generation % 2) as usize]);
         let same = match self
             .storage
-            .read_bytes(&newest, format::MAX_ROOT + 4096)
+            .read_bytes(&newest, format::MAX_SMALL_FILE)
             .await
         {
             Ok(b) => blake3::hash(&b).as_bytes() == &o.root_digest,
@@ -324,7 +416,7 @@ impl StickMirror {
         let other = format::at(o.folder, ROOTS[((o.generation + 1) % 2) as usize]);
         let newer_elsewhere = match self
             .storage
-            .read_bytes(&other, format::MAX_ROOT + 4096)
+            .read_bytes(&other, format::MAX_SMALL_FILE)
             .await
         {
             Ok(b) => decrypt_with(
@@ -333,8 +425,8 @@ impl StickMirror {
                 format::MAX_ROOT,
             )
             .ok()
-            .and_then(|p| decode_magic::<RootRec>(ROOT_MAGIC, &p).ok())
-            .is_some_and(|r| r.generation > o.generation),
+            .and_then(|p| decode_root(&o.secret, &p).ok())
+            .is_some_and(|r| r.rec.generation > o.generation),
             Err(_) => false,
         };
         if same && !newer_elsewhere {
@@ -365,47 +457,112 @@ impl StickMirror {
                 format!("it names folder {}, not {folder}", stick.folder),
             ));
         }
-        let secret = Arc::new(self.unlock_secret(folder, &stick).await?);
-        let (generation, root_digest, parts, other_parts, cat) =
-            self.load_catalog(folder, &secret).await?;
+        let (secret, by_machine) = self.unlock_secret(folder, &stick).await?;
+        let secret = Arc::new(secret);
+        let loaded = self.load_catalog(folder, &secret).await?;
+        let mut recipients = loaded.root.recipients.clone();
+        let mut passphrase = loaded.root.passphrase;
+        if loaded.legacy {
+            // Format 1 kept the list in plain only: it is unknown, but for this machine, which
+            // just opened the stick with its own key.
+            passphrase = stick.passphrase;
+            if let (true, Some(m)) = (by_machine, &self.unlock.machine) {
+                recipients.push(RecipientLine {
+                    key: m.recipient().to_string(),
+                    label: String::new(),
+                });
+            }
+        }
+        if self.pinned().is_none() {
+            *self
+                .pin
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(secret.id);
+            tracing::warn!(
+                stick = %self.location,
+                %folder,
+                id = %secret.id,
+                "no stick ID was recorded for this mirror: pinned the stick opened now (trust on first use); \
+                 from now on a stick with another key is refused"
+            );
+            if let Some(hook) = &self.on_pin {
+                hook(&secret.id);
+            }
+        }
         Ok(Open {
             folder,
             secret,
             stick,
-            cat,
-            generation,
-            root_digest,
-            parts,
-            other_parts,
+            cat: loaded.cat,
+            generation: loaded.root.generation,
+            root_digest: loaded.digest,
+            parts: loaded.root.parts,
+            other_parts: loaded.other_parts,
+            recipients,
+            recipients_known: loaded.root.recipients_known,
+            passphrase,
+            legacy: loaded.legacy,
             dirs_made: HashSet::new(),
             stale: false,
             swept: false,
         })
     }
 
+    /// The error for a stick whose secret is not the pinned one (its keys were replaced, or it
+    /// was re-created).
+    fn not_pinned(&self, folder: FolderId, file: &str, found: StickId, pin: StickId) -> MirrorError {
+        self.corrupt(
+            format::at(folder, file),
+            format!(
+                "the stick at {} is not the one folder {folder} was shared with: its key (stick ID {found}) \
+                 is not the one this machine recorded when it added the mirror (stick ID {pin}); someone may \
+                 have replaced its keys and state. Nothing was applied here and nothing was written to it. \
+                 If you re-created the stick on purpose, remove and add the mirror again \
+                 (`briefcase mirror remove DIR NAME`, then `briefcase mirror add DIR {}`)",
+                self.mount.display(),
+                self.location
+            ),
+        )
+    }
+
+    /// Finds the stick secret: in a key file this machine's key decrypts, or in `recovery.age`
+    /// with the passphrase. With a pin, only a secret with the pinned ID is taken (a key file
+    /// anyone made for this machine's public key is refused). Returns it and whether this
+    /// machine's own key opened it.
     async fn unlock_secret(
         &self,
         folder: FolderId,
         stick: &StickFile,
-    ) -> MirrorResult<StickSecret> {
-        let mut problems = Vec::new();
+    ) -> MirrorResult<(StickSecret, bool)> {
+        let pin = self.pinned();
+        let mut k = KeyHunt {
+            folder,
+            pin,
+            problems: Vec::new(),
+            malformed: None,
+            foreign: None,
+        };
         if let Some(machine) = &self.unlock.machine {
-            for name in KEYS {
+            for name in KEYS.into_iter().chain([KEYS_LEGACY]) {
                 let p = format::at(folder, name);
                 let bytes = match self.storage.read_bytes(&p, format::MAX_KEYS + 4096).await {
                     Ok(b) => b,
                     Err(e) if is_not_found(&e) => continue,
+                    Err(MirrorError::Corrupt { reason, .. }) => {
+                        k.problems.push(format!("{name}: {reason}"));
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 let ids: [&dyn age::Identity; 1] = [machine.identity()];
                 match decrypt_with(&ids, &bytes, format::MAX_KEYS) {
-                    Ok(plain) => match StickSecret::decode(&plain) {
-                        Ok(s) if s.folder == folder => return Ok(s),
-                        Ok(s) => problems.push(format!("{name} is for folder {}", s.folder)),
-                        Err(e) => problems.push(format!("{name}: {e}")),
-                    },
+                    Ok(plain) => {
+                        if let Some(s) = k.judge(name, &plain) {
+                            return Ok((s, true));
+                        }
+                    }
                     Err(age::DecryptError::NoMatchingKeys) => {}
-                    Err(e) => problems.push(format!("{name}: {e}")),
+                    Err(e) => k.problems.push(format!("{name}: {e}")),
                 }
             }
         }
@@ -421,25 +578,43 @@ impl StickMirror {
                     .await
                     .map_err(|e| self.corrupt(RECOVERY, e.to_string()))?;
                     match plain {
-                        Ok(plain) => match StickSecret::decode(&plain) {
-                            Ok(s) if s.folder == folder => return Ok(s),
-                            Ok(s) => {
-                                problems.push(format!("{RECOVERY} is for folder {}", s.folder))
+                        Ok(plain) => {
+                            if let Some(s) = k.judge(RECOVERY, &plain) {
+                                return Ok((s, false));
                             }
-                            Err(e) => problems.push(format!("{RECOVERY}: {e}")),
-                        },
+                        }
                         Err(age::DecryptError::DecryptionFailed)
                         | Err(age::DecryptError::NoMatchingKeys) => {
-                            problems.push("the passphrase is wrong".into())
+                            k.problems.push("the passphrase is wrong".into())
                         }
-                        Err(e) => problems.push(format!("{RECOVERY}: {e}")),
+                        Err(e) => k.problems.push(format!("{RECOVERY}: {e}")),
                     }
                 }
-                Err(e) if is_not_found(&e) => {
-                    problems.push("this stick has no recovery passphrase".into())
-                }
+                Err(e) if is_not_found(&e) => k
+                    .problems
+                    .push("this stick has no recovery passphrase".into()),
                 Err(e) => return Err(e),
             }
+        }
+        let KeyHunt {
+            problems,
+            malformed,
+            foreign,
+            ..
+        } = k;
+        if let (Some((name, found)), Some(pin)) = (foreign, pin) {
+            return Err(self.not_pinned(folder, name, found, pin));
+        }
+        if let Some((name, why)) = malformed {
+            return Err(self.corrupt(
+                format::at(folder, name),
+                format!(
+                    "it decrypts with this machine's key but holds no valid stick key ({why}): it was altered \
+                     or damaged, and nothing was applied. The stick's other key copies did not open it either; \
+                     open it with its recovery passphrase (`--passphrase` or BRIEFCASE_PASSPHRASE) if it has \
+                     one, or set up a new stick from a machine that has the folder (`briefcase mirror add`)"
+                ),
+            ));
         }
         let me = self
             .unlock
@@ -450,7 +625,7 @@ impl StickMirror {
         Err(MirrorError::Locked {
             location: self.location.clone(),
             reason: format!(
-                "{me} cannot decrypt it{}. It accepts: {}. On a machine that can open it, run \
+                "{me} cannot decrypt it{}. Its STICK file says it accepts: {}. On a machine that can open it, run \
                  `briefcase mirror add DIR {} --recipient age1…` with the key `briefcase id` prints here, \
                  or open it with the recovery passphrase (`--passphrase`, or BRIEFCASE_PASSPHRASE)",
                 if problems.is_empty() {
@@ -464,20 +639,21 @@ impl StickMirror {
         })
     }
 
-    /// Reads both roots and loads the newest whose parts all verify.
-    #[allow(clippy::type_complexity)]
-    async fn load_catalog(
-        &self,
-        folder: FolderId,
-        secret: &StickSecret,
-    ) -> MirrorResult<(u64, [u8; 32], Vec<PartRef>, Vec<PartRef>, Catalog)> {
-        let mut roots: Vec<(RootRec, [u8; 32])> = Vec::new();
+    /// Reads both roots and loads the newest whose parts all verify. A format 2 root must carry
+    /// a valid MAC; a format 1 root (no MAC) is taken only while neither slot holds a valid
+    /// format 2 root, i.e. on a stick not migrated yet.
+    async fn load_catalog(&self, folder: FolderId, secret: &StickSecret) -> MirrorResult<Loaded> {
+        let mut roots: Vec<(ReadRoot, [u8; 32])> = Vec::new();
         let mut problems = Vec::new();
         for name in ROOTS {
             let p = format::at(folder, name);
-            let bytes = match self.storage.read_bytes(&p, format::MAX_ROOT + 4096).await {
+            let bytes = match self.storage.read_bytes(&p, format::MAX_SMALL_FILE).await {
                 Ok(b) => b,
                 Err(e) if is_not_found(&e) => continue,
+                Err(MirrorError::Corrupt { reason, .. }) => {
+                    problems.push(format!("{name}: {reason}"));
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let digest = *blake3::hash(&bytes).as_bytes();
@@ -487,22 +663,34 @@ impl StickMirror {
                 format::MAX_ROOT,
             )
             .map_err(explain_decrypt)
-            .and_then(|plain| decode_magic::<RootRec>(ROOT_MAGIC, &plain))
+            .and_then(|plain| decode_root(secret, &plain))
             {
-                Ok(r) if r.folder == folder => roots.push((r, digest)),
-                Ok(r) => problems.push(format!("{name} belongs to folder {}", r.folder)),
+                Ok(r) if r.rec.folder == folder => roots.push((r, digest)),
+                Ok(r) => problems.push(format!("{name} belongs to folder {}", r.rec.folder)),
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
-        roots.sort_by_key(|(r, _)| std::cmp::Reverse(r.generation));
-        let other: Vec<Vec<PartRef>> = roots.iter().map(|(r, _)| r.parts.clone()).collect();
+        if roots.iter().any(|(r, _)| !r.legacy) {
+            let before = roots.len();
+            roots.retain(|(r, _)| !r.legacy);
+            if roots.len() < before {
+                problems.push(
+                    "a format 1 root (without MAC) beside a format 2 one was ignored".into(),
+                );
+            }
+        }
+        roots.sort_by_key(|(r, _)| std::cmp::Reverse(r.rec.generation));
+        let other: Vec<Vec<PartRef>> = roots.iter().map(|(r, _)| r.rec.parts.clone()).collect();
         for (i, (root, digest)) in roots.iter().enumerate() {
-            match self.load_parts(folder, secret, &root.parts).await? {
+            match self
+                .load_parts(folder, secret, &root.rec.parts, root.legacy)
+                .await?
+            {
                 Ok(cat) => {
                     if !problems.is_empty() {
                         tracing::warn!(
                             stick = %self.location,
-                            generation = root.generation,
+                            generation = root.rec.generation,
                             "the newest catalog on the stick is damaged ({}); using the previous one. \
                              Nothing is lost: what it lacks is sent again by the machines that have it",
                             problems.join("; ")
@@ -514,15 +702,15 @@ impl StickMirror {
                         .find(|(j, _)| *j != i)
                         .map(|(_, p)| p.clone())
                         .unwrap_or_default();
-                    return Ok((
-                        root.generation,
-                        *digest,
-                        root.parts.clone(),
+                    return Ok(Loaded {
+                        root: root.rec.clone(),
+                        legacy: root.legacy,
+                        digest: *digest,
                         other_parts,
                         cat,
-                    ));
+                    });
                 }
-                Err(e) => problems.push(format!("generation {}: {e}", root.generation)),
+                Err(e) => problems.push(format!("generation {}: {e}", root.rec.generation)),
             }
         }
         Err(self.corrupt(
@@ -544,14 +732,32 @@ impl StickMirror {
         folder: FolderId,
         secret: &StickSecret,
         parts: &[PartRef],
+        legacy: bool,
     ) -> MirrorResult<Result<Catalog, String>> {
         let mut cat = Catalog::new(folder);
         for part in parts {
-            if !part.name.starts_with("segments/") || part.name.contains("..") {
-                return Ok(Err(format!("part {:?} is not a segment", part.name)));
+            if !part.name.starts_with("segments/")
+                || part.name.contains("..")
+                || !part
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-._".contains(&b))
+            {
+                return Ok(Err(format!(
+                    "part {:?} is not a segment",
+                    format::display_text(&part.name)
+                )));
             }
-            let p = format::at(folder, &part.name);
-            let bytes = match self.storage.read_bytes(&p, part.len.min(4 << 30)).await {
+            if part.len > format::MAX_SEGMENT_FILE {
+                return Ok(Err(format!(
+                    "{} is listed as {} bytes, more than a segment",
+                    part.name, part.len
+                )));
+            }
+            let Some(p) = format::try_at(folder, &part.name) else {
+                return Ok(Err(format!("part {:?} is not a valid path", part.name)));
+            };
+            let bytes = match self.storage.read_bytes(&p, part.len).await {
                 Ok(b) => b,
                 Err(e) if is_not_found(&e) => return Ok(Err(format!("{} is missing", part.name))),
                 Err(MirrorError::Corrupt { reason, .. }) => {
@@ -569,7 +775,7 @@ impl StickMirror {
                 format::MAX_SEGMENT,
             )
             .map_err(explain_decrypt)
-            .and_then(|plain| decode_magic::<Delta>(SEGMENT_MAGIC, &plain))
+            .and_then(|plain| decode_segment(secret, &plain, legacy))
             {
                 Ok(d) => d,
                 Err(e) => {
@@ -621,8 +827,13 @@ impl StickMirror {
 
     /// Commits the catalog's changes: a segment (or a new base), then the root; then removes
     /// chunks and segments nothing refers to any more.
-    async fn commit(&self, o: &mut Open) -> MirrorResult<()> {
-        if !o.cat.is_dirty() {
+    ///
+    /// `force` commits a new root even when the catalog did not change (its list of recipients
+    /// did). A stick read from format 1 gets a new base and a format 2 root, and its `STICK` is
+    /// rewritten as format 2. `STICK` is rewritten too whenever it differs from what the
+    /// authenticated root says (someone edited it).
+    async fn commit(&self, o: &mut Open, force: bool) -> MirrorResult<()> {
+        if !o.cat.is_dirty() && !force && !o.legacy {
             return Ok(());
         }
         let generation = o.generation + 1;
@@ -643,6 +854,7 @@ impl StickMirror {
             "stick segment"
         );
         if parts.is_empty()
+            || o.legacy
             || parts.len() > MAX_SEGMENTS
             || segs_len + plain.len() as u64 > base_len / 2 + SEGMENT_SLACK
         {
@@ -650,6 +862,7 @@ impl StickMirror {
             plain = encode_magic(SEGMENT_MAGIC, &o.cat.base())
                 .map_err(|e| self.corrupt("catalog", e))?;
         }
+        seal(&o.secret.mac_key, &mut plain);
         let recipient = o.secret.recipient.clone();
         let cipher = tokio::task::spawn_blocking(move || {
             encrypt_to(&[&recipient as &dyn age::Recipient], &plain)
@@ -672,8 +885,12 @@ impl StickMirror {
             folder: o.folder,
             generation,
             parts: parts.clone(),
+            recipients: o.recipients.clone(),
+            recipients_known: o.recipients_known,
+            passphrase: o.passphrase,
         };
-        let plain = encode_magic(ROOT_MAGIC, &root).map_err(|e| self.corrupt("root", e))?;
+        let mut plain = encode_magic(ROOT_MAGIC, &root).map_err(|e| self.corrupt("root", e))?;
+        seal(&o.secret.mac_key, &mut plain);
         let cipher = encrypt_to(&[&o.secret.recipient as &dyn age::Recipient], &plain)
             .map_err(|e| self.corrupt("root", e))?;
         let digest = *blake3::hash(&cipher).as_bytes();
@@ -683,8 +900,62 @@ impl StickMirror {
         o.generation = generation;
         o.root_digest = digest;
         o.cat.clear_changes();
+        if o.legacy {
+            tracing::info!(stick = %self.location, "migrated the stick to format {}", format::FORMAT);
+            o.legacy = false;
+        }
         self.collect(o).await;
+        if let Err(e) = self.fix_stick_file(o).await {
+            tracing::warn!(stick = %self.location, "cannot rewrite its STICK file ({e}); it is tried again at the next commit");
+        }
         Ok(())
+    }
+
+    /// `STICK` as the open stick's authenticated state says it should read: format 2, the
+    /// passphrase flag, and the recipients (display copies; while the list is not known, after a
+    /// migration from format 1, the lines the file had).
+    fn stick_file_for(&self, o: &Open) -> StickFile {
+        let mut f = StickFile::new(o.folder, &[], o.passphrase);
+        f.recipients = if o.recipients_known {
+            o.recipients.clone()
+        } else {
+            o.stick.recipients.clone()
+        };
+        f
+    }
+
+    /// Rewrites `STICK` when it differs from [`StickMirror::stick_file_for`] (after a migration,
+    /// a change of recipients, or an edit by someone else).
+    async fn fix_stick_file(&self, o: &mut Open) -> MirrorResult<()> {
+        let want = self.stick_file_for(o);
+        if want == o.stick {
+            return Ok(());
+        }
+        if o.recipients_known && o.stick.format == format::FORMAT {
+            let extra = self.unlisted(o);
+            if !extra.is_empty() {
+                tracing::warn!(
+                    stick = %self.location,
+                    "its STICK file listed {} as able to open it, which the stick's encrypted list does not hold: \
+                     someone edited it (briefcase never encrypts to keys from it); rewritten",
+                    extra.join(", ")
+                );
+            }
+        }
+        self.write_file(o.folder, STICK_FILE, want.render().into_bytes())
+            .await?;
+        o.stick = want;
+        Ok(())
+    }
+
+    /// Keys the open stick's `STICK` lists that its authenticated list does not hold.
+    fn unlisted(&self, o: &Open) -> Vec<String> {
+        o.stick
+            .recipients
+            .iter()
+            .filter(|r| !o.recipients.iter().any(|k| k.key == r.key))
+            .map(|r| r.key.clone())
+            .collect()
     }
 
     /// Removes chunks nothing refers to and segments neither root lists. Best effort: what is
@@ -796,6 +1067,7 @@ impl StickMirror {
             self.write_file(folder, RECOVERY, wrapped).await?;
         }
         let stick = StickFile::new(folder, &rc.machines, rc.passphrase.is_some());
+        let id = secret.id;
         let mut o = Open {
             folder,
             secret: Arc::new(secret),
@@ -805,6 +1077,10 @@ impl StickMirror {
             root_digest: [0; 32],
             parts: Vec::new(),
             other_parts: Vec::new(),
+            recipients: stick.recipients.clone(),
+            recipients_known: true,
+            passphrase: rc.passphrase.is_some(),
+            legacy: false,
             dirs_made: HashSet::new(),
             stale: false,
             swept: true,
@@ -813,37 +1089,87 @@ impl StickMirror {
         self.ensure_dir(&mut o, CHUNKS).await?;
         // An empty catalog, committed (the marker below must never precede a root).
         o.cat.set_meta("created", now_ns().to_le_bytes().to_vec());
-        self.commit(&mut o).await?;
+        self.commit(&mut o, false).await?;
         self.write_file(folder, STICK_FILE, stick.render().into_bytes())
             .await?;
+        *self
+            .pin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
         Ok(o)
     }
 
-    /// Re-encrypts the stick secret to `rc` (adding or removing machines, setting or changing
-    /// the passphrase) and rewrites `STICK`; chunks and catalog are untouched.
+    /// Adds the machines of `add` (and its passphrase, if any) to those that may open the
+    /// stick: the stick secret is re-encrypted to the stick's own list (kept in its
+    /// authenticated root, never taken from the plain `STICK`) plus `add`, a new root records
+    /// the list, and `STICK` is rewritten; chunks and catalog are untouched. Returns the
+    /// machines that were not on the list before.
+    ///
+    /// On a stick migrated from format 1, whose list was in plain only, the key files as they
+    /// were are kept as `keys.legacy.age` (the machines they were encrypted to keep their
+    /// access) and the list starts with this machine and `add`.
     ///
     /// # Errors
-    /// Offline, locked (this machine cannot open the stick) and I/O errors.
-    pub async fn set_recipients(&self, rc: &Recipients) -> MirrorResult<()> {
+    /// Offline, locked (this machine cannot open the stick) and I/O errors;
+    /// [`MirrorError::Corrupt`] naming `STICK` when it lists a key the authenticated list does
+    /// not hold (someone edited it): nothing is changed then.
+    pub async fn add_recipients(&self, add: &Recipients) -> MirrorResult<Vec<Recipient>> {
         let mut g = self.lock().await?;
         let o = self.opened(&mut g)?;
-        let encoded = {
-            use age::secrecy::ExposeSecret;
-            o.secret.encode().expose_secret().as_bytes().to_vec()
-        };
-        if rc.machines.is_empty() {
+        if o.recipients_known {
+            let extra = self.unlisted(o);
+            if !extra.is_empty() {
+                return Err(self.corrupt(
+                    format::at(o.folder, STICK_FILE),
+                    format!(
+                        "it lists {} as able to open the stick of folder {}, but the stick's encrypted list of \
+                         machines does not: someone edited it. briefcase never encrypts to keys taken from it, \
+                         and nothing was changed (no key was added, nothing was applied). Check who had the \
+                         stick; `briefcase sync` on a machine that shares it rewrites STICK from the encrypted list",
+                        extra.join(", "),
+                        o.folder
+                    ),
+                ));
+            }
+        }
+        let mut machines: Vec<Recipient> = o
+            .recipients
+            .iter()
+            .filter_map(|r| Recipient::parse(&r.key, &r.label).ok())
+            .collect();
+        let mut added = Vec::new();
+        for r in &add.machines {
+            match machines.iter_mut().find(|m| m.key == r.key) {
+                Some(m) if m.label.is_empty() => m.label = r.label.clone(),
+                Some(_) => {}
+                None => {
+                    machines.push(r.clone());
+                    added.push(r.clone());
+                }
+            }
+        }
+        if added.is_empty() && add.passphrase.is_none() && o.recipients_known {
+            return Ok(added);
+        }
+        if machines.is_empty() {
             return Err(MirrorError::Refused {
                 location: self.location.clone(),
                 path: format::at(o.folder, KEYS[0]).to_string(),
                 reason: "a stick needs at least one machine recipient".into(),
             });
         }
-        let wrapped = wrap_for(&rc.machines, &encoded).map_err(|e| self.corrupt(KEYS[0], e))?;
+        if !o.recipients_known {
+            self.keep_legacy_keys(o).await?;
+        }
+        let encoded = {
+            use age::secrecy::ExposeSecret;
+            o.secret.encode().expose_secret().as_bytes().to_vec()
+        };
+        let wrapped = wrap_for(&machines, &encoded).map_err(|e| self.corrupt(KEYS[0], e))?;
         for name in KEYS {
             self.write_file(o.folder, name, wrapped.clone()).await?;
         }
-        let mut passphrase = o.stick.passphrase;
-        if let Some(pass) = &rc.passphrase {
+        if let Some(pass) = &add.passphrase {
             let r = keys::passphrase_recipient(pass);
             let w = tokio::task::spawn_blocking(move || {
                 encrypt_to(&[&r as &dyn age::Recipient], &encoded)
@@ -852,13 +1178,63 @@ impl StickMirror {
             .map_err(|e| self.corrupt(RECOVERY, e.to_string()))?
             .map_err(|e| self.corrupt(RECOVERY, e))?;
             self.write_file(o.folder, RECOVERY, w).await?;
-            passphrase = true;
+            o.passphrase = true;
         }
-        let stick = StickFile::new(o.folder, &rc.machines, passphrase);
-        self.write_file(o.folder, STICK_FILE, stick.render().into_bytes())
-            .await?;
-        o.stick = stick;
+        o.recipients = machines
+            .iter()
+            .map(|r| RecipientLine {
+                key: r.key.to_string(),
+                label: format::display_text(&r.label),
+            })
+            .collect();
+        o.recipients_known = true;
+        let r = self.commit(o, true).await;
+        if r.is_err() {
+            *g = None;
+        }
+        r.map_err(|e| self.no_space_hint(e))?;
+        Ok(added)
+    }
+
+    /// Copies the key file this machine opened (format 1: encrypted to machines this one does
+    /// not know) to `keys.legacy.age`, unless it is there already.
+    async fn keep_legacy_keys(&self, o: &Open) -> MirrorResult<()> {
+        let legacy = format::at(o.folder, KEYS_LEGACY);
+        match self.storage.stat(&legacy).await? {
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        for name in KEYS {
+            let p = format::at(o.folder, name);
+            match self.storage.read_bytes(&p, format::MAX_KEYS + 4096).await {
+                Ok(bytes) => {
+                    tracing::info!(
+                        stick = %self.location,
+                        "this stick was set up by an older briefcase, whose list of machines was in plain text; \
+                         the machines its keys were encrypted to keep their access through {KEYS_LEGACY}"
+                    );
+                    return self.write_file(o.folder, KEYS_LEGACY, bytes).await;
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
+    }
+
+    /// The machines that may open the stick, as its authenticated root lists them (on a stick
+    /// migrated from format 1 and not re-keyed since: this machine only, the others being
+    /// unknown).
+    ///
+    /// # Errors
+    /// Offline, locked, corrupt and I/O errors.
+    pub async fn recipients(&self) -> MirrorResult<Vec<Recipient>> {
+        let mut g = self.lock().await?;
+        let o = self.opened(&mut g)?;
+        Ok(o.recipients
+            .iter()
+            .filter_map(|r| Recipient::parse(&r.key, &r.label).ok())
+            .collect())
     }
 
     /// The plain `STICK` file of the open stick (recipients, folder).
@@ -1223,6 +1599,55 @@ impl StickMirror {
     }
 }
 
+/// A catalog as loaded from the newest valid root.
+struct Loaded {
+    root: RootRec,
+    /// The root was of format 1.
+    legacy: bool,
+    /// blake3 of the root file.
+    digest: [u8; 32],
+    /// The parts the other slot's root lists.
+    other_parts: Vec<PartRef>,
+    cat: Catalog,
+}
+
+/// What [`StickMirror::unlock_secret`] found so far in the key files it could decrypt.
+struct KeyHunt {
+    folder: FolderId,
+    pin: Option<StickId>,
+    problems: Vec<String>,
+    /// The first key file that decrypted but holds no valid record, and why.
+    malformed: Option<(&'static str, String)>,
+    /// The first valid secret whose ID is not the pinned one.
+    foreign: Option<(&'static str, StickId)>,
+}
+
+impl KeyHunt {
+    /// The secret in the decrypted key file `name`, if it is valid, for this folder, and the
+    /// pinned one (when there is a pin); else notes why not.
+    fn judge(&mut self, name: &'static str, plain: &[u8]) -> Option<StickSecret> {
+        match StickSecret::decode(plain) {
+            Ok(s) if s.folder != self.folder => {
+                self.problems
+                    .push(format!("{name} is for folder {}", s.folder));
+                None
+            }
+            Ok(s) => match self.pin {
+                Some(p) if p != s.id => {
+                    self.foreign.get_or_insert((name, s.id));
+                    None
+                }
+                _ => Some(s),
+            },
+            Err(e) => {
+                self.problems.push(format!("{name}: {e}"));
+                self.malformed.get_or_insert((name, e));
+                None
+            }
+        }
+    }
+}
+
 /// What reading a chunk needs, cheap to clone into a task.
 #[derive(Clone)]
 struct ChunkReader {
@@ -1391,6 +1816,63 @@ fn explain_decrypt(e: age::DecryptError) -> String {
     }
 }
 
+/// Appends the keyed blake3 MAC of `bytes` (magic and body) under `key`.
+fn seal(key: &[u8; 32], bytes: &mut Vec<u8>) {
+    let mac = blake3::keyed_hash(key, bytes);
+    bytes.extend_from_slice(mac.as_bytes());
+}
+
+/// The body of a sealed record with magic `magic`, its MAC checked (in constant time).
+fn unseal<'a>(key: &[u8; 32], magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'a [u8], String> {
+    let Some(at) = bytes.len().checked_sub(MAC_LEN) else {
+        return Err("too short".into());
+    };
+    let (signed, mac) = bytes.split_at_checked(at).ok_or("too short")?;
+    let mac: [u8; MAC_LEN] = mac.try_into().map_err(|_| "too short")?;
+    if blake3::keyed_hash(key, signed) != blake3::Hash::from(mac) {
+        return Err(
+            "its MAC does not match: it was not written by a holder of this stick's key (forged or altered)"
+                .into(),
+        );
+    }
+    signed
+        .strip_prefix(magic.as_slice())
+        .ok_or_else(|| "not a briefcase stick file (bad magic)".into())
+}
+
+/// Decodes a decrypted root: format 2 (MAC checked) or format 1 (marked legacy).
+fn decode_root(secret: &StickSecret, plain: &[u8]) -> Result<ReadRoot, String> {
+    if plain.starts_with(ROOT_MAGIC) {
+        let body = unseal(&secret.mac_key, ROOT_MAGIC, plain)?;
+        let rec: RootRec = postcard::from_bytes(body).map_err(|e| format!("undecodable ({e})"))?;
+        return Ok(ReadRoot { rec, legacy: false });
+    }
+    let v1: RootRecV1 = decode_magic(ROOT_MAGIC_V1, plain)?;
+    Ok(ReadRoot {
+        rec: RootRec {
+            folder: v1.folder,
+            generation: v1.generation,
+            parts: v1.parts,
+            recipients: Vec::new(),
+            recipients_known: false,
+            passphrase: false,
+        },
+        legacy: true,
+    })
+}
+
+/// Decodes a decrypted segment: format 2 (MAC checked), or format 1 under a format 1 root.
+fn decode_segment(secret: &StickSecret, plain: &[u8], legacy: bool) -> Result<Delta, String> {
+    if plain.starts_with(SEGMENT_MAGIC) {
+        let body = unseal(&secret.mac_key, SEGMENT_MAGIC, plain)?;
+        return postcard::from_bytes(body).map_err(|e| format!("undecodable ({e})"));
+    }
+    if legacy {
+        return decode_magic(SEGMENT_MAGIC_V1, plain);
+    }
+    Err("not a format 2 segment (bad magic) under a format 2 root".into())
+}
+
 fn encode_magic<T: Serialize>(magic: &[u8; 8], v: &T) -> Result<Vec<u8>, String> {
     let mut out = magic.to_vec();
     let body = postcard::to_stdvec(v).map_err(|e| e.to_string())?;
@@ -1537,6 +2019,19 @@ impl Mirror for StickMirror {
             Ok(_) | Err(MirrorError::Offline { .. }) => {}
             Err(e) => return Err(e),
         }
+        if let (Some(pin), true) = (self.pinned(), self.pin_given) {
+            return Err(self.corrupt(
+                format::at(folder, STICK_FILE),
+                format!(
+                    "the stick at {} holds no stick for folder {folder}, but this machine recorded one (stick ID {pin}) \
+                     when it added the mirror: it is not the stick this folder was shared with, and a new one is \
+                     not made in its place. Nothing was applied or written. If you re-created it on purpose, remove \
+                     and add the mirror again (`briefcase mirror remove DIR NAME`, then `briefcase mirror add DIR {}`)",
+                    self.mount.display(),
+                    self.location
+                ),
+            ));
+        }
         let Some(rc) = &self.create else {
             return Err(MirrorError::Refused {
                 location: self.location.clone(),
@@ -1560,7 +2055,7 @@ impl Mirror for StickMirror {
         let mut g = self.lock().await?;
         let o = self.opened(&mut g)?;
         o.cat.set_meta(name, bytes.to_vec());
-        let r = self.commit(o).await;
+        let r = self.commit(o, false).await;
         if r.is_err() {
             // What is committed is unknown now: read it again next time.
             *g = None;
@@ -1578,7 +2073,7 @@ impl Mirror for StickMirror {
         for (name, bytes) in files {
             o.cat.set_meta(name, bytes.to_vec());
         }
-        let r = self.commit(o).await;
+        let r = self.commit(o, false).await;
         if r.is_err() {
             *g = None;
         }
