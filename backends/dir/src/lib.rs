@@ -637,7 +637,7 @@ impl Inner {
         let (_, full) = self.full(det, rel)?;
         let f = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&full)
             .map_err(|e| self.io("read", rel, e))?;
         let m = f.metadata().map_err(|e| self.io("stat", rel, e))?;
@@ -795,9 +795,10 @@ impl Inner {
         self.check_online()?;
         let det = self.detected();
         let (_, full) = self.full(det, rel)?;
+        // O_NONBLOCK: a FIFO planted on the mirror must not hang the sync at open.
         let mut src = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&full)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => self.io(
@@ -815,7 +816,7 @@ impl Inner {
                 io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
             ));
         }
-        let mut out = File::create(dest).map_err(|e| MirrorError::Io {
+        let mut out = fsutil::create_private(dest).map_err(|e| MirrorError::Io {
             location: self.location.clone(),
             op: "create local copy",
             path: dest.display().to_string(),
@@ -1032,6 +1033,7 @@ impl Inner {
                     .write(true)
                     .create(true)
                     .truncate(true)
+                    .mode(fsutil::PRIVATE_MODE)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&full)
                     .map_err(|e| self.io("write", rel, e))?;

@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::model::EntryKind;
@@ -152,6 +152,57 @@ pub fn flush_files(root: &Path, files: &[&Path]) -> io::Result<Flushed> {
     }
 }
 
+/// Mode of every file briefcase creates before it holds its final content and mode (temp files,
+/// fetched files, chunks): readable by this user only, so content on its way is never readable
+/// by other users of the machine (invariant 8). The final mode is set at the end.
+pub const PRIVATE_MODE: u32 = 0o600;
+
+/// Creates (or truncates) `path` for writing with [`PRIVATE_MODE`], never following a symlink
+/// there.
+///
+/// # Errors
+/// I/O errors (`ELOOP` when `path` is a symlink).
+pub fn create_private(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Makes `dir` a directory of this user's only (invariant 8): created with mode 0700 (with any
+/// missing parents, also 0700), and tightened to 0700 if it exists with group or world bits.
+/// For briefcase's own directories only (never a user's folder).
+///
+/// # Errors
+/// I/O errors of mkdir or chmod.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    private(dir, 0o700)
+}
+
+/// Tightens `path` to `mode` if it grants anything to group or world (a file or directory
+/// briefcase made before it created them private). Absent: nothing to do.
+///
+/// # Errors
+/// I/O errors of chmod.
+pub fn private(path: &Path, mode: u32) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_symlink() && m.mode() & 0o077 != 0 => {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Largest file [`read_bounded`] reads for a mirror's state files (bytes): the state format's
 /// own limit plus its header.
 pub const MAX_META_FILE: u64 = crate::state::MAX_STATE_BYTES as u64 + 4096;
@@ -169,7 +220,6 @@ pub const MAX_MARKER_FILE: u64 = 4096;
 /// than `limit`; other I/O errors.
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -306,6 +356,8 @@ fn write_temp(
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(PRIVATE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         fill(&mut f)?;
         f.flush()?;
