@@ -246,7 +246,7 @@ impl Config {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&dirs.config).map_err(io)?;
+        briefcase_mirror::fsutil::private_dir(&dirs.config).map_err(io)?;
         let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
             path: path.clone(),
             reason: e.to_string(),

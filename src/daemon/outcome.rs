@@ -109,7 +109,12 @@ pub async fn sync_with(
             )
         }
         Err(e) => {
-            let s = format!("mirror {} ({}): {e}", m.name, m.target);
+            let s = format!(
+                "folder {}: mirror {} ({}): {e}",
+                rep.root.display(),
+                m.name,
+                m.target
+            );
             (
                 MirrorOutcome::Failed(s.clone()),
                 format!("error: {s}"),

@@ -44,6 +44,16 @@ pub enum JournalError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// The journal's file or directory could not be created or made private.
+    #[error(
+        "journal {path}: {source}; check that this user owns it and that the disk is not full"
+    )]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A stored value does not decode (damage).
     #[error("journal {path}: damaged value in {what}. Run `briefcase init --rebuild DIR` to rebuild it from the folder")]
     Damaged {
@@ -124,9 +134,7 @@ impl Journal {
                 reason: "already exists; remove it or use `briefcase init --rebuild`".into(),
             });
         }
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
+        secure_dirs(path)?;
         let mut conn = open_conn(path)?;
         migrate(&mut conn, path)?;
         let sq = |source| JournalError::Sqlite {
@@ -174,6 +182,7 @@ impl Journal {
                 reason: "does not exist; run `briefcase init DIR` (or `init --rebuild`)".into(),
             });
         }
+        secure_dirs(path)?;
         let mut conn = open_conn(path)?;
         migrate(&mut conn, path)?;
         let get = |k: &str| -> JournalResult<Vec<u8>> {
@@ -864,11 +873,50 @@ fn read_knowledge(conn: &Connection, path: &Path) -> JournalResult<KnowledgeVect
     })
 }
 
+/// The journal lists every file name of the folder: its directories (`replicas/` and the data
+/// dir above it) are this user's only, created 0700 and tightened if made before (invariant 8).
+fn secure_dirs(path: &Path) -> JournalResult<()> {
+    let io = |dir: &Path, source| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        briefcase_mirror::fsutil::private_dir(dir).map_err(|e| io(dir, e))?;
+        if let Some(data) = dir.parent() {
+            briefcase_mirror::fsutil::private(data, 0o700).map_err(|e| io(data, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The database and its WAL files: this user's only, 0600 (SQLite gives the WAL files the
+/// database's mode when it creates them).
+fn secure_files(path: &Path) -> JournalResult<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        briefcase_mirror::fsutil::private(&p, 0o600).map_err(|source| JournalError::Io {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 fn open_conn(path: &Path) -> JournalResult<Connection> {
     let sq = |source| JournalError::Sqlite {
         path: path.to_path_buf(),
         source,
     };
+    if !path.exists() {
+        // Created empty and private before SQLite opens it, so it is never readable by others.
+        briefcase_mirror::fsutil::create_private(path).map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    secure_files(path)?;
     let conn = Connection::open(path).map_err(sq)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sq)?;

@@ -478,6 +478,10 @@ fn local_entry(e: &Entry, m: Option<&fs::Metadata>) -> Entry {
         Some(m) => {
             l.inode = m.ino();
             l.observed_mtime_ns = mtime_ns(m);
+            // What the file has here ([`local_mode`] may have dropped bits the other side has).
+            if matches!(l.kind, EntryKind::File | EntryKind::Dir) && !l.deleted {
+                l.mode = m.mode() & 0o7777;
+            }
         }
         None => {
             l.inode = 0;
@@ -485,6 +489,38 @@ fn local_entry(e: &Entry, m: Option<&fs::Metadata>) -> Entry {
         }
     }
     l
+}
+
+/// The mode a file or directory from a mirror gets here (invariant 8): never setuid, setgid or
+/// sticky (a mirror is writable by whoever can write the NAS or hold the stick: a setuid
+/// binary from there must not become one here), and group or world write only where this
+/// process's umask allows it.
+pub fn local_mode(mode: u32) -> u32 {
+    mode & 0o777 & !(umask() & 0o022)
+}
+
+/// This process's umask, read from `/proc/self/status` (`umask(2)` cannot read it without
+/// setting it, which would race with other threads); 022 when it cannot be read.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+    })
+}
+
+/// [`meta`] for writing locally: the mode through [`local_mode`].
+fn local_meta(e: &Entry) -> FileMeta {
+    FileMeta {
+        mode: local_mode(e.mode),
+        mtime_ns: e.mtime_ns,
+    }
 }
 
 fn meta(e: &Entry) -> FileMeta {
@@ -678,7 +714,7 @@ fn rename_locally(
     local_parents(cx, &to_r.path)?;
     let (src, dst) = (full(cx, &from_l.path)?, full(cx, &to_r.path)?);
     fs::rename(&src, &dst).map_err(|e| local_io(cx, &to_r.path, "rename", e))?;
-    fsutil::apply_meta(&dst, meta(to_r))
+    fsutil::apply_meta(&dst, local_meta(to_r))
         .map_err(|e| local_io(cx, &to_r.path, "set metadata of", e))?;
     let m = fs::symlink_metadata(&dst).map_err(|e| local_io(cx, &to_r.path, "stat", e))?;
     cx.pending.push(local_entry(to_r, Some(&m)));
@@ -785,7 +821,7 @@ async fn fetch_verified(
             f.sync_all()
                 .map_err(|e| local_io(cx, &r.path, "fsync", e))?;
         }
-        fsutil::apply_meta(&tmp, meta(r))
+        fsutil::apply_meta(&tmp, local_meta(r))
             .map_err(|e| local_io(cx, &r.path, "set metadata of", e))?;
         Ok(Some(tmp.clone()))
     }
@@ -824,7 +860,7 @@ async fn materialise(
             }
             let _ = fs::set_permissions(
                 &dest,
-                std::os::unix::fs::PermissionsExt::from_mode(r.mode & 0o7777),
+                std::os::unix::fs::PermissionsExt::from_mode(local_mode(r.mode)),
             );
         }
         EntryKind::Symlink => {
@@ -933,7 +969,7 @@ async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncRep
         if le.same_content(&r) && local_unchanged(cx, &p, Some(le))? {
             let path = full(cx, &p)?;
             if r.kind == EntryKind::File && (le.mode != r.mode || le.mtime_ns != r.mtime_ns) {
-                fsutil::apply_meta(&path, meta(&r))
+                fsutil::apply_meta(&path, local_meta(&r))
                     .map_err(|e| local_io(cx, &p, "set metadata of", e))?;
             }
             let m = fs::symlink_metadata(&path).ok();

@@ -141,6 +141,19 @@ pub enum ReconcileError {
         /// Files there are.
         total: usize,
     },
+    /// The mirror's state claims what cannot be (forged or damaged; see `check_claims`):
+    /// nothing was applied on either side.
+    #[error("mirror {mirror} at {location} (folder {folder}): its state cannot be right: {reason}. It was forged or damaged; nothing was applied on either side. If nobody else can write there, move the mirror's .briefcase directory away and run `briefcase mirror add` again; otherwise find out who wrote it")]
+    ImpossibleState {
+        /// Local folder root.
+        folder: PathBuf,
+        /// Mirror name.
+        mirror: String,
+        /// Location.
+        location: String,
+        /// The impossible claim.
+        reason: String,
+    },
     /// A local I/O error outside a single path's apply.
     #[error("folder {path}: {source}")]
     Local {
@@ -240,6 +253,7 @@ async fn open_mirror(
             None => unreachable_reload(mirror),
         },
         state::Reload::Loaded(l) if l.state.folder_id == local.journal.folder_id() => {
+            check_claims(local, mirror, name, &l.state)?;
             Ok((l.stored, l.state))
         }
         state::Reload::Loaded(l) => Err(foreign(local, mirror, name, l.state.folder_id)),
@@ -252,6 +266,65 @@ async fn open_mirror(
             ),
         )),
     }
+}
+
+/// Refuses a mirror state that claims the impossible (issue 9, invariant 8). A `dir` mirror is
+/// writable by whoever can write the NAS, and its state's checksum is not a secret: a forged
+/// generation whose knowledge vector says "integrated everything up to 2^63" would stop
+/// replication both ways and spread to every other mirror through this machine's knowledge.
+/// What a state may claim:
+/// - about this machine: no knowledge, version or stamp above the last OSN it issued;
+/// - about any other replica: no knowledge above the highest OSN seen from it anywhere — in
+///   this machine's knowledge, in the version vectors of the state's own entries (every change
+///   a replica integrated leaves its OSN in some path's vector: vectors only grow and
+///   tombstones are kept), or the mirror's own OSN counter for the mirror itself.
+///
+/// # Errors
+/// [`ReconcileError::ImpossibleState`], naming the claim.
+fn check_claims(
+    local: &LocalReplica,
+    mirror: &dyn Mirror,
+    name: &str,
+    st: &MirrorState,
+) -> ReconcileResult<()> {
+    let me = local.journal.replica_id();
+    let mut seen = local.journal.knowledge()?;
+    let mine = seen.get(me);
+    let refuse = |reason: String| ReconcileError::ImpossibleState {
+        folder: local.root.clone(),
+        mirror: name.to_string(),
+        location: mirror.location(),
+        reason,
+    };
+    for e in st.entries().values() {
+        if e.version.get(me) > mine || (e.stamp.replica == me && e.stamp.osn > mine) {
+            return Err(refuse(format!(
+                "its entry for {} claims change {} of this machine, which has made only {}",
+                e.path,
+                e.version.get(me).0.max(e.stamp.osn.0),
+                mine.0
+            )));
+        }
+        for (r, o) in e.version.iter() {
+            seen.raise(r, o);
+        }
+    }
+    seen.raise(st.replica_id, st.osn);
+    for (r, o) in st.knowledge.iter() {
+        if o > seen.get(r) {
+            let who = if r == me {
+                "this machine".to_string()
+            } else {
+                format!("replica {}", r.short())
+            };
+            return Err(refuse(format!(
+                "its knowledge vector claims change {} of {who}, but no replica has seen more than {}",
+                o.0,
+                seen.get(r).0
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a long-running caller (`watch`, the daemon) keeps between syncs with one mirror, so that

@@ -488,9 +488,12 @@ impl Inner {
                 Presence::Empty
             });
         }
-        match fs::read(self.marker_path()) {
+        match fsutil::read_bounded(&self.marker_path(), fsutil::MAX_MARKER_FILE) {
             Ok(bytes) => return self.parse_marker(&bytes).map(Presence::Marked),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(self.bad_state_file(MARKER, &e))
+            }
             Err(e) if is_gone(&e) => return Ok(Presence::Absent),
             Err(e) => return Err(self.io("read", format!("{STATE_DIR}/{MARKER}"), e)),
         }
@@ -504,6 +507,19 @@ impl Inner {
             }
         }
         Ok(Presence::Empty)
+    }
+
+    /// A state file (or the marker) that is not what it must be: a FIFO, a device, a symlink,
+    /// a directory, or larger than the format allows. Never read, never waited for.
+    fn bad_state_file(&self, name: &str, e: &io::Error) -> MirrorError {
+        MirrorError::Corrupt {
+            location: self.location.clone(),
+            what: format!("{STATE_DIR}/{name}"),
+            reason: format!(
+                "{e}; it was not read. Someone or something put it there: move {}/{STATE_DIR} away and run `briefcase mirror add` again",
+                self.root.display()
+            ),
+        }
     }
 
     fn parse_marker(&self, bytes: &[u8]) -> MirrorResult<FolderId> {
@@ -543,7 +559,7 @@ impl Inner {
                 "the state directory is a symlink or not a directory",
             ));
         }
-        if let Ok(bytes) = fs::read(self.marker_path()) {
+        if let Ok(bytes) = fsutil::read_bounded(&self.marker_path(), fsutil::MAX_MARKER_FILE) {
             if let Ok(existing) = self.parse_marker(&bytes) {
                 if existing == folder {
                     return Ok(());
@@ -575,19 +591,12 @@ impl Inner {
 
     fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
         let path = self.meta_path(name)?;
-        let mut f = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("read", format!("{STATE_DIR}/{name}"), e)),
-        };
-        let mut out = Vec::new();
-        io::Read::read_to_end(&mut f, &mut out)
-            .map_err(|e| self.io("read", format!("{STATE_DIR}/{name}"), e))?;
-        Ok(Some(out))
+        match fsutil::read_bounded(&path, fsutil::MAX_META_FILE) {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(self.bad_state_file(name, &e)),
+            Err(e) => Err(self.io("read", format!("{STATE_DIR}/{name}"), e)),
+        }
     }
 
     fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
@@ -628,7 +637,7 @@ impl Inner {
         let (_, full) = self.full(det, rel)?;
         let f = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&full)
             .map_err(|e| self.io("read", rel, e))?;
         let m = f.metadata().map_err(|e| self.io("stat", rel, e))?;
@@ -786,9 +795,10 @@ impl Inner {
         self.check_online()?;
         let det = self.detected();
         let (_, full) = self.full(det, rel)?;
+        // O_NONBLOCK: a FIFO planted on the mirror must not hang the sync at open.
         let mut src = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&full)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => self.io(
@@ -806,7 +816,7 @@ impl Inner {
                 io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
             ));
         }
-        let mut out = File::create(dest).map_err(|e| MirrorError::Io {
+        let mut out = fsutil::create_private(dest).map_err(|e| MirrorError::Io {
             location: self.location.clone(),
             op: "create local copy",
             path: dest.display().to_string(),
@@ -1023,6 +1033,7 @@ impl Inner {
                     .write(true)
                     .create(true)
                     .truncate(true)
+                    .mode(fsutil::PRIVATE_MODE)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&full)
                     .map_err(|e| self.io("write", rel, e))?;

@@ -2155,7 +2155,8 @@ impl Mirror for StickMirror {
             path: dest.display().to_string(),
             source: e,
         };
-        let mut out = std::io::BufWriter::new(std::fs::File::create(dest).map_err(local)?);
+        let mut out =
+            std::io::BufWriter::new(briefcase_mirror::fsutil::create_private(dest).map_err(local)?);
         let mut total = 0u64;
         // Up to READ_AHEAD chunks are read and decrypted (on both cores) while the oldest is
         // written out, in order.
