@@ -234,7 +234,10 @@ pub async fn add_with(
             update_recipients(s, create, keys).await?;
             if m.stick_id.is_none() {
                 m.stick_id = Some(id.to_string());
-                eprintln!("{}: recorded stick ID {id} (a stick with another key is refused from now on)", s.mount().display());
+                eprintln!(
+                    "{}: recorded stick ID {id} (a stick with another key is refused from now on)",
+                    s.mount().display()
+                );
                 let name = m.name.clone();
                 cfg.save(dirs)?;
                 return Ok(name);

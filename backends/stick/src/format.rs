@@ -269,7 +269,10 @@ mod tests {
         assert_eq!(f.recipients.len(), MAX_DISPLAY_RECIPIENTS);
         assert!(StickFile::parse(&vec![b' '; 70 << 10]).is_err());
         let odd = format!("format = 2\nfolder = \"+{}\"\n", &"0".repeat(31));
-        assert!(StickFile::parse(odd.as_bytes()).unwrap().folder_id().is_err());
+        assert!(StickFile::parse(odd.as_bytes())
+            .unwrap()
+            .folder_id()
+            .is_err());
     }
 
     #[test]

@@ -300,7 +300,10 @@ pub(crate) fn parse_hex(s: &str, out: &mut [u8]) -> bool {
         _ => None,
     };
     for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        match (pair.first().copied().and_then(digit), pair.get(1).copied().and_then(digit)) {
+        match (
+            pair.first().copied().and_then(digit),
+            pair.get(1).copied().and_then(digit),
+        ) {
             (Some(hi), Some(lo)) => *o = hi << 4 | lo,
             _ => return false,
         }

@@ -41,8 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Content, Delta, Node};
 use crate::format::{
-    RecipientLine, StickFile, CHUNKS, KEYS, KEYS_LEGACY, RECOVERY, ROOTS, SEGMENTS, STICK_FILE,
-    TOP,
+    RecipientLine, StickFile, CHUNKS, KEYS, KEYS_LEGACY, RECOVERY, ROOTS, SEGMENTS, STICK_FILE, TOP,
 };
 use crate::keys::{decrypt_with, encrypt_to, StickSecret};
 pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, StickId, Unlock};
@@ -127,6 +126,7 @@ struct RootRec {
 }
 
 /// A root as read: the record, and whether it was of format 1 (unauthenticated).
+#[derive(Debug)]
 struct ReadRoot {
     rec: RootRec,
     legacy: bool,
@@ -243,7 +243,10 @@ impl StickMirror {
     /// [`StickMirror::on_first_pin`]'s hook is told.
     /// With a pin, [`Mirror::init`] never makes a new stick where the pinned one is missing.
     pub fn with_pin(mut self, pin: Option<StickId>) -> StickMirror {
-        *self.pin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
+        *self
+            .pin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
         self.pin_given = pin.is_some();
         self
     }
@@ -257,7 +260,10 @@ impl StickMirror {
     /// The stick ID this mirror accepts now: the one given to [`StickMirror::with_pin`], or the
     /// one pinned at the first opening.
     pub fn pinned(&self) -> Option<StickId> {
-        *self.pin.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .pin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Opens the stick (checking its pin) and returns its ID.
@@ -478,14 +484,17 @@ impl StickMirror {
                 .pin
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(secret.id);
-            tracing::warn!(
-                stick = %self.location,
-                %folder,
-                id = %secret.id,
-                "no stick ID was recorded for this mirror: pinned the stick opened now (trust on first use); \
-                 from now on a stick with another key is refused"
-            );
+            // A configured mirror without a pin (added by an older version) is pinned now: trust
+            // on first use, said in the log. Otherwise the caller is adding the stick and
+            // records the ID itself.
             if let Some(hook) = &self.on_pin {
+                tracing::warn!(
+                    stick = %self.location,
+                    %folder,
+                    id = %secret.id,
+                    "no stick ID was recorded for this mirror: pinned the stick opened now (trust on first use); \
+                     from now on a stick with another key is refused"
+                );
                 hook(&secret.id);
             }
         }
@@ -510,7 +519,13 @@ impl StickMirror {
 
     /// The error for a stick whose secret is not the pinned one (its keys were replaced, or it
     /// was re-created).
-    fn not_pinned(&self, folder: FolderId, file: &str, found: StickId, pin: StickId) -> MirrorError {
+    fn not_pinned(
+        &self,
+        folder: FolderId,
+        file: &str,
+        found: StickId,
+        pin: StickId,
+    ) -> MirrorError {
         self.corrupt(
             format::at(folder, file),
             format!(
@@ -674,9 +689,8 @@ impl StickMirror {
             let before = roots.len();
             roots.retain(|(r, _)| !r.legacy);
             if roots.len() < before {
-                problems.push(
-                    "a format 1 root (without MAC) beside a format 2 one was ignored".into(),
-                );
+                problems
+                    .push("a format 1 root (without MAC) beside a format 2 one was ignored".into());
             }
         }
         roots.sort_by_key(|(r, _)| std::cmp::Reverse(r.rec.generation));
@@ -1200,9 +1214,8 @@ impl StickMirror {
     /// not know) to `keys.legacy.age`, unless it is there already.
     async fn keep_legacy_keys(&self, o: &Open) -> MirrorResult<()> {
         let legacy = format::at(o.folder, KEYS_LEGACY);
-        match self.storage.stat(&legacy).await? {
-            Some(_) => return Ok(()),
-            None => {}
+        if self.storage.stat(&legacy).await?.is_some() {
+            return Ok(());
         }
         for name in KEYS {
             let p = format::at(o.folder, name);
@@ -2367,6 +2380,13 @@ impl Mirror for StickMirror {
         let Some(o) = g.as_mut() else {
             return Ok(0);
         };
+        // A STICK someone edited is put back as the authenticated root says (a stick still in
+        // format 1 gets its new STICK with the migrating commit).
+        if !o.legacy {
+            if let Err(e) = self.fix_stick_file(o).await {
+                tracing::warn!(stick = %self.location, "cannot rewrite its STICK file ({e}); it is tried again at the next sync");
+            }
+        }
         // A daemon syncs a stick (which has no watcher) on every change: once is enough.
         if o.swept {
             return Ok(0);
@@ -2433,5 +2453,195 @@ fn check_meta_name(location: &str, name: &str) -> MirrorResult<()> {
             path: name.to_string(),
             reason: "state file names must match [a-z0-9._-]+".into(),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const FOLDER: FolderId = FolderId(0x5eed);
+
+    fn me(key: &MachineKey, label: &str) -> Recipient {
+        Recipient {
+            key: key.recipient(),
+            label: label.into(),
+        }
+    }
+
+    fn stick(mount: &Path, key: &MachineKey, create: bool) -> StickMirror {
+        StickMirror::new(
+            mount.to_path_buf(),
+            Some(FOLDER),
+            Unlock {
+                machine: Some(key.clone()),
+                passphrase: None,
+            },
+            create.then(|| Recipients {
+                machines: vec![me(key, "office")],
+                passphrase: None,
+            }),
+        )
+    }
+
+    /// Rewrites the stick at `mount` as briefcase wrote format 1: one unauthenticated base
+    /// segment, a format 1 root in slot 1 (slot 0 removed), the key files wrapped to `machines`,
+    /// and `STICK` of format 1 listing them.
+    async fn downgrade_to_format_1(s: &StickMirror, mount: &Path, machines: &[Recipient]) {
+        let g = s.open.lock().await;
+        let o = g.as_ref().unwrap();
+        let dir = mount.join(format::folder_dir(FOLDER));
+        let plain = encode_magic(SEGMENT_MAGIC_V1, &o.cat.base()).unwrap();
+        let seg = encrypt_to(&[&o.secret.recipient as &dyn age::Recipient], &plain).unwrap();
+        let name = "segments/000000000099-00000001.age";
+        std::fs::write(dir.join(name), &seg).unwrap();
+        let root = RootRecV1 {
+            folder: FOLDER,
+            generation: 99,
+            parts: vec![PartRef {
+                name: name.into(),
+                len: seg.len() as u64,
+                hash: *blake3::hash(&seg).as_bytes(),
+            }],
+        };
+        let plain = encode_magic(ROOT_MAGIC_V1, &root).unwrap();
+        let cipher = encrypt_to(&[&o.secret.recipient as &dyn age::Recipient], &plain).unwrap();
+        std::fs::write(dir.join(ROOTS[1]), cipher).unwrap();
+        std::fs::remove_file(dir.join(ROOTS[0])).unwrap();
+        let secret = o.secret.encode();
+        let wrapped = wrap_for(machines, secret.expose_secret().as_bytes()).unwrap();
+        for k in KEYS {
+            std::fs::write(dir.join(k), &wrapped).unwrap();
+        }
+        let mut f = StickFile::new(FOLDER, machines, false);
+        f.format = 1;
+        std::fs::write(dir.join(STICK_FILE), f.render()).unwrap();
+    }
+
+    /// A format 1 stick is read as it is, migrated by the next commit (a new base, a format 2
+    /// root, `STICK` of format 2), keeps its stick ID; a machine format 1 listed only in plain
+    /// keeps its access through `keys.legacy.age` when the keys are re-wrapped; a format 1
+    /// root beside a format 2 one is ignored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn format_1_is_read_and_migrated() {
+        let d = tempfile::tempdir().unwrap();
+        let mount = d.path().join("usb");
+        std::fs::create_dir(&mount).unwrap();
+        let (office, home, newpc) = (
+            MachineKey::generate(),
+            MachineKey::generate(),
+            MachineKey::generate(),
+        );
+        let s = stick(&mount, &office, true);
+        s.init(FOLDER).await.unwrap();
+        let src = d.path().join("src");
+        std::fs::write(&src, b"hello from format 1").unwrap();
+        let meta = FileMeta {
+            mode: 0o644,
+            mtime_ns: 1,
+        };
+        let f = RelPath::try_from("f.txt").unwrap();
+        s.put(&f, &src, meta).await.unwrap();
+        s.write_meta("state.0", b"one").await.unwrap();
+        let id = s.stick_id().await.unwrap();
+        downgrade_to_format_1(&s, &mount, &[me(&office, "office"), me(&home, "home")]).await;
+        drop(s);
+        let dir = mount.join(format::folder_dir(FOLDER));
+        let v1_root = std::fs::read(dir.join(ROOTS[1])).unwrap();
+
+        // Read as it is, pinned to the same ID.
+        let s = stick(&mount, &office, false).with_pin(Some(id));
+        assert_eq!(s.read_meta("state.0").await.unwrap().unwrap(), b"one");
+        assert_eq!(s.list().await.unwrap().len(), 1);
+        assert_eq!(s.recipients().await.unwrap(), vec![me(&office, "")]);
+        let out = d.path().join("out");
+        s.get(&f, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"hello from format 1");
+        // Migrated by the next commit.
+        s.write_meta("state.0", b"two").await.unwrap();
+        let stick_text = std::fs::read_to_string(dir.join(STICK_FILE)).unwrap();
+        assert!(stick_text.contains("format = 2"), "{stick_text}");
+        assert!(
+            stick_text.contains(&home.recipient().to_string()),
+            "the display lines are kept while the list is unknown: {stick_text}"
+        );
+        // Re-wrapping keeps format 1's keys as keys.legacy.age for the machines it listed.
+        let added = s
+            .add_recipients(&Recipients {
+                machines: vec![me(&office, "office"), me(&newpc, "newpc")],
+                passphrase: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(added, vec![me(&newpc, "newpc")]);
+        assert!(dir.join(KEYS_LEGACY).exists());
+        drop(s);
+        for (who, key) in [("home", &home), ("newpc", &newpc), ("office", &office)] {
+            let s = stick(&mount, key, false).with_pin(Some(id));
+            assert_eq!(
+                s.read_meta("state.0").await.unwrap().unwrap(),
+                b"two",
+                "{who} opens the migrated stick"
+            );
+        }
+        let s = stick(&mount, &office, false);
+        assert_eq!(
+            s.recipients().await.unwrap(),
+            vec![me(&office, "office"), me(&newpc, "newpc")]
+        );
+        assert_eq!(s.stick_id().await.unwrap(), id);
+        drop(s);
+
+        // An unauthenticated format 1 root put back beside the format 2 ones is ignored, even
+        // with a higher generation.
+        let newest = (0..2)
+            .max_by_key(|i| {
+                std::fs::metadata(dir.join(ROOTS[*i]))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+            })
+            .unwrap();
+        std::fs::write(dir.join(ROOTS[1 - newest]), &v1_root).unwrap();
+        let s = stick(&mount, &office, false).with_pin(Some(id));
+        assert_eq!(s.read_meta("state.0").await.unwrap().unwrap(), b"two");
+    }
+
+    /// A format 2 root or segment sealed with another key (made by someone who knows the stick's
+    /// public recipient but not its secret) is refused.
+    #[test]
+    fn a_root_without_the_right_mac_is_refused() {
+        let s = StickSecret::generate(FOLDER);
+        let other = StickSecret::generate(FOLDER);
+        let rec = RootRec {
+            folder: FOLDER,
+            generation: 7,
+            parts: Vec::new(),
+            recipients: Vec::new(),
+            recipients_known: true,
+            passphrase: false,
+        };
+        let mut good = encode_magic(ROOT_MAGIC, &rec).unwrap();
+        let mut forged = good.clone();
+        seal(&s.mac_key, &mut good);
+        seal(&other.mac_key, &mut forged);
+        assert_eq!(decode_root(&s, &good).unwrap().rec.generation, 7);
+        assert!(decode_root(&s, &forged).unwrap_err().contains("MAC"));
+        let mut flipped = good.clone();
+        flipped[9] ^= 1;
+        assert!(decode_root(&s, &flipped).is_err());
+        for n in 0..40 {
+            assert!(decode_root(&s, &good[..n.min(good.len())]).is_err());
+        }
+        let mut seg = encode_magic(SEGMENT_MAGIC, &Catalog::new(FOLDER).base()).unwrap();
+        seal(&other.mac_key, &mut seg);
+        assert!(decode_segment(&s, &seg, false).is_err());
+        let v1 = encode_magic(SEGMENT_MAGIC_V1, &Catalog::new(FOLDER).base()).unwrap();
+        assert!(decode_segment(&s, &v1, true).is_ok());
+        assert!(
+            decode_segment(&s, &v1, false).is_err(),
+            "no format 1 segment under a format 2 root"
+        );
     }
 }
