@@ -21,6 +21,12 @@
 //!   commit that dropped them; any a crash left behind, by [`Mirror::remove_temp_files`].
 //! - Every chunk read is decrypted (age authenticates it) and checked against the blake3 hash the
 //!   catalog holds, so a swapped or altered chunk is refused (invariant 6).
+//! - age does not authenticate the sender, so roots and segments also end with a keyed blake3
+//!   MAC under a key derived from the stick secret: only its holders can make a catalog that is
+//!   read. The root also holds the list of machines the secret is wrapped to (the plain `STICK`
+//!   is display text, never encrypted to), and a machine pins the stick's ID
+//!   ([`StickMirror::with_pin`]) so that a stick with another secret is refused before anything
+//!   is read from it or written (invariant 8).
 #![deny(missing_docs)]
 
 pub mod catalog;
