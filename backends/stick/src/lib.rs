@@ -1475,7 +1475,7 @@ impl StickMirror {
             .iter()
             .map(|(h, _)| {
                 let n = format::chunk_name(&o.secret.name_key, h);
-                n[..CHUNKS.len() + 3].to_string()
+                n.get(..CHUNKS.len() + 3).unwrap_or(&n).to_string()
             })
             .collect();
         dirs.sort();
