@@ -97,6 +97,15 @@ pub enum DaemonError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The folder's task panicked: a bug, or input that no check caught. The folder shows as
+    /// failed and is restarted like any failed folder.
+    #[error("folder {root}: its task stopped on an internal error ({what}); nothing more is synced for it until it restarts. This is a bug: please report it with the log")]
+    Panicked {
+        /// The folder root.
+        root: PathBuf,
+        /// The panic's message.
+        what: String,
+    },
 }
 
 /// Listens for the shutdown signal (mini-redis's `Shutdown`): [`Shutdown::recv`] returns once the
@@ -263,9 +272,23 @@ impl Supervisor {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt
-                        .block_on(folder::run_folder(task_spec, ctx))
-                        .map_err(|e| e.to_string()),
+                    // A panic (a bug, or input no check caught) must show as failed in `status`,
+                    // never leave the folder looking fine while nothing syncs.
+                    Ok(rt) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        rt.block_on(folder::run_folder(task_spec, ctx))
+                    }))
+                    .unwrap_or_else(|p| {
+                        let what = p
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| p.downcast_ref::<&str>().copied())
+                            .unwrap_or("no message");
+                        Err(DaemonError::Panicked {
+                            root: key.clone(),
+                            what: what.to_string(),
+                        })
+                    })
+                    .map_err(|e| e.to_string()),
                     Err(source) => Err(DaemonError::Task {
                         root: key.clone(),
                         source,

@@ -170,12 +170,17 @@ pub struct ConflictRow {
 
 /// The replica name in a conflict copy's name (`NAME.conflict-REPLICA-YYYYMMDD-HHMMSS.EXT`).
 pub fn replica_of(copy: &briefcase_mirror::RelPath) -> String {
+    // `NAME.conflict-REPLICA-YYYYMMDD-HHMMSS[-TAG].EXT`; the replica name holds no `-` (mapped
+    // to `_` when the copy is named), so it ends at the first one after the last tag.
     let name = copy.display();
-    name.split(CONFLICT_TAG)
-        .nth(1)
-        .and_then(|rest| rest.rsplitn(3, '-').nth(2))
-        .unwrap_or("")
-        .to_string()
+    match name.rfind(CONFLICT_TAG) {
+        Some(at) => name
+            .get(at + CONFLICT_TAG.len()..)
+            .and_then(|rest| rest.split('-').next())
+            .unwrap_or("")
+            .to_string(),
+        None => String::new(),
+    }
 }
 
 /// The conflict copies the journal knows in `rep` (rescan first to include the newest).
@@ -227,4 +232,27 @@ fn kept_ref_origin(path: &briefcase_mirror::RelPath) -> (String, Option<String>)
         t => Some(format!("{git_dir}/refs/{t}")),
     };
     (replica.to_string(), original)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::replica_of;
+
+    #[test]
+    fn replica_of_table() {
+        for (copy, want) in [
+            ("a.conflict-nas-20261203-124949.txt", "nas"),
+            ("a.conflict-nas-20261203-124949-0a1b2c3d.txt", "nas"),
+            ("d/b.conflict-home_pc-20261203-124949", "home_pc"),
+            (
+                "x.conflict-a-20261203-124949.conflict-b-20261204-010101.md",
+                "b",
+            ),
+            ("plain.txt", ""),
+        ] {
+            let p = briefcase_mirror::RelPath::try_from(copy).unwrap();
+            assert_eq!(replica_of(&p), want, "{copy}");
+        }
+    }
 }

@@ -253,7 +253,8 @@ async fn open_mirror(
             None => unreachable_reload(mirror),
         },
         state::Reload::Loaded(l) if l.state.folder_id == local.journal.folder_id() => {
-            check_claims(local, mirror, name, &l.state)?;
+            let mut l = l;
+            check_claims(local, mirror, name, &mut l.state)?;
             Ok((l.stored, l.state))
         }
         state::Reload::Loaded(l) => Err(foreign(local, mirror, name, l.state.folder_id)),
@@ -268,16 +269,20 @@ async fn open_mirror(
     }
 }
 
-/// Refuses a mirror state that claims the impossible (issue 9, invariant 8). A `dir` mirror is
+/// Checks what a freshly loaded mirror state claims (issue 9, invariant 8). A `dir` mirror is
 /// writable by whoever can write the NAS, and its state's checksum is not a secret: a forged
 /// generation whose knowledge vector says "integrated everything up to 2^63" would stop
 /// replication both ways and spread to every other mirror through this machine's knowledge.
-/// What a state may claim:
-/// - about this machine: no knowledge, version or stamp above the last OSN it issued;
-/// - about any other replica: no knowledge above the highest OSN seen from it anywhere — in
-///   this machine's knowledge, in the version vectors of the state's own entries (every change
-///   a replica integrated leaves its OSN in some path's vector: vectors only grow and
-///   tombstones are kept), or the mirror's own OSN counter for the mirror itself.
+///
+/// - **About this machine** the state may claim no knowledge, version or stamp above the last
+///   OSN it issued: that is impossible, and refused.
+/// - **About another replica** it may claim no knowledge above the highest OSN seen from it
+///   anywhere: this machine's knowledge, the stamps and version vectors of the state's entries,
+///   the mirror's own OSN counter. A claim above that is not always a forgery (a merge of the
+///   same content takes a new OSN but adds no event to any vector, and a later version may
+///   replace its entry), so it is clamped to that bound: the mirror then offers a few changes
+///   again, which the planner finds equal, and a forged vector never enters this machine's
+///   knowledge. A claim more than [`ABSURD_OSN_GAP`] above it is refused as forged.
 ///
 /// # Errors
 /// [`ReconcileError::ImpossibleState`], naming the claim.
@@ -285,7 +290,7 @@ fn check_claims(
     local: &LocalReplica,
     mirror: &dyn Mirror,
     name: &str,
-    st: &MirrorState,
+    st: &mut MirrorState,
 ) -> ReconcileResult<()> {
     let me = local.journal.replica_id();
     let mut seen = local.journal.knowledge()?;
@@ -308,10 +313,16 @@ fn check_claims(
         for (r, o) in e.version.iter() {
             seen.raise(r, o);
         }
+        seen.raise(e.stamp.replica, e.stamp.osn);
     }
     seen.raise(st.replica_id, st.osn);
+    let mut clamped = st.knowledge.clone();
     for (r, o) in st.knowledge.iter() {
-        if o > seen.get(r) {
+        let bound = seen.get(r);
+        if o <= bound {
+            continue;
+        }
+        if r == me || o.0 - bound.0 > ABSURD_OSN_GAP {
             let who = if r == me {
                 "this machine".to_string()
             } else {
@@ -319,13 +330,20 @@ fn check_claims(
             };
             return Err(refuse(format!(
                 "its knowledge vector claims change {} of {who}, but no replica has seen more than {}",
-                o.0,
-                seen.get(r).0
+                o.0, bound.0
             )));
         }
+        tracing::debug!(mirror = %name, replica = %r.short(), claimed = o.0, bound = bound.0, "knowledge above what was seen; clamped");
+        clamped.set(r, bound);
     }
+    st.knowledge = clamped;
     Ok(())
 }
+
+/// How far above the highest OSN seen from a replica a mirror's knowledge of it may be before
+/// [`check_claims`] calls it forged rather than clamping it (no replica makes 2^32 changes
+/// that leave no trace between two syncs).
+const ABSURD_OSN_GAP: u64 = 1 << 32;
 
 /// What a long-running caller (`watch`, the daemon) keeps between syncs with one mirror, so that
 /// a sync after a small change costs what changed, not the size of the tree: the mirror's state

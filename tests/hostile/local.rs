@@ -69,6 +69,11 @@ fn umask() -> u32 {
 /// clean second mirror keeps replicating.
 #[test]
 fn forged_knowledge_vector_is_refused() {
+    forged_knowledge(false);
+    forged_knowledge(true);
+}
+
+fn forged_knowledge(only_others: bool) {
     let d = tempfile::tempdir().unwrap();
     let (m, work, nas) = office(d.path());
     let w = work.to_str().unwrap();
@@ -79,6 +84,10 @@ fn forged_knowledge_vector_is_refused() {
         let mut l = state::load(&mirror).await.unwrap().unwrap();
         let mut who: Vec<_> = l.state.replica_names.keys().copied().collect();
         who.push(l.state.replica_id);
+        if only_others {
+            // Not this machine: the mirror's own replica only (clamping alone would not do).
+            who = vec![l.state.replica_id];
+        }
         for r in who {
             l.state.knowledge.raise(r, Osn(i64::MAX as u64));
         }

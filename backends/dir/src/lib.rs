@@ -116,7 +116,24 @@ impl DirMirror {
         f: impl FnOnce(&Inner) -> MirrorResult<T> + Send + 'static,
     ) -> MirrorResult<T> {
         let inner = self.inner.clone();
-        match tokio::task::spawn_blocking(move || f(&inner)).await {
+        let task = tokio::task::spawn_blocking(move || f(&inner));
+        let Ok(joined) = tokio::time::timeout(OP_TIMEOUT, task).await else {
+            // The thread stays blocked in the kernel; the caller goes on (transient error:
+            // nothing is given up, the next sync retries).
+            return Err(MirrorError::Io {
+                location: self.inner.location.clone(),
+                op,
+                path: String::new(),
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {} s; is the share hung or the disk failing? The sync was abandoned and is retried later; nothing is lost",
+                        OP_TIMEOUT.as_secs()
+                    ),
+                ),
+            });
+        };
+        match joined {
             Ok(r) => r,
             Err(e) => Err(MirrorError::Io {
                 location: self.inner.location.clone(),
@@ -127,6 +144,11 @@ impl DirMirror {
         }
     }
 }
+
+/// Longest time one operation (a batch included: up to 1,024 files or 64 MiB) may take before
+/// the sync gives up on the medium (a hung NFS/SMB share, a dying USB stick): the daemon's folder
+/// task must never hang on it. Generous, so that a slow but working medium is never cut off.
+pub const OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// `e` (which stopped a whole batch) as the result of each of its `n` items: offline stays
 /// offline (transient: nothing is given up), anything else becomes an I/O error with its text.
