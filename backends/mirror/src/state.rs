@@ -241,12 +241,18 @@ pub async fn load_unless(
                 state.clear_changed();
                 (Root::default(), state)
             })
+        } else if payload.len() > MAX_ROOT_BYTES {
+            Err(format!("root larger than {MAX_ROOT_BYTES} bytes"))
         } else {
+            // A store never writes more than a base and MAX_SEGMENTS segments: a root listing
+            // more (one large part listed 20,000 times) would make every load read and decode
+            // it that often.
             match decode::<Root>(mirror, payload)? {
-                Ok(root) if payload.len() <= MAX_ROOT_BYTES => {
-                    read_parts(mirror, &root).await?.map(|state| (root, state))
-                }
-                Ok(_) => Err(format!("root larger than {MAX_ROOT_BYTES} bytes")),
+                Ok(root) if root.parts.len() > MAX_SEGMENTS + 1 => Err(format!(
+                    "root lists {} parts, more than a base and {MAX_SEGMENTS} segments",
+                    root.parts.len()
+                )),
+                Ok(root) => read_parts(mirror, &root).await?.map(|state| (root, state)),
                 Err(e) => Err(e),
             }
         };

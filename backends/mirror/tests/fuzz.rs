@@ -168,6 +168,8 @@ fn load_both(m: &MemoryMirror) -> bool {
     let Ok(Some(loaded)) = r else {
         return false;
     };
+    // No root lists more parts than a store writes (regression-34-parts).
+    assert!(loaded.stored.root.parts.len() <= state::MAX_SEGMENTS + 1);
     let known = Some((loaded.stored.generation, loaded.stored.checksum));
     let again = now(state::load_unless(m, known));
     assert!(
@@ -699,4 +701,83 @@ fn journal_values() {
     });
     #[cfg(not(fuzzing))]
     assert!(VALUES_DECODED.load(Ordering::Relaxed) > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions (found while writing the targets)
+
+/// A root may list at most `MAX_SEGMENTS + 1` parts (what `store` ever writes). Before, a 1 MiB
+/// root could list one large part ~20,000 times: every load then hashed and decoded it that
+/// often (a 1 MiB base listed 20,000 times is 20 GB of work), a hang a writer of the NAS could
+/// cause with two files. The committed `state_root/corpus/regression-34-parts` lists the real
+/// base 34 times.
+#[test]
+fn regression_root_listing_a_part_many_times() {
+    let m = MemoryMirror::new("fuzz");
+    now(m.init(FolderId(7))).unwrap();
+    let mut st = MirrorState::new(FolderId(7), ReplicaId(3), "nas");
+    for i in 0..20_000u32 {
+        let g = GenEntry {
+            path: vec![],
+            kind: 0,
+            deleted: false,
+            size: u64::from(i),
+            mode: 0o644,
+            mtime_ns: 0,
+            hash: Some([1; 32]),
+            symlink_target: None,
+            chunks: vec![],
+            version: vec![(1, u64::from(i) + 1)],
+            stamp: (1, u64::from(i) + 1),
+            inode: 0,
+            observed_mtime_ns: 0,
+        };
+        let mut e = g.entry();
+        e.path = RelPath::try_from(format!("d/f{i}").as_str()).unwrap();
+        st.insert_entry(e);
+    }
+    let stored = now(state::store(&m, &Stored::default(), &mut st)).unwrap();
+    let base = &stored.root.parts[0];
+    let base_bytes = now(m.read_meta(&base.name)).unwrap().unwrap();
+    let template = now(m.read_meta(state::SLOTS[1])).unwrap().unwrap();
+    let times: usize = std::env::var("REGRESSION_PARTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(state::MAX_SEGMENTS + 2);
+    let listing: Vec<(&str, &[u8])> = vec![(base.name.as_str(), &base_bytes); times];
+    now(m.write_meta(state::SLOTS[1], &root_listing(&template, &listing))).unwrap();
+    let start = std::time::Instant::now();
+    let r = now(state::load(&m));
+    eprintln!(
+        "a {} KiB base listed {times} times: {:?} in {:?}",
+        base_bytes.len() >> 10,
+        r.as_ref()
+            .map(|l| l.as_ref().map(|l| l.state.entries().len())),
+        start.elapsed()
+    );
+    assert!(
+        matches!(&r, Err(MirrorError::Corrupt { reason, .. }) if reason.contains("parts")),
+        "{r:?}"
+    );
+}
+
+/// Writes `state_root/corpus/regression-34-parts`: the real root `state.0` with its payload
+/// replaced by a listing of the real base 34 times. Run with
+/// `cargo test -p briefcase-mirror --features testkit --test fuzz -- --ignored write_regression`.
+#[test]
+#[ignore = "writes a committed regression input"]
+fn write_regression_inputs() {
+    let roots = corpus_files("state_root");
+    let parts = corpus_files("state_part");
+    let (name, base) = parts
+        .iter()
+        .find(|(n, _)| n.starts_with("part.2."))
+        .unwrap();
+    let listing: Vec<(&str, &[u8])> =
+        vec![(name.as_str(), base.as_slice()); state::MAX_SEGMENTS + 2];
+    std::fs::write(
+        corpus_dir("state_root").join("regression-34-parts"),
+        root_listing(&roots["state.0"], &listing),
+    )
+    .unwrap();
 }
