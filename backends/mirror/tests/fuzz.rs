@@ -761,8 +761,10 @@ fn regression_root_listing_a_part_many_times() {
     );
 }
 
-/// Writes `state_root/corpus/regression-34-parts`: the real root `state.0` with its payload
-/// replaced by a listing of the real base 34 times. Run with
+/// Writes `state_root/corpus/regression-*`: the real root `state.0` with its payload replaced by
+/// a listing of the real base 34 times, and by a listing of it under a name no mirror accepts
+/// (before, the mirror's `Unsafe` error stopped the load instead of the root counting as
+/// damaged). Run with
 /// `cargo test -p briefcase-mirror --features testkit --test fuzz -- --ignored write_regression`.
 #[test]
 #[ignore = "writes a committed regression input"]
@@ -778,6 +780,15 @@ fn write_regression_inputs() {
     std::fs::write(
         corpus_dir("state_root").join("regression-34-parts"),
         root_listing(&roots["state.0"], &listing),
+    )
+    .unwrap();
+    // The root `state_edits` made: the real base under a name the mirror refuses.
+    let mut bad_name = name.clone().into_bytes();
+    bad_name.insert(7, 0x13);
+    let bad_name = String::from_utf8(bad_name).unwrap();
+    std::fs::write(
+        corpus_dir("state_root").join("regression-part-name"),
+        root_listing(&roots["state.0"], &[(bad_name.as_str(), base.as_slice())]),
     )
     .unwrap();
 }
