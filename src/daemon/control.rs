@@ -391,6 +391,100 @@ fn ping_pid(runtime: &Path) -> Option<u32> {
     }
 }
 
+/// Most JSON values (objects, arrays, keys, scalars) a request line may hold; a request has a
+/// dozen at most. serde decodes an internally tagged enum such as [`Request`] by first buffering
+/// every value of the object (the tag may come last), about 32 bytes per value: without this
+/// bound a 16 MiB line `{"x":[0,0,…],"op":"ping"}` made the daemon allocate 512 MiB.
+pub const MAX_REQUEST_VALUES: usize = 1024;
+
+/// Decodes one request line as the daemon receives it (with or without its `\n`): the request,
+/// or the `bad_request` reply that says why not. Lines come from any process of this user and
+/// may be anything up to [`MAX_LINE`] bytes; the fuzz target `tests/fuzz_control.rs` feeds it.
+///
+/// # Errors
+/// [`Response::Error`] with [`ErrorKind::BadRequest`] for a line that is not a request of this
+/// protocol.
+pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
+    let refuse = |why: String| {
+        Response::error(
+            ErrorKind::BadRequest,
+            format!("not a request of protocol {PROTOCOL}: {why}"),
+        )
+    };
+    if line.len() > MAX_LINE {
+        return Err(Response::error(
+            ErrorKind::BadRequest,
+            format!("request longer than {MAX_LINE} bytes"),
+        ));
+    }
+    // First count the values without keeping them, then decode.
+    let count = std::cell::Cell::new(0);
+    let mut de = serde_json::Deserializer::from_slice(line);
+    serde::de::DeserializeSeed::deserialize(CountValues(&count), &mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| refuse(e.to_string()))?;
+    serde_json::from_slice::<Request>(line).map_err(|e| refuse(e.to_string()))
+}
+
+/// Walks one JSON value, counting it and everything inside; fails past [`MAX_REQUEST_VALUES`].
+struct CountValues<'a>(&'a std::cell::Cell<usize>);
+
+impl CountValues<'_> {
+    fn tick<E: serde::de::Error>(&self) -> Result<(), E> {
+        self.0.set(self.0.get() + 1);
+        if self.0.get() > MAX_REQUEST_VALUES {
+            return Err(E::custom(format!(
+                "more than {MAX_REQUEST_VALUES} JSON values"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for CountValues<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CountValues<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.tick()?;
+        while seq.next_element_seed(CountValues(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.tick()?;
+        while map.next_key_seed(CountValues(self.0))?.is_some() {
+            map.next_value_seed(CountValues(self.0))?;
+        }
+        Ok(())
+    }
+}
+
 async fn connection<H, F>(stream: UnixStream, handler: H, mut shutdown: Shutdown)
 where
     H: Fn(Request) -> F,
@@ -420,7 +514,7 @@ where
                 format!("request longer than {MAX_LINE} bytes"),
             )
         } else {
-            match serde_json::from_slice::<Request>(&line) {
+            match parse_request(&line) {
                 Ok(req) => {
                     tracing::debug!(?req, "control request");
                     tokio::select! {
@@ -428,10 +522,7 @@ where
                         _ = shutdown.recv() => Response::error(ErrorKind::ShuttingDown, "the daemon is stopping; try again once it runs"),
                     }
                 }
-                Err(e) => Response::error(
-                    ErrorKind::BadRequest,
-                    format!("not a request of protocol {PROTOCOL}: {e}"),
-                ),
+                Err(refused) => refused,
             }
         };
         let mut out = match serde_json::to_vec(&response) {

@@ -293,6 +293,17 @@ fn check_claims(
     st: &mut MirrorState,
 ) -> ReconcileResult<()> {
     let me = local.journal.replica_id();
+    if st.osn.0 > MAX_PLAUSIBLE_OSN {
+        return Err(ReconcileError::ImpossibleState {
+            folder: local.root.clone(),
+            mirror: name.to_string(),
+            location: mirror.location(),
+            reason: format!(
+                "its own change counter is {}, more than any replica can reach",
+                st.osn.0
+            ),
+        });
+    }
     let mut seen = local.journal.knowledge()?;
     let mine = seen.get(me);
     let refuse = |reason: String| ReconcileError::ImpossibleState {
@@ -344,6 +355,10 @@ fn check_claims(
 /// [`check_claims`] calls it forged rather than clamping it (no replica makes 2^32 changes
 /// that leave no trace between two syncs).
 const ABSURD_OSN_GAP: u64 = 1 << 32;
+
+/// Highest OSN a replica's counter may hold (2^62): a million changes a second for 140,000
+/// years. A mirror state above it is forged, and its next OSN could overflow.
+const MAX_PLAUSIBLE_OSN: u64 = 1 << 62;
 
 /// What a long-running caller (`watch`, the daemon) keeps between syncs with one mirror, so that
 /// a sync after a small change costs what changed, not the size of the tree: the mirror's state

@@ -73,6 +73,28 @@ fn forged_knowledge_vector_is_refused() {
     forged_knowledge(true);
 }
 
+/// Case 3, variant: a state whose own OSN counter is at 2^64−1 (its next change would overflow)
+/// is refused before anything is applied.
+#[test]
+fn forged_osn_counter_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, work, nas) = office(d.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mirror = DirMirror::new(nas.clone());
+        let mut l = state::load(&mirror).await.unwrap().unwrap();
+        l.state.osn = Osn(u64::MAX);
+        state::store(&mirror as &dyn Mirror, &l.stored, &mut l.state)
+            .await
+            .unwrap();
+    });
+    write(&nas.join("planted.txt"), "from the NAS\n");
+    let (code, out) = run_bounded(&m, &["sync", work.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("change counter"), "{out}");
+    assert!(!work.join("planted.txt").exists(), "nothing applied");
+}
+
 fn forged_knowledge(only_others: bool) {
     let d = tempfile::tempdir().unwrap();
     let (m, work, nas) = office(d.path());

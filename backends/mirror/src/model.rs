@@ -378,7 +378,9 @@ impl MirrorState {
 
     /// Issues the next OSN of this mirror's replica and records that it knows it.
     pub fn next_osn(&mut self) -> Osn {
-        self.osn = Osn(self.osn.0 + 1);
+        // Saturating: a state with an impossibly high counter is refused before it is used
+        // (the engine's `check_claims`); this only keeps a bug from becoming a panic.
+        self.osn = Osn(self.osn.0.saturating_add(1));
         self.knowledge.raise(self.replica_id, self.osn);
         self.osn
     }

@@ -241,12 +241,18 @@ pub async fn load_unless(
                 state.clear_changed();
                 (Root::default(), state)
             })
+        } else if payload.len() > MAX_ROOT_BYTES {
+            Err(format!("root larger than {MAX_ROOT_BYTES} bytes"))
         } else {
+            // A store never writes more than a base and MAX_SEGMENTS segments: a root listing
+            // more (one large part listed 20,000 times) would make every load read and decode
+            // it that often.
             match decode::<Root>(mirror, payload)? {
-                Ok(root) if payload.len() <= MAX_ROOT_BYTES => {
-                    read_parts(mirror, &root).await?.map(|state| (root, state))
-                }
-                Ok(_) => Err(format!("root larger than {MAX_ROOT_BYTES} bytes")),
+                Ok(root) if root.parts.len() > MAX_SEGMENTS + 1 => Err(format!(
+                    "root lists {} parts, more than a base and {MAX_SEGMENTS} segments",
+                    root.parts.len()
+                )),
+                Ok(root) => read_parts(mirror, &root).await?.map(|state| (root, state)),
                 Err(e) => Err(e),
             }
         };
@@ -301,7 +307,7 @@ fn decode<T: serde::de::DeserializeOwned>(
 async fn read_parts(mirror: &dyn Mirror, root: &Root) -> MirrorResult<Result<MirrorState, String>> {
     let mut state: Option<MirrorState> = None;
     for (i, part) in root.parts.iter().enumerate() {
-        if !part.name.starts_with(PART_PREFIX) || part.len > (MAX_STATE_BYTES + HEADER) as u64 {
+        if !is_part_name(&part.name) || part.len > (MAX_STATE_BYTES + HEADER) as u64 {
             return Ok(Err(format!("part {:?} is not a state part", part.name)));
         }
         let Some(bytes) = mirror.read_meta(&part.name).await? else {
@@ -346,6 +352,25 @@ async fn read_parts(mirror: &dyn Mirror, root: &Root) -> MirrorResult<Result<Mir
         }
         None => Ok(Err("root lists no parts".into())),
     }
+}
+
+/// Whether `name` is a part name as [`store`] writes them, `part.GEN.RAND` (RAND: 8 lowercase
+/// hex digits), which every backend accepts as a state file name.
+/// A root naming anything else is damaged; the name is not passed on to the mirror, which would
+/// refuse an unsafe one with an error that stops the load instead of falling back to the other
+/// generation (the fuzz target `state_edits` found `part.8.\x131c82fb4`).
+fn is_part_name(name: &str) -> bool {
+    let Some((generation, rand)) = name
+        .strip_prefix(PART_PREFIX)
+        .and_then(|rest| rest.split_once('.'))
+    else {
+        return false;
+    };
+    !generation.is_empty()
+        && generation.len() <= 20
+        && generation.bytes().all(|b| b.is_ascii_digit())
+        && rand.len() == 8
+        && rand.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Writes `state` as generation `previous.generation + 1`: a segment with the entries changed
@@ -581,6 +606,23 @@ mod tests {
         assert!(load_intents(&m, 3).await.unwrap().is_empty());
         m.write_meta(INTENTS, b"garbage").await.unwrap();
         assert!(load_intents(&m, 3).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn part_names() {
+        for (name, ok) in [
+            ("part.1.966b9232", true),
+            ("part.18446744073709551615.0000abcd", true),
+            ("part.8.\u{13}1c82fb4", false),
+            ("part.1.966b923", false),
+            ("part.1.966B9232", false),
+            ("part..966b9232", false),
+            ("part.1.966b9232/x", false),
+            ("part./../state.0", false),
+            ("state.0", false),
+        ] {
+            assert_eq!(is_part_name(name), ok, "{name:?}");
+        }
     }
 
     #[test]
