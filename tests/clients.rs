@@ -54,7 +54,7 @@ mod kit;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -135,23 +135,28 @@ fn git_workflow_issue8() {
     s.finish();
 }
 
-#[test]
-fn git_gc_prune_now() {
-    let mut s = Scenario::new("git_gc_prune_now");
+/// A 1,500-file repository in `FOLDER/proj`, watched, with thirty commits of loose objects on
+/// top (no automatic gc in between: they stay loose until an explicit one); checked.
+fn thirty_loose_commits(s: &mut Scenario) -> PathBuf {
     let proj = s.folder.join("proj");
     s.make_repo(&proj, 1500);
-    // No automatic gc in between: the thirty commits stay loose until the explicit one.
     s.git(&proj, &["config", "gc.auto", "0"]);
     let tracked = files_under(&proj);
     s.start_watch();
     s.settle("initial sync");
-
     for i in 0..30 {
         s.edit(&proj, &pick(&tracked, 20, i * 3), &format!("change {i}"));
         s.git(&proj, &["commit", "-q", "-a", "-m", &format!("change {i}")]);
     }
     s.settle("thirty commits");
     s.check_git("thirty commits", "proj");
+    proj
+}
+
+#[test]
+fn git_gc_prune_now() {
+    let mut s = Scenario::new("git_gc_prune_now");
+    let proj = thirty_loose_commits(&mut s);
 
     let count = |root: &Path| {
         kit::snapshot(root)
@@ -182,18 +187,7 @@ fn git_gc_prune_now() {
 #[test]
 fn git_gc_prune_now_while_the_watch_is_frozen() {
     let mut s = Scenario::new("git_gc_prune_now_while_the_watch_is_frozen");
-    let proj = s.folder.join("proj");
-    s.make_repo(&proj, 1500);
-    s.git(&proj, &["config", "gc.auto", "0"]);
-    let tracked = files_under(&proj);
-    s.start_watch();
-    s.settle("initial sync");
-    for i in 0..30 {
-        s.edit(&proj, &pick(&tracked, 20, i * 3), &format!("change {i}"));
-        s.git(&proj, &["commit", "-q", "-a", "-m", &format!("change {i}")]);
-    }
-    s.settle("thirty commits");
-    s.check_git("thirty commits", "proj");
+    let proj = thirty_loose_commits(&mut s);
 
     s.watch.as_ref().unwrap().freeze();
     s.git(&proj, &["gc", "-q", "--prune=now"]);

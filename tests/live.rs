@@ -68,7 +68,7 @@ use briefcase::reconcile::conflict::{is_conflict_copy, original_of};
 use briefcase_mirror::RelPath;
 
 mod support;
-use support::Machine;
+use support::{strip_ansi, Machine};
 
 /// Poll period while waiting for convergence.
 const POLL: Duration = Duration::from_millis(50);
@@ -338,24 +338,6 @@ impl Drop for Watch {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '\u{1b}' && it.peek() == Some(&'[') {
-            it.next();
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Log lines that report a conflict (the counters `conflicts=0` and `0 conflict(s)` of a sync

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Machine;
+use crate::support::{strip_ansi, Machine};
 
 /// How often convergence is polled.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -296,25 +296,6 @@ pub fn converge(
 
 // ---------------------------------------------------------------------------------------------
 // The watch process
-
-/// `text` without ANSI escape sequences (`ESC [ ... letter`).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// `briefcase watch FOLDER NAS` as a child process, killed by PID when dropped.
 pub struct Watch {
