@@ -155,7 +155,7 @@ fn real_parts(secret: &Secret) -> Vec<Vec<u8>> {
 
 /// Uses a loaded catalog as the mirror does: lists the tree, resolves every file's chunk list
 /// (pages), reads the state files.
-fn use_catalog(cat: &Catalog) {
+fn use_catalog(cat: &mut Catalog) {
     for (path, node) in cat.tree() {
         let _ = (path.parent(), path.is_reserved());
         let _ = cat.chunks_of(&node.content);
@@ -165,6 +165,8 @@ fn use_catalog(cat: &Catalog) {
         let _ = cat.meta(name).map(Vec::len);
     }
     let _ = (cat.chunk_count(), cat.known_chunks().count());
+    // The next write hands out an inode number (regression-next-ino).
+    let _ = cat.next_ino();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,11 +296,11 @@ fn segment() {
             let after = bounded(total, || {
                 entry::load_segments(&secret, folder, &after, legacy)
             });
-            for cat in [alone, after].iter().flatten() {
+            for mut cat in [alone, after].into_iter().flatten() {
                 SEGMENTS_LOADED.fetch_add(1, Ordering::Relaxed);
                 // A file's chunk list is longer than its node: each page ID (32 bytes) stands
                 // for up to `PAGE_MAX` chunks (40 bytes each), 320 times its encoding.
-                bounded_by(total, 512, || use_catalog(cat));
+                bounded_by(total, 512, || use_catalog(&mut cat));
             }
         }
     });
@@ -410,9 +412,9 @@ fn catalog_edits() {
                 let cat_all = bounded(total, || {
                     entry::load_segments(&secret, folder, &list, false)
                 });
-                for cat in [cat, cat_all].iter().flatten() {
+                for mut cat in [cat, cat_all].into_iter().flatten() {
                     EDITS_DECODED.fetch_add(1, Ordering::Relaxed);
-                    bounded_by(total, 512, || use_catalog(cat));
+                    bounded_by(total, 512, || use_catalog(&mut cat));
                 }
             }
         });
@@ -594,6 +596,70 @@ fn write_seed_corpus() {
     });
 }
 
+/// A page of `n` chunks that one file lists `n` times: a chunk list of n² entries from a
+/// segment of about 70·n bytes (before the fix, 2000 made a 160 MB list from 140 KB).
+fn repeated_page_segment(secret: &Secret, n: u32) -> Vec<u8> {
+    let chunks: Vec<ChunkRef> = (0..n).map(chunk).collect();
+    let id = *blake3::hash(&postcard::to_stdvec(&chunks).unwrap()).as_bytes();
+    let mut d = delta(secret.folder());
+    d.pages.push((id, chunks));
+    d.nodes.push((
+        RelPath::try_from("big").unwrap(),
+        node(Content::Paged(vec![id; n as usize])),
+    ));
+    secret.seal(false, &postcard::to_stdvec(&d).unwrap())
+}
+
+/// A base whose next inode number is the largest: the next write's `next_ino` overflowed
+/// (a panic in a debug build, inode numbers reused in release).
+fn next_ino_segment(secret: &Secret) -> Vec<u8> {
+    let mut d = delta(secret.folder());
+    d.next_ino = u64::MAX;
+    secret.seal(false, &postcard::to_stdvec(&d).unwrap())
+}
+
+/// Regression: a page may hold at most `PAGE_MAX` chunks (what a writer makes); before, one
+/// large page listed many times made a file's chunk list quadratic in the segment's size.
+#[test]
+fn regression_a_page_listed_many_times() {
+    let secret = real_secret();
+    let seg = repeated_page_segment(&secret, 2000);
+    let r = bounded(seg.len(), || {
+        entry::load_segments(&secret, secret.folder(), &[&seg], false)
+    });
+    let e = r.err().expect("a page of 2000 chunks is refused");
+    assert!(e.contains("chunks"), "{e}");
+    // Pages of the largest honest size, listed many times, load (a file of repeated content).
+    let seg = repeated_page_segment(&secret, briefcase_stick::catalog::PAGE_MAX as u32);
+    let cat = entry::load_segments(&secret, secret.folder(), &[&seg], false).unwrap();
+    let big = cat.node(&RelPath::try_from("big").unwrap()).unwrap();
+    assert_eq!(cat.chunks_of(&big.content).unwrap().len(), 256 * 256);
+}
+
+/// Regression: a catalog's next inode number is at most 2^62, so that writes never overflow it.
+#[test]
+fn regression_next_ino_overflow() {
+    let secret = real_secret();
+    let seg = next_ino_segment(&secret);
+    let r = entry::load_segments(&secret, secret.folder(), &[&seg], false);
+    assert!(r.as_ref().is_err_and(|e| e.contains("inode")), "{r:?}");
+}
+
+/// Writes `segment/corpus/regression-*` (the inputs of the two regressions above). Run with
+/// `cargo test -p briefcase-stick --test fuzz -- --ignored write_regression_inputs`.
+#[test]
+#[ignore = "writes committed regression inputs"]
+fn write_regression_inputs() {
+    let secret = real_secret();
+    let d = corpus_dir("segment");
+    std::fs::write(
+        d.join("regression-page-listed-many-times"),
+        repeated_page_segment(&secret, 2000),
+    )
+    .unwrap();
+    std::fs::write(d.join("regression-next-ino"), next_ino_segment(&secret)).unwrap();
+}
+
 /// Every file below `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -608,16 +674,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Unused helpers kept for regression inputs built by hand.
-#[allow(dead_code)]
+/// A chunk reference for hand-built records.
 fn chunk(i: u32) -> ChunkRef {
     ChunkRef {
-        hash: ContentHash([i as u8; 32]),
+        hash: ContentHash(*blake3::hash(&i.to_le_bytes()).as_bytes()),
         len: 1,
     }
 }
 
-#[allow(dead_code)]
+/// A file node for hand-built records.
 fn node(content: Content) -> Node {
     Node {
         kind: EntryKind::File,
@@ -630,7 +695,7 @@ fn node(content: Content) -> Node {
     }
 }
 
-#[allow(dead_code)]
+/// An empty delta of `folder`.
 fn delta(folder: FolderId) -> Delta {
     Delta {
         folder,
