@@ -627,7 +627,7 @@ fn regression_a_page_listed_many_times() {
     let r = bounded(seg.len(), || {
         entry::load_segments(&secret, secret.folder(), &[&seg], false)
     });
-    let e = r.err().expect("a page of 2000 chunks is refused");
+    let e = r.expect_err("a page of 2000 chunks is refused");
     assert!(e.contains("chunks"), "{e}");
     // Pages of the largest honest size, listed many times, load (a file of repeated content).
     let seg = repeated_page_segment(&secret, briefcase_stick::catalog::PAGE_MAX as u32);
