@@ -11,9 +11,13 @@
 //! (`BOLERO_RANDOM_TEST_TIME_MS` / `BOLERO_RANDOM_ITERATIONS` change that). The decoders are
 //! private; `briefcase_stick::fuzz` exposes thin wrappers.
 //!
-//! Random bytes never carry a valid MAC, so `catalog_edits` is structure-aware: it edits the
-//! postcard body of a real root or segment and seals it again with the stick's key (the real key
-//! record is in the `key_record` corpus), so that edited records reach the decoder.
+//! Targets: `stick_file`, `key_record`, `root`, `segment` (bytes, corpora of real files) and
+//! `chunk_name` (names as listed on a stick or listed by a root). Random bytes never carry a
+//! valid MAC, so `catalog_edits` is structure-aware: it edits the postcard body of a real root or
+//! segment and seals it again with the stick's key (the real key record is in the `key_record`
+//! corpus), so that edited records reach the decoder; `text_edits` edits the real `STICK` and key
+//! record. The whole binary takes about 4 s (debug, two threads); docs/fuzzing.md says how to
+//! run longer (`BOLERO_RANDOM_TEST_TIME_MS`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -422,6 +426,41 @@ fn catalog_edits() {
     assert!(
         EDITS_DECODED.load(Ordering::Relaxed) > 0,
         "no edited record decoded"
+    );
+}
+
+static TEXT_PARSED: AtomicUsize = AtomicUsize::new(0);
+
+/// Structure-aware: edits of the real `STICK` file and key record (random bytes are rarely TOML
+/// or start with the key record's first line), parsed as the targets above parse them.
+#[test]
+fn text_edits() {
+    let stick = corpus_files("stick_file")["STICK"].clone();
+    let record = corpus_files("key_record")["keys.0"].clone();
+    check!()
+        .with_type::<(bool, Vec<Edit>)>()
+        .for_each(|(is_stick, edits): &(bool, Vec<Edit>)| {
+            let mut bytes = if *is_stick {
+                stick.clone()
+            } else {
+                record.clone()
+            };
+            apply_edits(&mut bytes, edits);
+            bounded(bytes.len(), || {
+                let ok = if *is_stick {
+                    StickFile::parse(&bytes).map(|f| f.render()).is_ok()
+                } else {
+                    Secret::decode(&bytes).map(|s| s.encode()).is_ok()
+                };
+                if ok {
+                    TEXT_PARSED.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        });
+    #[cfg(not(fuzzing))]
+    assert!(
+        TEXT_PARSED.load(Ordering::Relaxed) > 0,
+        "no edited text parsed"
     );
 }
 
