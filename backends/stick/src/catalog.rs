@@ -20,6 +20,10 @@ pub const INLINE_CHUNKS: usize = 64;
 /// Most chunks in one page.
 pub const PAGE_MAX: usize = 256;
 
+/// Largest next inode number a loaded catalog may hold (one write hands out one; 2^62 writes
+/// never happen, so a larger one is a damaged or forged catalog).
+pub const MAX_INO: u64 = 1 << 62;
+
 /// A page's ID: blake3 of its postcard encoding.
 pub type PageId = [u8; 32];
 
@@ -150,6 +154,23 @@ impl Catalog {
     /// # Errors
     /// The path whose page is missing.
     pub fn finish_load(&mut self) -> Result<(), String> {
+        // What a writer never makes, refused so that a catalog stays linear in its encoding: a
+        // page of more than `PAGE_MAX` chunks listed many times made a chunk list quadratic in
+        // the segment's size (`tests/fuzz.rs`, `regression_a_page_listed_many_times`), and an
+        // inode counter near the top overflowed at the next write (`regression_next_ino_overflow`).
+        if let Some((id, c)) = self.pages.iter().find(|(_, c)| c.len() > PAGE_MAX) {
+            return Err(format!(
+                "a chunk list page ({}) holds {} chunks, more than {PAGE_MAX}",
+                hex(&id[..8]),
+                c.len()
+            ));
+        }
+        if self.next_ino > MAX_INO {
+            return Err(format!(
+                "its next inode number {} is beyond {MAX_INO}",
+                self.next_ino
+            ));
+        }
         self.refs.clear();
         self.page_refs.clear();
         let mut missing = None;
@@ -195,7 +216,7 @@ impl Catalog {
     /// A new inode number.
     pub fn next_ino(&mut self) -> u64 {
         let i = self.next_ino;
-        self.next_ino += 1;
+        self.next_ino = self.next_ino.saturating_add(1);
         i
     }
 

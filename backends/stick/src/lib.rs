@@ -756,26 +756,9 @@ impl StickMirror {
     ) -> MirrorResult<Result<Catalog, String>> {
         let mut cat = Catalog::new(folder);
         for part in parts {
-            if !part.name.starts_with("segments/")
-                || part.name.contains("..")
-                || !part
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/-._".contains(&b))
-            {
-                return Ok(Err(format!(
-                    "part {:?} is not a segment",
-                    format::display_text(&part.name)
-                )));
-            }
-            if part.len > format::MAX_SEGMENT_FILE {
-                return Ok(Err(format!(
-                    "{} is listed as {} bytes, more than a segment",
-                    part.name, part.len
-                )));
-            }
-            let Some(p) = format::try_at(folder, &part.name) else {
-                return Ok(Err(format!("part {:?} is not a valid path", part.name)));
+            let p = match part_path(folder, part) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
             };
             let bytes = match self.storage.read_bytes(&p, part.len).await {
                 Ok(b) => b,
@@ -1015,11 +998,8 @@ impl StickMirror {
                 .filter(|s| {
                     let name = s.path.display();
                     let local = name.strip_prefix(&prefix).unwrap_or(&name);
-                    let gen_of = local
-                        .strip_prefix("segments/")
-                        .and_then(|n| n.split('-').next())
-                        .and_then(|g| g.parse::<u64>().ok());
-                    gen_of.is_some_and(|g| g < o.generation) && !keep.contains(local)
+                    segment_generation(local).is_some_and(|g| g < o.generation)
+                        && !keep.contains(local)
                 })
                 .map(|s| s.path)
                 .collect();
@@ -1835,6 +1815,40 @@ fn explain_decrypt(e: age::DecryptError) -> String {
     }
 }
 
+/// The path of the catalog part `part` a root lists (read from the medium: checked, never
+/// panics): a name under `segments/` of `[A-Za-z0-9/-._]`, no `..`, at most a segment's size.
+fn part_path(folder: FolderId, part: &PartRef) -> Result<RelPath, String> {
+    if !part.name.starts_with("segments/")
+        || part.name.contains("..")
+        || !part
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._".contains(&b))
+    {
+        return Err(format!(
+            "part {:?} is not a segment",
+            format::display_text(&part.name)
+        ));
+    }
+    if part.len > format::MAX_SEGMENT_FILE {
+        return Err(format!(
+            "{} is listed as {} bytes, more than a segment",
+            part.name, part.len
+        ));
+    }
+    format::try_at(folder, &part.name)
+        .ok_or_else(|| format!("part {:?} is not a valid path", part.name))
+}
+
+/// The generation of a segment file named `local` (`segments/GEN-RAND.age`, relative to the
+/// folder directory, as listed on the medium), if it is one.
+fn segment_generation(local: &str) -> Option<u64> {
+    local
+        .strip_prefix("segments/")
+        .and_then(|n| n.split('-').next())
+        .and_then(|g| g.parse::<u64>().ok())
+}
+
 /// Appends the keyed blake3 MAC of `bytes` (magic and body) under `key`.
 fn seal(key: &[u8; 32], bytes: &mut Vec<u8>) {
     let mac = blake3::keyed_hash(key, bytes);
@@ -2459,6 +2473,182 @@ fn check_meta_name(location: &str, name: &str) -> MirrorResult<()> {
             path: name.to_string(),
             reason: "state file names must match [a-z0-9._-]+".into(),
         })
+    }
+}
+
+/// Entry points for fuzz targets (`tests/fuzz.rs`, docs/fuzzing.md); not a stable API. Thin
+/// wrappers over the private decoders of what is read from a stick, so that the targets reach
+/// them without the internals being public.
+#[doc(hidden)]
+pub mod fuzz {
+    use briefcase_mirror::{FolderId, RelPath};
+
+    use super::{ExposeSecret, StickId};
+    use crate::catalog::Catalog;
+    use crate::keys::StickSecret;
+    use crate::{format, PartRef, ROOT_MAGIC, SEGMENT_MAGIC};
+
+    /// A stick secret: the record a key file holds once decrypted.
+    pub struct Secret(StickSecret);
+
+    impl Secret {
+        /// Parses a decrypted key record (`keys.N.age`, `recovery.age`), as opening a stick does.
+        ///
+        /// # Errors
+        /// What is wrong with it.
+        pub fn decode(bytes: &[u8]) -> Result<Secret, String> {
+            StickSecret::decode(bytes).map(Secret)
+        }
+
+        /// The record as a key file holds it.
+        pub fn encode(&self) -> String {
+            self.0.encode().expose_secret().to_string()
+        }
+
+        /// The folder it is for.
+        pub fn folder(&self) -> FolderId {
+            self.0.folder
+        }
+
+        /// The stick ID machines pin.
+        pub fn id(&self) -> StickId {
+            self.0.id
+        }
+
+        /// `chunks/xx/NAME` of the chunk whose plaintext has blake3 `hash`.
+        pub fn chunk_name(&self, hash: &[u8; 32]) -> String {
+            format::chunk_name(&self.0.name_key, hash)
+        }
+
+        /// Decrypts an age file encrypted to the stick (root, segment, chunk), reading at most
+        /// `limit` bytes of plaintext.
+        ///
+        /// # Errors
+        /// Why it does not decrypt.
+        pub fn decrypt(&self, cipher: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+            super::decrypt_with(&[&self.0.identity as &dyn age::Identity], cipher, limit)
+                .map_err(super::explain_decrypt)
+        }
+
+        /// The magic, `body` and the MAC: a root (`root`) or segment as a holder of the
+        /// secret seals it.
+        pub fn seal(&self, root: bool, body: &[u8]) -> Vec<u8> {
+            let mut out = if root { ROOT_MAGIC } else { SEGMENT_MAGIC }.to_vec();
+            out.extend_from_slice(body);
+            super::seal(&self.0.mac_key, &mut out);
+            out
+        }
+
+        /// The postcard body of a sealed root (`root`) or segment, its magic and MAC checked.
+        ///
+        /// # Errors
+        /// A bad magic or MAC, or too short.
+        pub fn unseal<'a>(&self, root: bool, plain: &'a [u8]) -> Result<&'a [u8], String> {
+            let magic = if root { ROOT_MAGIC } else { SEGMENT_MAGIC };
+            super::unseal(&self.0.mac_key, magic, plain)
+        }
+    }
+
+    /// A decoded root, as far as loading it goes before its parts are read.
+    #[derive(Debug)]
+    pub struct Root {
+        /// Its folder.
+        pub folder: FolderId,
+        /// Its generation.
+        pub generation: u64,
+        /// Format 1 (no MAC).
+        pub legacy: bool,
+        /// Each listed part's path on the medium (or why it is refused), and its length.
+        pub parts: Vec<(Result<RelPath, String>, u64)>,
+        /// The recipients it lists (key, label).
+        pub recipients: Vec<(String, String)>,
+    }
+
+    /// Decodes a decrypted root (format 2 with its MAC, or format 1) and checks the part names
+    /// it lists, as [`super::StickMirror`] does when it loads a catalog.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn decode_root(secret: &Secret, plain: &[u8]) -> Result<Root, String> {
+        let r = super::decode_root(&secret.0, plain)?;
+        let folder = r.rec.folder;
+        Ok(Root {
+            folder,
+            generation: r.rec.generation,
+            legacy: r.legacy,
+            parts: r
+                .rec
+                .parts
+                .iter()
+                .map(|p| (super::part_path(folder, p), p.len))
+                .collect(),
+            recipients: r
+                .rec
+                .recipients
+                .into_iter()
+                .map(|l| (l.key, l.label))
+                .collect(),
+        })
+    }
+
+    /// Decodes decrypted segments (base first) and applies them to a catalog of `folder`, as
+    /// loading a root's parts does (`legacy`: under a format 1 root).
+    ///
+    /// # Errors
+    /// What is wrong with the first bad segment, or with the whole.
+    pub fn load_segments(
+        secret: &Secret,
+        folder: FolderId,
+        plains: &[&[u8]],
+        legacy: bool,
+    ) -> Result<Catalog, String> {
+        let mut cat = Catalog::new(folder);
+        for plain in plains {
+            let delta = super::decode_segment(&secret.0, plain, legacy)?;
+            cat.apply(delta)?;
+        }
+        cat.finish_load()?;
+        Ok(cat)
+    }
+
+    /// The path of a part named `name` of `len` bytes that a root of `folder` lists, or why it
+    /// is refused.
+    ///
+    /// # Errors
+    /// Why the name is refused.
+    pub fn part_path(folder: FolderId, name: &str, len: u64) -> Result<RelPath, String> {
+        super::part_path(
+            folder,
+            &PartRef {
+                name: name.to_string(),
+                len,
+                hash: [0; 32],
+            },
+        )
+    }
+
+    /// Decrypts a key file (`keys.N.age`) with a machine's identity, as opening a stick does
+    /// (at most [`format::MAX_KEYS`] bytes of plaintext).
+    ///
+    /// # Errors
+    /// Why it does not decrypt.
+    pub fn decrypt_key_file(machine: &super::MachineKey, cipher: &[u8]) -> Result<Vec<u8>, String> {
+        super::decrypt_with(
+            &[machine.identity() as &dyn age::Identity],
+            cipher,
+            format::MAX_KEYS,
+        )
+        .map_err(super::explain_decrypt)
+    }
+
+    /// The generation of a segment file listed on the medium (`segments/GEN-RAND.age`).
+    pub fn segment_generation(local: &str) -> Option<u64> {
+        super::segment_generation(local)
+    }
+
+    /// Fills `out` from exactly `2 * out.len()` hex digits (stick IDs, name keys).
+    pub fn parse_hex(s: &str, out: &mut [u8]) -> bool {
+        crate::keys::parse_hex(s, out)
     }
 }
 
