@@ -14,56 +14,10 @@ use std::time::{Duration, Instant};
 use bolero::check;
 use briefcase::daemon::control::{parse_request, ErrorKind, Request, Response, MAX_LINE};
 
-/// Counts the largest single allocation made on this thread.
-#[allow(unsafe_code)]
-mod alloc_watch {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static LARGEST: Cell<usize> = const { Cell::new(0) };
-        static TOTAL: Cell<usize> = const { Cell::new(0) };
-    }
-
-    pub struct Watch;
-
-    fn note(size: usize) {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-        let _ = TOTAL.try_with(|t| t.set(t.get().saturating_add(size)));
-    }
-
-    // SAFETY: every call is forwarded unchanged to the system allocator; `note` only updates
-    // thread-local `Cell`s with const initialisers (no allocation, no destructor).
-    unsafe impl GlobalAlloc for Watch {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note(layout.size());
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note(layout.size());
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note(new_size);
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-
-    /// Runs `f`; returns the largest single allocation and the sum of all allocations it made
-    /// on this thread.
-    pub fn measure<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
-        LARGEST.with(|l| l.set(0));
-        TOTAL.with(|t| t.set(0));
-        let r = f();
-        (r, LARGEST.with(|l| l.get()), TOTAL.with(|t| t.get()))
-    }
-}
-
 #[global_allocator]
-static WATCH: alloc_watch::Watch = alloc_watch::Watch;
+static WATCH: briefcase_mirror::alloc_watch::Watch = briefcase_mirror::alloc_watch::Watch;
+
+use briefcase_mirror::alloc_watch;
 
 /// Parses `line` as the daemon does and checks the answer; returns whether it was a request.
 fn check_line(line: &[u8]) -> bool {

@@ -15,6 +15,8 @@
 //!   `memory`, the in-memory `MemoryMirror` test double.
 #![deny(missing_docs)]
 
+#[cfg(feature = "testkit")]
+pub mod alloc_watch;
 pub mod error;
 pub mod fsutil;
 #[cfg(feature = "testkit")]

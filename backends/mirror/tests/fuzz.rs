@@ -35,69 +35,10 @@ use briefcase_mirror::{
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// Counts the largest single allocation made on this thread, so that a target can tell a
-/// length field that makes a decoder allocate gigabytes from an honest decode.
-#[allow(unsafe_code)]
-mod alloc_watch {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static LARGEST: Cell<usize> = const { Cell::new(0) };
-    }
-
-    pub struct Watch;
-
-    fn note(size: usize) {
-        let _ = LARGEST.try_with(|l| {
-            if size > l.get() {
-                l.set(size);
-            }
-        });
-    }
-
-    // SAFETY: every call is forwarded unchanged to the system allocator; `note` only updates a
-    // thread-local `Cell` with a const initialiser (no allocation, no destructor).
-    unsafe impl GlobalAlloc for Watch {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note(layout.size());
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note(layout.size());
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note(new_size);
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-
-    /// Runs `f` and returns the largest single allocation it made on this thread.
-    pub fn largest<R>(f: impl FnOnce() -> R) -> (R, usize) {
-        LARGEST.with(|l| l.set(0));
-        let r = f();
-        (r, LARGEST.with(|l| l.get()))
-    }
-}
-
 #[global_allocator]
-static WATCH: alloc_watch::Watch = alloc_watch::Watch;
+static WATCH: briefcase_mirror::alloc_watch::Watch = briefcase_mirror::alloc_watch::Watch;
 
-/// Runs `f`, failing when a single allocation exceeds what `input_len` bytes can honestly
-/// decode to: 1 MiB (serde's cautious preallocation) plus 64 bytes of memory per input byte.
-fn bounded<R>(input_len: usize, f: impl FnOnce() -> R) -> R {
-    let (r, largest) = alloc_watch::largest(f);
-    let limit = (1 << 20) + 64 * input_len;
-    assert!(
-        largest <= limit,
-        "a {input_len}-byte input made a single allocation of {largest} bytes (limit {limit})"
-    );
-    r
-}
+use briefcase_mirror::alloc_watch::bounded;
 
 /// Polls `f` once: `MemoryMirror`'s state-file calls never wait.
 fn now<F: Future>(f: F) -> F::Output {
