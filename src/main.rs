@@ -8,6 +8,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    raise_open_file_limit();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("BRIEFCASE_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(if args.verbose {
@@ -39,5 +40,26 @@ fn main() -> std::process::ExitCode {
             eprintln!("briefcase: {e:#}");
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go's runtime does for every
+/// program): a batch holds one directory handle per directory it writes into (race-free paths,
+/// `briefcase_mirror::beneath`), and the watcher one inotify watch per directory; the usual soft
+/// limit of 1024 is below what a batch of 1024 files in as many directories needs.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is "unlimited", which Linux does not take for this resource: cap at its default
+    // `nr_open`.
+    let max = lim.maximum.unwrap_or(1 << 20);
+    if lim.current.is_some_and(|cur| cur < max) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(max),
+                maximum: lim.maximum,
+            },
+        );
     }
 }

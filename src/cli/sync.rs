@@ -104,7 +104,7 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     let mut rep = LocalReplica::open(&root, &dirs.data)?;
     if !a.dry_run {
         // Temp files of a sync killed mid-pull are garbage (invariant 2), as at `watch` start.
-        let removed = briefcase_mirror::fsutil::remove_temp_files(&rep.root).unwrap_or(0);
+        let removed = briefcase_mirror::fsutil::remove_temp_files_under(&rep.root).unwrap_or(0);
         if removed > 0 {
             tracing::info!(
                 count = removed,

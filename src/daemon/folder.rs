@@ -253,7 +253,7 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
             root: key.clone(),
             source,
         })?;
-    let removed = briefcase_mirror::fsutil::remove_temp_files(&rep.root).unwrap_or(0);
+    let removed = briefcase_mirror::fsutil::remove_temp_files_under(&rep.root).unwrap_or(0);
     if removed > 0 {
         tracing::info!(folder = %rep.root.display(), count = removed, "removed leftover temp files of an interrupted sync");
     }

@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use briefcase_mirror::beneath::{Anchored, Beneath, ParentDir, ResolveError};
 use briefcase_mirror::fsutil::{self, mtime_ns};
 use briefcase_mirror::{
     ContentHash, Entry, EntryKind, FileMeta, Mirror, MirrorError, MirrorState, PutItem, PutSource,
@@ -66,6 +67,9 @@ impl From<JournalError> for StepError {
 
 struct Ctx<'a> {
     local: &'a mut LocalReplica,
+    /// The local root held open: every local write, rename, removal and mode change goes
+    /// through it (invariant 6, without races).
+    beneath: Beneath,
     mirror: &'a dyn Mirror,
     st: &'a mut MirrorState,
     /// Journal entries of pulled paths, committed in batches.
@@ -81,8 +85,9 @@ struct Ctx<'a> {
     fetched_bytes: u64,
     /// Removals on the mirror waiting for [`send_removals`]: (local tombstone, mirror entry).
     removals: Vec<(Entry, Entry)>,
-    /// Local directories whose entries were removed, fsynced once before the journal commit.
-    dirty_dirs: std::collections::BTreeSet<PathBuf>,
+    /// Local directories whose entries were removed (held open, with the path to name them),
+    /// fsynced once before the journal commit.
+    dirty_dirs: std::collections::BTreeMap<ParentDir, PathBuf>,
 }
 
 /// Most files, and bytes, in one [`Mirror::put_batch`].
@@ -109,8 +114,13 @@ pub async fn apply(
     for (r, n) in &st.replica_names {
         names.entry(*r).or_insert_with(|| n.clone());
     }
+    let beneath = Beneath::open(&local.root).map_err(|source| super::ReconcileError::Local {
+        path: local.root.clone(),
+        source,
+    })?;
     let mut cx = Ctx {
         local,
+        beneath,
         mirror,
         st,
         pending: Vec::new(),
@@ -121,7 +131,7 @@ pub async fn apply(
         fetched_entries: Vec::new(),
         fetched_bytes: 0,
         removals: Vec::new(),
-        dirty_dirs: std::collections::BTreeSet::new(),
+        dirty_dirs: std::collections::BTreeMap::new(),
     };
 
     // Renames first: a path removed on one side whose content reappears under another name is
@@ -279,12 +289,12 @@ fn keep_dir(cx: &mut Ctx<'_>, l: Entry, r: Entry) -> StepResult {
     let p = l.path.clone();
     local_parents(cx, &p)?;
     let dir = full(cx, &p)?;
-    match fs::create_dir(&dir) {
+    match fs::create_dir(dir.path()) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(local_io(cx, &p, "create directory", e)),
     }
-    let m = fs::symlink_metadata(&dir).ok();
+    let m = fs::symlink_metadata(dir.path()).ok();
     settled(
         cx,
         r,
@@ -312,7 +322,7 @@ async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResu
         .map(|l| -> Result<PutItem, StepError> {
             Ok(PutItem {
                 path: l.path.clone(),
-                source: PutSource::File(full(cx, &l.path)?),
+                source: PutSource::File(source(cx, &l.path)?),
                 meta: meta(l),
                 expect: l.hash,
             })
@@ -379,12 +389,16 @@ fn note(report: &mut SyncReport, path: &str, r: StepResult) -> Option<super::Rec
 fn flush(cx: &mut Ctx<'_>) -> ReconcileResult<()> {
     // Local removals become durable before the journal records them (one fsync per directory).
     let dirs = std::mem::take(&mut cx.dirty_dirs);
-    if let Some((d, Some(e))) = fsutil::fsync_dirs(dirs.iter().map(PathBuf::as_path))
+    if let Some((d, Some(e))) = fsutil::fsync_dirs(dirs.keys().map(ParentDir::path))
         .into_iter()
         .find(|(_, e)| e.is_some())
     {
+        let shown = dirs
+            .iter()
+            .find(|(h, _)| h.path() == d)
+            .map_or(d, |(_, p)| p.clone());
         return Err(super::ReconcileError::Local {
-            path: d,
+            path: shown,
             source: io::Error::other(format!("fsync after removals: {e}")),
         });
     }
@@ -405,13 +419,24 @@ fn flush(cx: &mut Ctx<'_>) -> ReconcileResult<()> {
     Ok(())
 }
 
-fn full(cx: &Ctx<'_>, p: &RelPath) -> Result<PathBuf, StepError> {
-    fsutil::resolve(&cx.local.root, p).map_err(|e| {
-        StepError::Path(format!(
-            "refused {p} in folder {}: {e}",
-            cx.local.root.display()
-        ))
-    })
+/// `p` in the local folder, its parent directory held open ([`Beneath::resolve`]): use its
+/// path only while it lives.
+fn full(cx: &Ctx<'_>, p: &RelPath) -> Result<Anchored, StepError> {
+    cx.beneath.resolve(p).map_err(|e| refused_local(cx, p, e))
+}
+
+fn refused_local(cx: &Ctx<'_>, p: &RelPath, e: ResolveError) -> StepError {
+    StepError::Path(format!(
+        "refused {p} in folder {}: {e}",
+        cx.local.root.display()
+    ))
+}
+
+/// The path of a local file to send: checked like [`full`], but a plain path, read later by the
+/// mirror. Safe for reads only because what is read is checked against the journaled hash
+/// ([`PutItem::expect`]): nothing else can be stored under that name.
+fn source(cx: &Ctx<'_>, p: &RelPath) -> Result<PathBuf, StepError> {
+    fsutil::resolve(&cx.local.root, p).map_err(|e| refused_local(cx, p, e))
 }
 
 fn local_io(cx: &Ctx<'_>, p: &RelPath, what: &str, e: io::Error) -> StepError {
@@ -424,7 +449,7 @@ fn local_io(cx: &Ctx<'_>, p: &RelPath, what: &str, e: io::Error) -> StepError {
 /// Invariant 1: does the local path still hold what the journal says (`None`/tombstone: nothing)?
 fn local_unchanged(cx: &Ctx<'_>, p: &RelPath, recorded: Option<&Entry>) -> Result<bool, StepError> {
     let path = full(cx, p)?;
-    match (fs::symlink_metadata(&path), recorded) {
+    match (fs::symlink_metadata(path.path()), recorded) {
         (Err(e), _) if e.kind() == io::ErrorKind::NotFound => {
             Ok(recorded.is_none_or(|e| e.deleted))
         }
@@ -560,20 +585,19 @@ async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), StepError> 
     Ok(())
 }
 
-/// Makes sure the local parents of `p` exist as real directories.
+/// Makes sure the local parents of `p` exist as real directories (each made with `mkdirat`
+/// under its held parent: [`Beneath::create_dir_all`]).
 fn local_parents(cx: &Ctx<'_>, p: &RelPath) -> Result<(), StepError> {
     if let Some(parent) = p.parent() {
-        let dir = full(cx, &parent)?;
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+        match cx.beneath.create_dir_all(&parent) {
+            Ok(_) => {}
+            Err(ResolveError::UnsafeParent(bad)) => {
                 return Err(StepError::Path(format!(
-                    "folder {}: {parent} is not a directory; cannot create {p}",
+                    "folder {}: {bad} is not a directory (or is a symlink); cannot create {p}",
                     cx.local.root.display()
                 )))
             }
-            Err(_) => fs::create_dir_all(&dir)
-                .map_err(|e| local_io(cx, &parent, "create directory", e))?,
+            Err(ResolveError::Io(e)) => return Err(local_io(cx, &parent, "create directory", e)),
         }
     }
     Ok(())
@@ -713,10 +737,10 @@ fn rename_locally(
     }
     local_parents(cx, &to_r.path)?;
     let (src, dst) = (full(cx, &from_l.path)?, full(cx, &to_r.path)?);
-    fs::rename(&src, &dst).map_err(|e| local_io(cx, &to_r.path, "rename", e))?;
-    fsutil::apply_meta(&dst, local_meta(to_r))
+    fs::rename(src.path(), dst.path()).map_err(|e| local_io(cx, &to_r.path, "rename", e))?;
+    fsutil::apply_meta(dst.path(), local_meta(to_r))
         .map_err(|e| local_io(cx, &to_r.path, "set metadata of", e))?;
-    let m = fs::symlink_metadata(&dst).map_err(|e| local_io(cx, &to_r.path, "stat", e))?;
+    let m = fs::symlink_metadata(dst.path()).map_err(|e| local_io(cx, &to_r.path, "stat", e))?;
     cx.pending.push(local_entry(to_r, Some(&m)));
     cx.pending.push(local_entry(from_r, None));
     Ok(true)
@@ -801,35 +825,41 @@ async fn push(cx: &mut Ctx<'_>, l: Entry, r: Option<Entry>, report: &mut SyncRep
     Ok(Outcome::Done)
 }
 
-/// Fetches the mirror's file into a verified temp file beside `dest`; returns the temp path.
+/// Fetches the mirror's file into a verified temp file beside `dest` (in the directory `dest`
+/// holds open); returns the temp file.
 async fn fetch_verified(
     cx: &Ctx<'_>,
     r: &Entry,
-    dest: &Path,
+    dest: &Anchored,
     durable: bool,
-) -> Result<Option<PathBuf>, StepError> {
-    let dir = dest.parent().unwrap_or(&cx.local.root).to_path_buf();
-    let tmp = fsutil::temp_path(&dir);
-    let res: Result<Option<PathBuf>, StepError> = async {
-        cx.mirror.get(&r.path, &tmp).await?;
-        let (h, _) = scan::hash_file(&tmp).map_err(|e| local_io(cx, &r.path, "read back", e))?;
+) -> Result<Option<Anchored>, StepError> {
+    let tmp = dest
+        .sibling(&fsutil::temp_name())
+        .map_err(|e| local_io(cx, &r.path, "name a temp file for", e))?;
+    let res: Result<bool, StepError> = async {
+        cx.mirror.get(&r.path, tmp.path()).await?;
+        let (h, _) =
+            scan::hash_file(tmp.path()).map_err(|e| local_io(cx, &r.path, "read back", e))?;
         if Some(h) != r.hash {
-            return Ok(None);
+            return Ok(false);
         }
         if durable {
-            let f = fs::File::open(&tmp).map_err(|e| local_io(cx, &r.path, "open", e))?;
+            let f = fs::File::open(tmp.path()).map_err(|e| local_io(cx, &r.path, "open", e))?;
             f.sync_all()
                 .map_err(|e| local_io(cx, &r.path, "fsync", e))?;
         }
-        fsutil::apply_meta(&tmp, local_meta(r))
+        fsutil::apply_meta(tmp.path(), local_meta(r))
             .map_err(|e| local_io(cx, &r.path, "set metadata of", e))?;
-        Ok(Some(tmp.clone()))
+        Ok(true)
     }
     .await;
-    if !matches!(res, Ok(Some(_))) {
-        let _ = fs::remove_file(&tmp);
+    match res {
+        Ok(true) => Ok(Some(tmp)),
+        other => {
+            let _ = fs::remove_file(tmp.path());
+            other.map(|_| None)
+        }
     }
-    res
 }
 
 /// Writes the mirror's version `r` at local path `at` (which must hold what `recorded` says).
@@ -842,7 +872,7 @@ async fn materialise(
 ) -> Result<Option<fs::Metadata>, StepError> {
     local_parents(cx, at)?;
     let dest = full(cx, at)?;
-    let cur = fs::symlink_metadata(&dest).ok();
+    let cur = fs::symlink_metadata(dest.path()).ok();
     match r.kind {
         EntryKind::Dir => {
             if let Some(m) = &cur {
@@ -850,21 +880,20 @@ async fn materialise(
                     if !local_unchanged(cx, at, recorded)? {
                         return Ok(None);
                     }
-                    fs::remove_file(&dest).map_err(|e| local_io(cx, at, "remove", e))?;
+                    fs::remove_file(dest.path()).map_err(|e| local_io(cx, at, "remove", e))?;
                 }
             }
-            match fs::create_dir(&dest) {
+            match fs::create_dir(dest.path()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(local_io(cx, at, "create directory", e)),
             }
-            let _ = fs::set_permissions(
-                &dest,
-                std::os::unix::fs::PermissionsExt::from_mode(local_mode(r.mode)),
-            );
+            let _ = briefcase_mirror::beneath::chmod_nofollow(dest.path(), local_mode(r.mode));
         }
         EntryKind::Symlink => {
-            let tmp = fsutil::temp_path(dest.parent().unwrap_or(&cx.local.root));
+            let tmp = dest
+                .sibling(&fsutil::temp_name())
+                .map_err(|e| local_io(cx, at, "name a temp file for", e))?;
             let target = std::ffi::OsStr::new("").to_owned();
             let target = r
                 .symlink_target
@@ -873,13 +902,16 @@ async fn materialise(
                     <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t).to_owned()
                 })
                 .unwrap_or(target);
-            std::os::unix::fs::symlink(&target, &tmp)
+            std::os::unix::fs::symlink(&target, tmp.path())
                 .map_err(|e| local_io(cx, at, "create symlink", e))?;
             if !local_unchanged(cx, at, recorded)? || cur.as_ref().is_some_and(|m| m.is_dir()) {
-                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(tmp.path());
                 return Ok(None);
             }
-            fs::rename(&tmp, &dest).map_err(|e| local_io(cx, at, "rename", e))?;
+            if let Err(e) = fs::rename(tmp.path(), dest.path()) {
+                let _ = fs::remove_file(tmp.path());
+                return Err(local_io(cx, at, "rename", e));
+            }
         }
         EntryKind::File => {
             let Some(tmp) = fetch_verified(cx, r, &dest, true).await? else {
@@ -887,25 +919,23 @@ async fn materialise(
             };
             // Invariant 1: re-check right before the rename.
             if !local_unchanged(cx, at, recorded)? {
-                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(tmp.path());
                 return Ok(None);
             }
             if cur.as_ref().is_some_and(|m| m.is_dir()) {
-                if let Err(e) = fs::remove_dir(&dest) {
-                    let _ = fs::remove_file(&tmp);
+                if let Err(e) = fs::remove_dir(dest.path()) {
+                    let _ = fs::remove_file(tmp.path());
                     return Err(local_io(cx, at, "replace directory", e));
                 }
             }
-            if let Err(e) = fs::rename(&tmp, &dest) {
-                let _ = fs::remove_file(&tmp);
+            if let Err(e) = fs::rename(tmp.path(), dest.path()) {
+                let _ = fs::remove_file(tmp.path());
                 return Err(local_io(cx, at, "rename", e));
             }
         }
     }
-    if let Some(dir) = dest.parent() {
-        let _ = fsutil::fsync_dir(dir);
-    }
-    fs::symlink_metadata(&dest)
+    let _ = fsutil::fsync_dir(dest.parent());
+    fs::symlink_metadata(dest.path())
         .map(Some)
         .map_err(|e| local_io(cx, at, "stat", e))
 }
@@ -926,9 +956,9 @@ async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncRep
             }
             let path = full(cx, &p)?;
             let res = if le.kind == EntryKind::Dir {
-                fs::remove_dir(&path)
+                fs::remove_dir(path.path())
             } else {
-                fs::remove_file(&path)
+                fs::remove_file(path.path())
             };
             match res {
                 Ok(()) => report.removed_local += 1,
@@ -957,9 +987,10 @@ async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncRep
                 }
                 Err(e) => return Err(local_io(cx, &p, "remove", e)),
             }
-            if let Some(dir) = path.parent() {
-                cx.dirty_dirs.insert(dir.to_path_buf());
-            }
+            let shown = p
+                .parent()
+                .map_or_else(|| cx.local.root.clone(), |d| d.under(&cx.local.root));
+            cx.dirty_dirs.entry(path.parent_handle()).or_insert(shown);
         }
         cx.pending.push(local_entry(&r, None));
         return Ok(Outcome::Done);
@@ -969,19 +1000,19 @@ async fn pull(cx: &mut Ctx<'_>, r: Entry, l: Option<Entry>, report: &mut SyncRep
         if le.same_content(&r) && local_unchanged(cx, &p, Some(le))? {
             let path = full(cx, &p)?;
             if r.kind == EntryKind::File && (le.mode != r.mode || le.mtime_ns != r.mtime_ns) {
-                fsutil::apply_meta(&path, local_meta(&r))
+                fsutil::apply_meta(path.path(), local_meta(&r))
                     .map_err(|e| local_io(cx, &p, "set metadata of", e))?;
             }
-            let m = fs::symlink_metadata(&path).ok();
+            let m = fs::symlink_metadata(path.path()).ok();
             cx.pending.push(local_entry(&r, m.as_ref()));
             return Ok(Outcome::Done);
         }
     }
     // A plain file: fetched and verified now, landed with the others of its batch (one flush).
     if r.kind == EntryKind::File {
+        local_parents(cx, &p)?;
         let dest = full(cx, &p)?;
-        if !fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-            local_parents(cx, &p)?;
+        if !fs::symlink_metadata(dest.path()).is_ok_and(|m| m.is_dir()) {
             let Some(tmp) = fetch_verified(cx, &r, &dest, false).await? else {
                 return Err(mismatch(cx, &r));
             };
@@ -1186,13 +1217,15 @@ async fn resolve(
                 // Move our version aside (same inode: nothing is copied), unless that content
                 // is kept already; then take theirs.
                 let at_p = if let CopyAt::Free(..) = &target {
+                    if is_ref {
+                        local_parents(cx, &copy)?;
+                    }
                     let (src, dst) = (full(cx, &p)?, full(cx, &copy)?);
                     let moved = if is_ref {
                         // A ref kept from this replica before is simply moved on.
-                        local_parents(cx, &copy)?;
-                        fs::rename(&src, &dst)
+                        fs::rename(src.path(), dst.path())
                     } else {
-                        rename_noreplace(&src, &dst)
+                        rename_noreplace(src.path(), dst.path())
                     };
                     match moved {
                         Ok(()) => {}
@@ -1204,8 +1237,8 @@ async fn resolve(
                         }
                         Err(e) => return Err(local_io(cx, &p, "move aside", e)),
                     }
-                    let m =
-                        fs::symlink_metadata(&dst).map_err(|e| local_io(cx, &copy, "stat", e))?;
+                    let m = fs::symlink_metadata(dst.path())
+                        .map_err(|e| local_io(cx, &copy, "stat", e))?;
                     record_copy(cx, l.clone(), &copy, &m, &p)?;
                     // The name is now free (the journal still says `l` was there).
                     let mut gone = l.clone();
@@ -1351,12 +1384,12 @@ async fn keep_packed_refs(
         return Ok(());
     }
     let local_path = full(cx, &l.path)?;
-    let ours = fs::read(&local_path).map_err(|e| local_io(cx, &l.path, "read", e))?;
+    let ours = fs::read(local_path.path()).map_err(|e| local_io(cx, &l.path, "read", e))?;
     let Some(tmp) = fetch_verified(cx, r, &local_path, false).await? else {
         return Err(mismatch(cx, r));
     };
-    let theirs = fs::read(&tmp);
-    let _ = fs::remove_file(&tmp);
+    let theirs = fs::read(tmp.path());
+    let _ = fs::remove_file(tmp.path());
     let theirs = theirs.map_err(|e| local_io(cx, &r.path, "read", e))?;
     let (won, lost) = if winner == Side::Local {
         (&ours, &theirs)
@@ -1377,7 +1410,7 @@ async fn keep_packed_refs(
         };
         local_parents(cx, &at)?;
         let dest = full(cx, &at)?;
-        fsutil::replace_with(&dest, None, |f| {
+        fsutil::replace_with(dest.path(), None, |f| {
             io::Write::write_all(f, format!("{id}\n").as_bytes())
         })
         .map_err(|e| local_io(cx, &at, "write", e))?;

@@ -13,9 +13,12 @@
 //!   [`Mirror::init`] first checks the marker and answers [`MirrorError::Offline`] when the root or
 //!   marker is gone (an unmounted share, a stick not inserted), so an empty mount point is never
 //!   read as "everything was deleted" and nothing is written into it.
-//! - **Untrusted input is checked** (6): every path is resolved with
-//!   [`briefcase_mirror::fsutil::resolve`]; a symlink (or file) among the parents is refused with
-//!   [`MirrorError::Unsafe`], and `list` never follows a symlink.
+//! - **Untrusted input is checked** (6): every path is resolved under the root held open with
+//!   [`briefcase_mirror::beneath::Beneath`] (`openat2` with `RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS`), and each operation reaches its entry through the parent directory
+//!   handle that resolution returned, so a parent swapped for a symlink between the check and the
+//!   write (`RENAME_EXCHANGE`) is never followed; a symlink (or file) among the parents is refused
+//!   with [`MirrorError::Unsafe`], and `list` opens each directory the same way.
 //!
 //! On FAT and exFAT (detected with `statfs` and `/proc/self/mountinfo`, or forced with
 //! [`DirMirror::with_profile`]) the mirror follows [`Profile::Fat`]/[`Profile::ExFat`]: names are
@@ -35,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use briefcase_mirror::beneath::{Anchored, Beneath, ParentDir};
 use briefcase_mirror::fsutil::{self, ResolveError};
 use briefcase_mirror::{
     Capabilities, ContentHash, EntryKind, FileMeta, FolderId, HashingReader, Mirror, MirrorError,
@@ -293,8 +297,20 @@ impl Inner {
         self.root.join(STATE_DIR).join(MARKER)
     }
 
-    /// Ok when the root carries its marker (a real file in a real `.briefcase` directory).
-    fn check_online(&self) -> MirrorResult<()> {
+    /// Opens the root, under which every path is then resolved without races
+    /// ([`Beneath`]), when it carries its marker (a real file in a real `.briefcase` directory).
+    fn check_online(&self) -> MirrorResult<Beneath> {
+        self.check_marked()?;
+        Beneath::open(&self.root).map_err(|e| {
+            if is_gone(&e) {
+                self.offline()
+            } else {
+                self.io("open", "", e)
+            }
+        })
+    }
+
+    fn check_marked(&self) -> MirrorResult<()> {
         if self.storage {
             return match fs::symlink_metadata(&self.root) {
                 Ok(m) if m.is_dir() => Ok(()),
@@ -366,8 +382,9 @@ impl Inner {
         })
     }
 
-    /// Resolves `rel` to a full path, refusing reserved paths and symlinked parents.
-    fn full(&self, det: Detected, rel: &RelPath) -> MirrorResult<(RelPath, PathBuf)> {
+    /// Resolves `rel` (its on-disk form, and the entry anchored in its held parent directory),
+    /// refusing reserved paths and symlinked parents.
+    fn full(&self, b: &Beneath, det: Detected, rel: &RelPath) -> MirrorResult<(RelPath, Anchored)> {
         if rel.is_reserved() {
             return Err(self.unsafe_(
                 rel,
@@ -375,7 +392,7 @@ impl Inner {
             ));
         }
         let disk = self.on_disk(det, rel)?;
-        match fsutil::resolve(&self.root, &disk) {
+        match b.resolve(&disk) {
             Ok(p) => Ok((disk, p)),
             Err(e @ ResolveError::UnsafeParent(_)) => Err(self.unsafe_(rel, e.to_string())),
             Err(ResolveError::Io(e)) => Err(self.io("resolve", rel, e)),
@@ -383,15 +400,15 @@ impl Inner {
     }
 
     /// Checks, before creating `rel` (on disk `disk`), the rules of FAT-like media: ASCII-only
-    /// drivers, and no sibling whose name differs only in case (except `allow`, the source of a
-    /// rename).
+    /// drivers, and no sibling whose name differs only in case (except `allow`, the on-disk name
+    /// of the source of a rename in the same directory).
     fn check_new_name(
         &self,
         det: Detected,
         rel: &RelPath,
         disk: &RelPath,
-        full: &Path,
-        allow: Option<&Path>,
+        full: &Anchored,
+        allow: Option<&[u8]>,
     ) -> MirrorResult<()> {
         if !det.profile.is_fat_like() {
             return Ok(());
@@ -403,12 +420,9 @@ impl Inner {
                  the kernel vfat/exfat driver, or use a `stick:` mirror",
             ));
         }
-        let Some(parent) = full.parent() else {
-            return Ok(());
-        };
         let name = disk.file_name();
         let folded = fatname::fold(name);
-        let rd = match fs::read_dir(parent) {
+        let rd = match fs::read_dir(full.parent()) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
@@ -426,7 +440,7 @@ impl Inner {
             if other == name || fatname::fold(other) != folded {
                 continue;
             }
-            if allow.is_some_and(|a| a == de.path()) {
+            if allow.is_some_and(|a| a == other) {
                 continue;
             }
             let existing = String::from_utf8_lossy(&fatname::decode(other)).into_owned();
@@ -486,11 +500,8 @@ impl Inner {
         fs::symlink_metadata(full).map_err(|e| self.io("stat", rel, e))
     }
 
-    fn fsync_parent(&self, rel: &RelPath, full: &Path) -> MirrorResult<()> {
-        match full.parent() {
-            Some(dir) => fsutil::fsync_dir(dir).map_err(|e| self.io("fsync", rel, e)),
-            None => Ok(()),
-        }
+    fn fsync_parent(&self, rel: &RelPath, full: &Anchored) -> MirrorResult<()> {
+        fsutil::fsync_dir(full.parent()).map_err(|e| self.io("fsync", rel, e))
     }
 
     // ---- the operations, run on a blocking thread ----
@@ -581,7 +592,9 @@ impl Inner {
                 "the state directory is a symlink or not a directory",
             ));
         }
-        if let Ok(bytes) = fsutil::read_bounded(&self.marker_path(), fsutil::MAX_MARKER_FILE) {
+        let b = Beneath::open(&self.root).map_err(|e| self.io("open", "", e))?;
+        let marker = self.state_file(&b, MARKER)?;
+        if let Ok(bytes) = fsutil::read_bounded(marker.path(), fsutil::MAX_MARKER_FILE) {
             if let Ok(existing) = self.parse_marker(&bytes) {
                 if existing == folder {
                     return Ok(());
@@ -595,25 +608,39 @@ impl Inner {
                 });
             }
         }
-        fsutil::replace_bytes(&self.marker_path(), format!("{folder}\n").as_bytes())
+        fsutil::replace_bytes(marker.path(), format!("{folder}\n").as_bytes())
             .map_err(|e| self.io("write", format!("{STATE_DIR}/{MARKER}"), e))?;
         Ok(())
     }
 
-    fn meta_path(&self, name: &str) -> MirrorResult<PathBuf> {
+    /// `STATE_DIR/name`, anchored in the state directory held open.
+    fn state_file(&self, b: &Beneath, name: &str) -> MirrorResult<Anchored> {
+        let rel = RelPath::new(format!("{STATE_DIR}/{name}"))
+            .map_err(|e| self.unsafe_(format!("{STATE_DIR}/{name}"), e.to_string()))?;
+        match b.resolve(&rel) {
+            Ok(a) => Ok(a),
+            Err(ResolveError::UnsafeParent(_)) => Err(self.unsafe_(
+                STATE_DIR,
+                "the state directory is a symlink or not a directory",
+            )),
+            Err(ResolveError::Io(e)) => Err(self.io("open", STATE_DIR, e)),
+        }
+    }
+
+    fn meta_path(&self, name: &str) -> MirrorResult<Anchored> {
         if !meta_name_ok(name) {
             return Err(self.unsafe_(
                 format!("{STATE_DIR}/{name}"),
                 "state file names must match [a-z0-9._-]+ and not be `.`, `..`, a temp name or the marker",
             ));
         }
-        self.check_online()?;
-        Ok(self.root.join(STATE_DIR).join(name))
+        let b = self.check_online()?;
+        self.state_file(&b, name)
     }
 
     fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
         let path = self.meta_path(name)?;
-        match fsutil::read_bounded(&path, fsutil::MAX_META_FILE) {
+        match fsutil::read_bounded(path.path(), fsutil::MAX_META_FILE) {
             Ok(out) => Ok(Some(out)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(self.bad_state_file(name, &e)),
@@ -623,14 +650,14 @@ impl Inner {
 
     fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
         let path = self.meta_path(name)?;
-        fsutil::replace_bytes(&path, bytes)
+        fsutil::replace_bytes(path.path(), bytes)
             .map_err(|e| self.io("write", format!("{STATE_DIR}/{name}"), e))?;
         Ok(())
     }
 
     fn remove_meta(&self, name: &str) -> MirrorResult<()> {
         let path = self.meta_path(name)?;
-        match fs::remove_file(&path) {
+        match fs::remove_file(path.path()) {
             Ok(()) => Ok(()),
             Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(self.io("remove", format!("{STATE_DIR}/{name}"), e)),
@@ -638,9 +665,9 @@ impl Inner {
     }
 
     fn list_meta(&self) -> MirrorResult<Vec<String>> {
-        self.check_online()?;
-        let dir = self.root.join(STATE_DIR);
-        let rd = fs::read_dir(&dir).map_err(|e| self.io("list", STATE_DIR, e))?;
+        let b = self.check_online()?;
+        let dir = self.state_file(&b, MARKER)?;
+        let rd = fs::read_dir(dir.parent()).map_err(|e| self.io("list", STATE_DIR, e))?;
         let mut out = Vec::new();
         for d in rd {
             let d = d.map_err(|e| self.io("list", STATE_DIR, e))?;
@@ -654,13 +681,13 @@ impl Inner {
     }
 
     fn read_bytes(&self, rel: &RelPath, limit: u64) -> MirrorResult<Vec<u8>> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, full) = self.full(det, rel)?;
+        let (_, full) = self.full(&b, det, rel)?;
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&full)
+            .open(full.path())
             .map_err(|e| self.io("read", rel, e))?;
         let m = f.metadata().map_err(|e| self.io("stat", rel, e))?;
         if !m.is_file() {
@@ -684,34 +711,62 @@ impl Inner {
     }
 
     fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
-        self.check_online()?;
-        self.list_from(self.root.clone(), None)
+        let b = self.check_online()?;
+        self.list_from(&b, None)
     }
 
     fn list_under(&self, rel: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, full) = self.full(det, rel)?;
-        match fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => self.list_from(full, Some(rel.clone())),
+        let (disk, full) = self.full(&b, det, rel)?;
+        match fs::symlink_metadata(full.path()) {
+            Ok(m) if m.is_dir() => self.list_from(&b, Some((disk, rel.clone()))),
             Ok(_) => Ok(Vec::new()),
             Err(e) if is_absent(&e) => Ok(Vec::new()),
             Err(e) => Err(self.io("list", rel, e)),
         }
     }
 
-    /// Lists below `start` (the root when `start_rel` is `None`, else the directory `start_rel`).
+    /// The directory `disk` (on-disk form of `rel`; the root when `None`) held open for a
+    /// listing; `None` when it is gone. One that became a symlink is refused.
+    fn list_dir(
+        &self,
+        b: &Beneath,
+        disk: Option<&RelPath>,
+        rel: Option<&RelPath>,
+    ) -> MirrorResult<Option<ParentDir>> {
+        b.dir(disk).map_err(|e| match e {
+            ResolveError::UnsafeParent(_) => self.unsafe_(
+                rel.map(RelPath::display).unwrap_or_default(),
+                "it became a symlink or a file while it was listed; refusing to follow it",
+            ),
+            ResolveError::Io(e) => {
+                self.io("list", rel.map(RelPath::display).unwrap_or_default(), e)
+            }
+        })
+    }
+
+    /// Lists below the root (`start` `None`) or below the directory `start` (on-disk form,
+    /// path). Each directory is opened under the root without following symlinks and listed
+    /// through that handle.
     fn list_from(
         &self,
-        start: PathBuf,
-        start_rel: Option<RelPath>,
+        b: &Beneath,
+        start: Option<(RelPath, RelPath)>,
     ) -> MirrorResult<Vec<RemoteStat>> {
         let det = self.detected();
         let mut out = Vec::new();
-        let mut stack: Vec<(PathBuf, Option<RelPath>)> = vec![(start, start_rel)];
-        while let Some((dir, prefix)) = stack.pop() {
-            let shown = prefix.as_ref().map(|p| p.display()).unwrap_or_default();
-            let rd = match fs::read_dir(&dir) {
+        let mut stack: Vec<Option<(RelPath, RelPath)>> = vec![start];
+        while let Some(at) = stack.pop() {
+            let (disk_prefix, prefix) = match &at {
+                Some((d, p)) => (Some(d), Some(p)),
+                None => (None, None),
+            };
+            let shown = prefix.map(|p| p.display()).unwrap_or_default();
+            let Some(dir) = self.list_dir(b, disk_prefix, prefix)? else {
+                continue; // removed meanwhile
+            };
+            let rd = match fs::read_dir(dir.path()) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && prefix.is_some() => continue, // removed meanwhile
                 Err(e) if prefix.is_none() && is_gone(&e) => return Err(self.offline()),
@@ -731,7 +786,7 @@ impl Inner {
                 } else {
                     stored.to_vec()
                 };
-                let rel = match &prefix {
+                let rel = match prefix {
                     None => RelPath::new(name.clone()),
                     Some(p) => p.join(&name),
                 };
@@ -757,7 +812,16 @@ impl Inner {
                     continue;
                 };
                 if st.kind == EntryKind::Dir {
-                    stack.push((full, Some(rel)));
+                    let disk = match disk_prefix {
+                        None => RelPath::new(stored.to_vec()),
+                        Some(p) => p.join(stored),
+                    };
+                    let disk = disk.map_err(|source| MirrorError::InvalidPath {
+                        location: self.location.clone(),
+                        path: rel.display(),
+                        source,
+                    })?;
+                    stack.push(Some((disk, rel.clone())));
                 }
                 out.push(st);
             }
@@ -769,13 +833,20 @@ impl Inner {
     /// Files below `rel` by their directory entries' types (no stat unless the file system
     /// does not report a type), temp files included.
     fn list_file_names_under(&self, rel: &RelPath) -> MirrorResult<Vec<RelPath>> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, start) = self.full(det, rel)?;
+        let (disk, _) = self.full(&b, det, rel)?;
         let mut out = Vec::new();
-        let mut stack = vec![(start, rel.clone())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let rd = match fs::read_dir(&dir) {
+        let mut stack = vec![(disk, rel.clone())];
+        while let Some((disk_prefix, prefix)) = stack.pop() {
+            let dir = match b.dir(Some(&disk_prefix)) {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                // Not a directory (any more): no files under it.
+                Err(ResolveError::UnsafeParent(_)) => continue,
+                Err(ResolveError::Io(e)) => return Err(self.io("list", &prefix, e)),
+            };
+            let rd = match fs::read_dir(dir.path()) {
                 Ok(rd) => rd,
                 Err(e) if is_absent(&e) => continue,
                 Err(e) => return Err(self.io("list", &prefix, e)),
@@ -793,7 +864,10 @@ impl Inner {
                 };
                 let ft = de.file_type().map_err(|e| self.io("list", &child, e))?;
                 if ft.is_dir() {
-                    stack.push((de.path(), child));
+                    let Ok(disk_child) = disk_prefix.join(os_name.as_bytes()) else {
+                        continue;
+                    };
+                    stack.push((disk_child, child));
                 } else if ft.is_file() {
                     out.push(child);
                 }
@@ -803,25 +877,25 @@ impl Inner {
     }
 
     fn stat(&self, rel: &RelPath) -> MirrorResult<Option<RemoteStat>> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, full) = self.full(det, rel)?;
-        match fs::symlink_metadata(&full) {
-            Ok(m) => self.stat_from(rel, &full, &m),
+        let (_, full) = self.full(&b, det, rel)?;
+        match fs::symlink_metadata(full.path()) {
+            Ok(m) => self.stat_from(rel, full.path(), &m),
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(self.io("stat", rel, e)),
         }
     }
 
     fn get(&self, rel: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, full) = self.full(det, rel)?;
+        let (_, full) = self.full(&b, det, rel)?;
         // O_NONBLOCK: a FIFO planted on the mirror must not hang the sync at open.
         let mut src = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&full)
+            .open(full.path())
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => self.io(
                     "read",
@@ -846,7 +920,7 @@ impl Inner {
         })?;
         io::copy(&mut src, &mut out).map_err(|e| self.io("copy", rel, e))?;
         out.flush().map_err(|e| self.io("copy", rel, e))?;
-        self.stat_from(rel, &full, &m)?
+        self.stat_from(rel, full.path(), &m)?
             .ok_or_else(|| self.io("read", rel, io::Error::other("not a regular file")))
     }
 
@@ -857,7 +931,7 @@ impl Inner {
         meta: FileMeta,
         expect: Option<ContentHash>,
     ) -> MirrorResult<RemoteStat> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
         let caps = det.capabilities();
         let mut src = File::open(source).map_err(|e| MirrorError::Io {
@@ -872,11 +946,11 @@ impl Inner {
                 return Err(self.refused(rel, too_big_for_fat(len)));
             }
         }
-        let (disk, full) = self.full(det, rel)?;
+        let (disk, full) = self.full(&b, det, rel)?;
         self.check_new_name(det, rel, &disk, &full, None)?;
         let fd_meta = caps.modes.then_some(meta);
         let mut changed = false;
-        let m = fsutil::replace_with(&full, fd_meta, |f| {
+        let m = fsutil::replace_with(full.path(), fd_meta, |f| {
             copy_checked(&mut src, f, expect, &mut changed)?;
             if !caps.modes {
                 filetime::set_file_handle_times(f, None, Some(filetime_of(meta.mtime_ns)))?;
@@ -885,19 +959,20 @@ impl Inner {
         })
         .map_err(|e| self.write_error(rel, e, changed))?;
         let m = if det.fusefat {
-            self.reapply_mtime(rel, &full, meta.mtime_ns)?
+            self.reapply_mtime(rel, full.path(), meta.mtime_ns)?
         } else {
             m
         };
-        self.stat_from(rel, &full, &m)?
+        self.stat_from(rel, full.path(), &m)?
             .ok_or_else(|| self.io("write", rel, io::Error::other("not a regular file")))
     }
 
     /// [`Mirror::put_batch`]: every temp file first, one flush, then the renames.
     fn put_batch(&self, items: &[PutItem]) -> Vec<MirrorResult<RemoteStat>> {
-        if let Err(e) = self.check_online() {
-            return fan_out(items.len(), &e);
-        }
+        let b = match self.check_online() {
+            Ok(b) => b,
+            Err(e) => return fan_out(items.len(), &e),
+        };
         if items
             .iter()
             .any(|it| matches!(it.source, PutSource::Blob(_)))
@@ -906,8 +981,8 @@ impl Inner {
                 (0..items.len()).partition(|&i| matches!(items[i].source, PutSource::Blob(_)));
             let mut out: Vec<Option<MirrorResult<RemoteStat>>> =
                 (0..items.len()).map(|_| None).collect();
-            let b: Vec<&PutItem> = blobs.iter().map(|&i| &items[i]).collect();
-            for (i, r) in blobs.iter().zip(self.put_blobs(&b)) {
+            let bl: Vec<&PutItem> = blobs.iter().map(|&i| &items[i]).collect();
+            for (i, r) in blobs.iter().zip(self.put_blobs(&b, &bl)) {
                 out[*i] = Some(r);
             }
             let others: Vec<PutItem> = rest.iter().map(|&i| items[i].clone()).collect();
@@ -942,8 +1017,9 @@ impl Inner {
         let det = self.detected();
         let caps = det.capabilities();
         let mut batch = fsutil::BatchReplace::new(&self.root);
-        // Per item: the staging index, or the error.
-        let mut staged: Vec<MirrorResult<(usize, PathBuf)>> = Vec::with_capacity(items.len());
+        // Per item: the staging index and the target (its directory held open until the
+        // renames are done), or the error.
+        let mut staged: Vec<MirrorResult<(usize, Anchored)>> = Vec::with_capacity(items.len());
         for it in items {
             let rel = &it.path;
             let r = (|| {
@@ -968,7 +1044,7 @@ impl Inner {
                         Box::new(b.as_slice())
                     }
                 };
-                let (disk, full) = self.full(det, rel)?;
+                let (disk, full) = self.full(&b, det, rel)?;
                 self.check_new_name(det, rel, &disk, &full, None)?;
                 let meta = it.meta;
                 let expect = match it.source {
@@ -1007,24 +1083,23 @@ impl Inner {
                     .unwrap_or_else(|| Err(io::Error::other("lost in the batch")))
                     .map_err(|e| self.io("write", rel, e))?;
                 let m = if det.fusefat {
-                    self.reapply_mtime(rel, &full, it.meta.mtime_ns)?
+                    self.reapply_mtime(rel, full.path(), it.meta.mtime_ns)?
                 } else {
                     m
                 };
-                self.stat_from(rel, &full, &m)?
+                self.stat_from(rel, full.path(), &m)?
                     .ok_or_else(|| self.io("write", rel, io::Error::other("not a regular file")))
             })
             .collect()
     }
 
     /// [`PutSource::Blob`] items: written in place, then one flush and one fsync per directory.
-    fn put_blobs(&self, items: &[&PutItem]) -> Vec<MirrorResult<RemoteStat>> {
+    fn put_blobs(&self, b: &Beneath, items: &[&PutItem]) -> Vec<MirrorResult<RemoteStat>> {
         let det = self.detected();
         let caps = det.capabilities();
-        let mut written: Vec<MirrorResult<(PathBuf, fs::Metadata)>> =
+        // Blobs come many to a directory: while their anchors live, each directory is opened once.
+        let mut written: Vec<MirrorResult<(Anchored, fs::Metadata)>> =
             Vec::with_capacity(items.len());
-        // Parents resolved (symlink-checked) once per batch: blobs come many to a directory.
-        let mut parents: std::collections::HashMap<RelPath, PathBuf> = Default::default();
         for it in items {
             let rel = &it.path;
             let r = (|| {
@@ -1037,27 +1112,14 @@ impl Inner {
                 {
                     return Err(self.refused(rel, too_big_for_fat(bytes.len() as u64)));
                 }
-                let cached = rel.parent().and_then(|p| parents.get(&p).cloned());
-                let full = match cached {
-                    Some(dir) if !rel.is_reserved() => {
-                        let disk = self.on_disk(det, rel)?;
-                        dir.join(std::ffi::OsStr::from_bytes(disk.file_name()))
-                    }
-                    _ => {
-                        let (_, full) = self.full(det, rel)?;
-                        if let (Some(p), Some(d)) = (rel.parent(), full.parent()) {
-                            parents.insert(p, d.to_path_buf());
-                        }
-                        full
-                    }
-                };
+                let (_, full) = self.full(b, det, rel)?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
                     .mode(fsutil::PRIVATE_MODE)
                     .custom_flags(libc::O_NOFOLLOW)
-                    .open(&full)
+                    .open(full.path())
                     .map_err(|e| self.io("write", rel, e))?;
                 f.write_all(bytes).map_err(|e| self.io("write", rel, e))?;
                 let m = f.metadata().map_err(|e| self.io("stat", rel, e))?;
@@ -1067,13 +1129,17 @@ impl Inner {
         }
         let paths: Vec<&Path> = written
             .iter()
-            .filter_map(|r| r.as_ref().ok().map(|(p, _)| p.as_path()))
+            .filter_map(|r| r.as_ref().ok().map(|(p, _)| p.path()))
             .collect();
-        let flushed = fsutil::flush_files(&self.root, &paths);
+        let flushed = fsutil::flush_files(b.root(), &paths);
         // After a syncfs the new directory entries are durable too.
         let dirs = match flushed {
             Ok(fsutil::Flushed::WholeFileSystem) => Default::default(),
-            _ => fsutil::fsync_dirs(paths.iter().filter_map(|p| p.parent())),
+            _ => fsutil::fsync_dirs(
+                written
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().map(|(p, _)| p.parent())),
+            ),
         };
         items
             .iter()
@@ -1087,14 +1153,14 @@ impl Inner {
                         io::Error::new(e.kind(), e.to_string()),
                     ));
                 }
-                if let Some(Some(e)) = full.parent().and_then(|d| dirs.get(d)) {
+                if let Some(Some(e)) = dirs.get(full.parent()) {
                     return Err(self.io(
                         "fsync the directory of",
                         &it.path,
                         io::Error::other(e.clone()),
                     ));
                 }
-                self.stat_from(&it.path, &full, &m)?.ok_or_else(|| {
+                self.stat_from(&it.path, full.path(), &m)?.ok_or_else(|| {
                     self.io("write", &it.path, io::Error::other("not a regular file"))
                 })
             })
@@ -1102,12 +1168,12 @@ impl Inner {
     }
 
     fn mkdir(&self, rel: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (disk, full) = self.full(det, rel)?;
+        let (disk, full) = self.full(&b, det, rel)?;
         // Before the lstat: on a case-insensitive medium it would find the other-cased sibling.
         self.check_new_name(det, rel, &disk, &full, None)?;
-        match fs::symlink_metadata(&full) {
+        match fs::symlink_metadata(full.path()) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(self.io(
@@ -1117,55 +1183,59 @@ impl Inner {
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match fs::create_dir(&full) {
+                match fs::create_dir(full.path()) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && full.is_dir() => {}
+                    Err(e)
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && fs::symlink_metadata(full.path()).is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => return Err(self.io("mkdir", rel, e)),
                 }
                 self.fsync_parent(rel, &full)?;
             }
             Err(e) => return Err(self.io("stat", rel, e)),
         }
-        self.set_meta_at(det, &full, meta)
+        self.set_meta_at(det, full.path(), meta)
             .map_err(|e| self.io("set metadata", rel, e))?;
-        self.stat_of(rel, &full)
+        self.stat_of(rel, full.path())
     }
 
     fn symlink(&self, rel: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, full) = self.full(det, rel)?;
-        let dir = full.parent().unwrap_or(&self.root);
-        let tmp = fsutil::temp_path(dir);
+        let (_, full) = self.full(&b, det, rel)?;
+        let tmp = fsutil::temp_path(full.parent());
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
             .map_err(|e| self.io("symlink", rel, e))?;
-        if let Err(e) = fs::rename(&tmp, &full) {
+        if let Err(e) = fs::rename(&tmp, full.path()) {
             let _ = fs::remove_file(&tmp);
             return Err(self.io("symlink", rel, e));
         }
         self.fsync_parent(rel, &full)?;
-        self.stat_of(rel, &full)
+        self.stat_of(rel, full.path())
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, full_from) = self.full(det, from)?;
-        let (disk_to, full_to) = self.full(det, to)?;
-        fs::symlink_metadata(&full_from).map_err(|e| self.io("rename", from, e))?;
-        self.check_new_name(det, to, &disk_to, &full_to, Some(&full_from))?;
-        fs::rename(&full_from, &full_to)
+        let (disk_from, full_from) = self.full(&b, det, from)?;
+        let (disk_to, full_to) = self.full(&b, det, to)?;
+        fs::symlink_metadata(full_from.path()).map_err(|e| self.io("rename", from, e))?;
+        let allow = full_from
+            .same_parent(&full_to)
+            .then(|| disk_from.file_name());
+        self.check_new_name(det, to, &disk_to, &full_to, allow)?;
+        fs::rename(full_from.path(), full_to.path())
             .map_err(|e| self.io("rename", format!("{from} to {to}"), e))?;
         self.fsync_parent(to, &full_to)?;
-        if full_from.parent() != full_to.parent() {
+        if !full_from.same_parent(&full_to) {
             self.fsync_parent(from, &full_from)?;
         }
-        self.stat_of(to, &full_to)
+        self.stat_of(to, full_to.path())
     }
 
     fn remove(&self, rel: &RelPath) -> MirrorResult<()> {
-        self.check_online()?;
-        let full = self.remove_unsynced(rel)?;
+        let b = self.check_online()?;
+        let full = self.remove_unsynced(&b, rel)?;
         match full {
             Some(full) => self.fsync_parent(rel, &full),
             None => Ok(()),
@@ -1174,22 +1244,18 @@ impl Inner {
 
     /// [`Mirror::remove_batch`]: each removal, then one fsync per directory involved.
     fn remove_batch(&self, paths: &[RelPath]) -> Vec<MirrorResult<()>> {
-        if let Err(e) = self.check_online() {
-            return fan_out(paths.len(), &e);
-        }
-        let mut out: Vec<MirrorResult<Option<PathBuf>>> =
-            paths.iter().map(|p| self.remove_unsynced(p)).collect();
-        let dirs = fsutil::fsync_dirs(
-            out.iter()
-                .flatten()
-                .flatten()
-                .filter_map(|full| full.parent()),
-        );
+        let b = match self.check_online() {
+            Ok(b) => b,
+            Err(e) => return fan_out(paths.len(), &e),
+        };
+        let mut out: Vec<MirrorResult<Option<Anchored>>> =
+            paths.iter().map(|p| self.remove_unsynced(&b, p)).collect();
+        let dirs = fsutil::fsync_dirs(out.iter().flatten().flatten().map(Anchored::parent));
         paths
             .iter()
             .zip(out.drain(..))
             .map(|(rel, r)| match r? {
-                Some(full) => match full.parent().and_then(|d| dirs.get(d)) {
+                Some(full) => match dirs.get(full.parent()) {
                     Some(Some(e)) => Err(self.io(
                         "remove",
                         rel,
@@ -1202,19 +1268,20 @@ impl Inner {
             .collect()
     }
 
-    /// Removes `rel` without making it durable; returns the removed path (None: already absent).
-    fn remove_unsynced(&self, rel: &RelPath) -> MirrorResult<Option<PathBuf>> {
+    /// Removes `rel` without making it durable; returns the removed entry, its directory still
+    /// held (None: already absent).
+    fn remove_unsynced(&self, b: &Beneath, rel: &RelPath) -> MirrorResult<Option<Anchored>> {
         let det = self.detected();
-        let (_, full) = self.full(det, rel)?;
-        let r = match fs::symlink_metadata(&full) {
+        let (_, full) = self.full(b, det, rel)?;
+        let r = match fs::symlink_metadata(full.path()) {
             // fusefat answers EPERM for a non-empty directory: report what it is.
-            Ok(m) if m.is_dir() => fs::remove_dir(&full).map_err(|e| {
-                match fs::read_dir(&full).map(|mut d| d.next().is_some()) {
+            Ok(m) if m.is_dir() => fs::remove_dir(full.path()).map_err(|e| {
+                match fs::read_dir(full.path()).map(|mut d| d.next().is_some()) {
                     Ok(true) => io::Error::from(io::ErrorKind::DirectoryNotEmpty),
                     _ => e,
                 }
             }),
-            Ok(_) => fs::remove_file(&full),
+            Ok(_) => fs::remove_file(full.path()),
             Err(e) => Err(e),
         };
         match r {
@@ -1225,18 +1292,18 @@ impl Inner {
     }
 
     fn remove_temp_files(&self) -> MirrorResult<usize> {
-        self.check_online()?;
-        fsutil::remove_temp_files(&self.root).map_err(|e| self.io("remove temp files in", "", e))
+        let b = self.check_online()?;
+        fsutil::remove_temp_files(&b).map_err(|e| self.io("remove temp files in", "", e))
     }
 
     fn set_meta(&self, rel: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.check_online()?;
+        let b = self.check_online()?;
         let det = self.detected();
-        let (_, full) = self.full(det, rel)?;
-        fs::symlink_metadata(&full).map_err(|e| self.io("set metadata", rel, e))?;
-        self.set_meta_at(det, &full, meta)
+        let (_, full) = self.full(&b, det, rel)?;
+        fs::symlink_metadata(full.path()).map_err(|e| self.io("set metadata", rel, e))?;
+        self.set_meta_at(det, full.path(), meta)
             .map_err(|e| self.io("set metadata", rel, e))?;
-        self.stat_of(rel, &full)
+        self.stat_of(rel, full.path())
     }
 }
 

@@ -8,24 +8,21 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::beneath::{Anchored, Beneath};
 use crate::model::EntryKind;
 use crate::path::RelPath;
 use crate::{FileMeta, RemoteStat, TMP_PREFIX};
 
-/// Why a path cannot be used safely under a root.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// An ancestor of the path is a symlink (or not a directory): following it could leave the root.
-    #[error("its parent {0} is a symlink or not a directory; refusing to follow it")]
-    UnsafeParent(String),
-    /// I/O error while checking.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
+pub use crate::beneath::ResolveError;
 
 /// Joins `rel` to `root` after checking that every ancestor of `rel` inside the root is a real
-/// directory (not a symlink). Missing ancestors are fine (they will be created as directories).
-/// The final component is not checked: callers use `symlink_metadata` on it.
+/// directory (not a symlink). Missing ancestors are fine. The final component is not checked:
+/// callers use `symlink_metadata` on it.
+///
+/// The check and the later use of the string are not atomic (an ancestor can be swapped for a
+/// symlink in between): only for reads whose content is verified afterwards (a push source
+/// checked against its journaled hash). Everything that writes, renames, removes or changes
+/// modes goes through [`crate::beneath::Beneath`].
 ///
 /// # Errors
 /// [`ResolveError::UnsafeParent`] naming the first offending ancestor.
@@ -43,6 +40,11 @@ pub fn resolve(root: &Path, rel: &RelPath) -> Result<PathBuf, ResolveError> {
 
 /// A fresh temp file name in `dir`: `.briefcase-tmp-<random>`.
 pub fn temp_path(dir: &Path) -> PathBuf {
+    dir.join(temp_name())
+}
+
+/// A fresh temp file name: `.briefcase-tmp-<random>` (16 hex digits).
+pub fn temp_name() -> std::ffi::OsString {
     let n: u64 = {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -55,7 +57,7 @@ pub fn temp_path(dir: &Path) -> PathBuf {
         h.write_u32(std::process::id());
         h.finish()
     };
-    dir.join(format!("{TMP_PREFIX}{n:016x}"))
+    format!("{TMP_PREFIX}{n:016x}").into()
 }
 
 /// Above this many distinct directories, [`fsync_dirs`] makes them durable with one `syncfs(2)`
@@ -285,10 +287,7 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// I/O errors.
 pub fn apply_meta(path: &Path, meta: FileMeta) -> io::Result<()> {
     set_mtime(path, meta.mtime_ns)?;
-    if fs::symlink_metadata(path)?.file_type().is_symlink() {
-        return Ok(());
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))
+    crate::beneath::chmod_nofollow(path, meta.mode)
 }
 
 /// Sets only the mtime (ns since the epoch, negative = before 1970) of a path, not following a
@@ -352,6 +351,15 @@ fn write_temp(
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no parent"))?;
     let tmp = temp_path(dir);
+    write_temp_at(tmp, meta, fill)
+}
+
+/// [`write_temp`] to the temp file `tmp`.
+fn write_temp_at(
+    tmp: PathBuf,
+    meta: Option<FileMeta>,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<(PathBuf, File)> {
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -383,14 +391,17 @@ fn write_temp(
 /// [`replace_with`]; but a batch of small files costs two flushes, not two per file (an fsync of
 /// a directory costs ~6.6 ms on this project's ext4 test machine, an `fsync` of a small file
 /// ~0.7 ms; see docs/performance.md). Temp files not committed are removed on drop.
+///
+/// Targets are [`Anchored`] entries: each temp file is made, and renamed over its target,
+/// through the directory handle the anchor holds, which the batch keeps open until it is done.
 #[derive(Debug)]
 pub struct BatchReplace {
     root: PathBuf,
-    staged: Vec<(PathBuf, PathBuf)>,
+    staged: Vec<(Anchored, Anchored)>,
 }
 
 impl BatchReplace {
-    /// A batch for targets on the file system of `root` (used for `syncfs`).
+    /// A batch for targets on the file system of `root` (used for `syncfs` only).
     pub fn new(root: &Path) -> Self {
         BatchReplace {
             root: root.to_path_buf(),
@@ -416,18 +427,19 @@ impl BatchReplace {
     /// I/O errors (the temp file is removed).
     pub fn stage(
         &mut self,
-        target: &Path,
+        target: &Anchored,
         meta: Option<FileMeta>,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<usize> {
-        let (tmp, _) = write_temp(target, meta, fill)?;
-        self.staged.push((tmp, target.to_path_buf()));
+        let tmp = target.sibling(&temp_name())?;
+        write_temp_at(tmp.path().to_path_buf(), meta, fill)?;
+        self.staged.push((tmp, target.clone()));
         Ok(self.staged.len() - 1)
     }
 
     /// Takes a temp file already written beside `target` (by someone else, e.g. a mirror's
     /// `get`) into the batch; it is removed if not committed. Returns its index.
-    pub fn adopt(&mut self, tmp: PathBuf, target: PathBuf) -> usize {
+    pub fn adopt(&mut self, tmp: Anchored, target: Anchored) -> usize {
         self.staged.push((tmp, target));
         self.staged.len() - 1
     }
@@ -459,11 +471,11 @@ impl BatchReplace {
         if staged.is_empty() {
             return Vec::new();
         }
-        let tmps: Vec<&Path> = staged.iter().map(|(tmp, _)| tmp.as_path()).collect();
+        let tmps: Vec<&Path> = staged.iter().map(|(tmp, _)| tmp.path()).collect();
         let flushed = flush_files(&self.root, &tmps);
         if let Err(e) = flushed {
             for (tmp, _) in &staged {
-                let _ = fs::remove_file(tmp);
+                let _ = fs::remove_file(tmp.path());
             }
             let kind = e.kind();
             let msg = e.to_string();
@@ -474,14 +486,14 @@ impl BatchReplace {
         }
         let mut out: Vec<io::Result<bool>> = Vec::with_capacity(staged.len());
         for (i, (tmp, target)) in staged.iter().enumerate() {
-            if !check(i, target) {
-                let _ = fs::remove_file(tmp);
+            if !check(i, target.path()) {
+                let _ = fs::remove_file(tmp.path());
                 out.push(Ok(false));
                 continue;
             }
-            let r = fs::rename(tmp, target);
+            let r = fs::rename(tmp.path(), target.path());
             if r.is_err() {
-                let _ = fs::remove_file(tmp);
+                let _ = fs::remove_file(tmp.path());
             }
             out.push(r.map(|()| true));
         }
@@ -490,7 +502,7 @@ impl BatchReplace {
                 .iter()
                 .zip(&out)
                 .filter(|(_, r)| matches!(r, Ok(true)))
-                .filter_map(|((_, t), _)| t.parent()),
+                .map(|((_, t), _)| t.parent()),
         );
         staged
             .iter()
@@ -499,10 +511,10 @@ impl BatchReplace {
                 if !r? {
                     return Ok(None);
                 }
-                if let Some(Some(e)) = target.parent().and_then(|d| dirs.get(d)) {
+                if let Some(Some(e)) = dirs.get(target.parent()) {
                     return Err(io::Error::other(format!("fsync of the directory: {e}")));
                 }
-                fs::symlink_metadata(target).map(Some)
+                fs::symlink_metadata(target.path()).map(Some)
             })
             .collect()
     }
@@ -511,7 +523,7 @@ impl BatchReplace {
 impl Drop for BatchReplace {
     fn drop(&mut self) {
         for (tmp, _) in &self.staged {
-            let _ = fs::remove_file(tmp);
+            let _ = fs::remove_file(tmp.path());
         }
     }
 }
@@ -524,16 +536,23 @@ pub fn replace_bytes(target: &Path, bytes: &[u8]) -> io::Result<Metadata> {
     replace_with(target, None, |f| f.write_all(bytes))
 }
 
-/// Removes leftover `.briefcase-tmp-*` files anywhere under `root` (not following symlinks) and
-/// returns how many were removed. Run at start (invariant 2).
+/// Removes leftover `.briefcase-tmp-*` files anywhere under the root of `b` and returns how many
+/// were removed. Run at start (invariant 2). Each directory is opened beneath the root without
+/// following symlinks ([`Beneath::dir`]) and listed and cleaned through that handle, so a
+/// directory swapped for a symlink meanwhile is skipped, never followed.
 ///
 /// # Errors
 /// I/O errors other than vanished entries.
-pub fn remove_temp_files(root: &Path) -> io::Result<usize> {
+pub fn remove_temp_files(b: &Beneath) -> io::Result<usize> {
     let mut removed = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let rd = match fs::read_dir(&dir) {
+    let mut stack: Vec<Option<RelPath>> = vec![None];
+    while let Some(rel) = stack.pop() {
+        let dir = match b.dir(rel.as_ref()) {
+            Ok(Some(d)) => d,
+            Ok(None) | Err(ResolveError::UnsafeParent(_)) => continue,
+            Err(ResolveError::Io(e)) => return Err(e),
+        };
+        let rd = match fs::read_dir(dir.path()) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -543,6 +562,7 @@ pub fn remove_temp_files(root: &Path) -> io::Result<usize> {
             let name = de.file_name();
             let ft = de.file_type()?;
             if name.as_encoded_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+                // `remove_dir_all` does not follow symlinks inside the tree it removes.
                 let p = de.path();
                 let r = if ft.is_dir() {
                     fs::remove_dir_all(&p)
@@ -555,11 +575,25 @@ pub fn remove_temp_files(root: &Path) -> io::Result<usize> {
                     Err(e) => return Err(e),
                 }
             } else if ft.is_dir() {
-                stack.push(de.path());
+                let child = match &rel {
+                    None => RelPath::new(name.as_encoded_bytes().to_vec()),
+                    Some(r) => r.join(name.as_encoded_bytes()),
+                };
+                if let Ok(child) = child {
+                    stack.push(Some(child));
+                }
             }
         }
     }
     Ok(removed)
+}
+
+/// [`remove_temp_files`] under the directory `root`.
+///
+/// # Errors
+/// I/O errors opening the root, and as [`remove_temp_files`].
+pub fn remove_temp_files_under(root: &Path) -> io::Result<usize> {
+    remove_temp_files(&Beneath::open(root)?)
 }
 
 /// Modification time of `m` in ns since the epoch.

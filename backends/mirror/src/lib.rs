@@ -17,6 +17,7 @@
 
 #[cfg(feature = "testkit")]
 pub mod alloc_watch;
+pub mod beneath;
 pub mod error;
 pub mod fsutil;
 #[cfg(feature = "testkit")]
