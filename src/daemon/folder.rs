@@ -316,9 +316,15 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
         options: ctx.options,
         hint_tx,
         presence_tx,
-        base: SyncOptions {
-            rescan_local: false,
-            ..Default::default()
+        base: {
+            let mut o = SyncOptions {
+                rescan_local: false,
+                ..Default::default()
+            };
+            // A folder task waiting for another machine's lease holds up its other mirrors:
+            // wait a little, then show the mirror busy and try again at the next sync.
+            o.lease.wait = o.lease.wait.min(Duration::from_secs(10));
+            o
         },
     };
     Ok((runner, local_rx, mirror_rx, presence_rx))

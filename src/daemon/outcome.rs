@@ -99,6 +99,16 @@ pub async fn sync_with(
                 None,
             )
         }
+        // Another machine is syncing it: here, and working; tried again at the next sync.
+        Err(e @ ReconcileError::Busy { .. }) => {
+            let s = e.to_string();
+            (
+                MirrorOutcome::Offline(s.clone()),
+                format!("busy: {s}"),
+                false,
+                Some(s),
+            )
+        }
         Err(e @ ReconcileError::MassDelete { .. }) => {
             let s = e.to_string();
             (

@@ -178,6 +178,13 @@ impl Mirror for Counting {
         self.inner.list_meta().await
     }
 
+    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        // The lease: not a write of the sync's (an unplugged mirror that was only leased was
+        // not being written).
+        self.counters.op();
+        self.inner.create_meta_exclusive(name, bytes).await
+    }
+
     async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
         self.counters.op();
         self.inner.list().await

@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod conflict;
+pub mod lease;
 pub mod plan;
 pub mod remote;
 
@@ -48,6 +49,8 @@ pub struct SyncOptions {
     pub max_deletes: Option<usize>,
     /// Which part of the mirror to scan for changes made behind briefcase's back.
     pub mirror_scan: MirrorScan,
+    /// The mirror lease: how long it lasts, how long to wait for another machine's.
+    pub lease: lease::LeaseOptions,
 }
 
 impl Default for SyncOptions {
@@ -61,6 +64,7 @@ impl Default for SyncOptions {
             mass_delete_min_files: 10,
             max_deletes: None,
             mirror_scan: MirrorScan::Full,
+            lease: lease::LeaseOptions::default(),
         }
     }
 }
@@ -153,6 +157,30 @@ pub enum ReconcileError {
         location: String,
         /// The impossible claim.
         reason: String,
+    },
+    /// Another machine holds the mirror's lease ([`lease`]) and kept it for longer than this
+    /// sync waits: nothing was done; sync again later.
+    #[error("mirror {mirror} at {location} is busy: synced by {holder}; nothing was done here, sync again when it is finished")]
+    Busy {
+        /// Mirror name.
+        mirror: String,
+        /// Location.
+        location: String,
+        /// Who holds it, and since when.
+        holder: String,
+    },
+    /// This sync stalled for longer than its lease and another machine took the mirror over:
+    /// it stopped where it stood (as after a crash; nothing is lost) and is redone next sync.
+    #[error("mirror {mirror} at {location}: this sync lost the mirror's lease to {holder} (it stalled for more than the lease's {seconds} s); it stopped, nothing is lost, and it is redone at the next sync")]
+    LeaseLost {
+        /// Mirror name.
+        mirror: String,
+        /// Location.
+        location: String,
+        /// Who holds it now.
+        holder: String,
+        /// The lease's length (s).
+        seconds: f64,
     },
     /// A local I/O error outside a single path's apply.
     #[error("folder {path}: {source}")]
@@ -412,9 +440,51 @@ pub async fn sync(
 /// [`sync`] for a caller that syncs with the same mirror again and again, keeping `session`
 /// between calls (after an error the session forgets the state and the next sync reloads it).
 ///
+/// Everything that reads or writes the mirror runs under its lease ([`lease`]): another machine
+/// syncing the same mirror at the same moment waits (up to `opts.lease.wait`) instead of
+/// interleaving its writes with ours. A dry run writes nothing and takes no lease.
+///
 /// # Errors
-/// As [`sync`].
+/// As [`sync`]; [`ReconcileError::Busy`] when another machine kept the mirror for longer than
+/// the wait; [`ReconcileError::LeaseLost`] when this sync stalled past its lease.
 pub async fn sync_session(
+    local: &mut LocalReplica,
+    mirror: &dyn Mirror,
+    name: &str,
+    opts: &SyncOptions,
+    session: &mut Session,
+) -> ReconcileResult<SyncReport> {
+    if opts.dry_run {
+        return sync_held(local, mirror, name, opts, session).await;
+    }
+    // The local tree is scanned before the mirror is taken: the other machine need not wait
+    // for it.
+    if opts.rescan_local {
+        local.rescan(None)?;
+    }
+    let lease = lease::acquire(
+        mirror,
+        name,
+        local.journal.replica_id(),
+        local.journal.name(),
+        opts.lease,
+    )
+    .await?;
+    let opts = SyncOptions {
+        rescan_local: false,
+        ..opts.clone()
+    };
+    lease::hold(
+        mirror,
+        name,
+        lease,
+        sync_held(local, mirror, name, &opts, session),
+    )
+    .await
+}
+
+/// [`sync_session`] once the mirror's lease is held (or needs none).
+async fn sync_held(
     local: &mut LocalReplica,
     mirror: &dyn Mirror,
     name: &str,

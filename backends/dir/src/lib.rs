@@ -664,6 +664,56 @@ impl Inner {
         }
     }
 
+    /// [`Mirror::create_meta_exclusive`]: the content is written to a private temp file, then
+    /// hard-linked to its name (`link(2)` fails if the name exists: atomic on local file
+    /// systems, NFS and SMB, and the file is never seen half written); where the medium has no
+    /// hard links (FAT), created with `O_CREAT | O_EXCL` and written.
+    fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        let target = self.meta_path(name)?;
+        let shown = format!("{STATE_DIR}/{name}");
+        let tmp = target
+            .sibling(&fsutil::temp_name())
+            .map_err(|e| self.io("write", &shown, e))?;
+        let written = fsutil::create_private(tmp.path())
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| self.io("write", &shown, e));
+        let linked = written.and_then(|()| {
+            fs::hard_link(tmp.path(), target.path()).map_err(|e| self.io("write", &shown, e))
+        });
+        let _ = fs::remove_file(tmp.path());
+        match linked {
+            Ok(()) => Ok(true),
+            Err(MirrorError::Io { source, .. })
+                if source.kind() == io::ErrorKind::AlreadyExists =>
+            {
+                Ok(false)
+            }
+            Err(MirrorError::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK)
+                ) =>
+            {
+                match fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(target.path())
+                {
+                    Ok(mut f) => {
+                        f.write_all(bytes)
+                            .map_err(|e| self.io("write", &shown, e))?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(self.io("write", &shown, e)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn list_meta(&self) -> MirrorResult<Vec<String>> {
         let b = self.check_online()?;
         let dir = self.state_file(&b, MARKER)?;
@@ -1351,6 +1401,13 @@ impl Mirror for DirMirror {
 
     async fn list_meta(&self) -> MirrorResult<Vec<String>> {
         self.run("list", |i| i.list_meta()).await
+    }
+
+    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        let name = name.to_string();
+        let bytes = bytes.to_vec();
+        self.run("write", move |i| i.create_meta_exclusive(&name, &bytes))
+            .await
     }
 
     async fn read_bytes(&self, path: &RelPath, limit: u64) -> MirrorResult<Vec<u8>> {

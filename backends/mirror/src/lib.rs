@@ -286,6 +286,24 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// Creates the state file `name` holding `bytes` only if no file of that name exists: of
+    /// several processes trying at once, on this machine or others sharing the medium, exactly
+    /// one gets `Ok(true)`; the others get `Ok(false)`. Not made durable (a crash may lose it).
+    /// A reader may briefly see the file empty where the medium has no hard links (FAT). Serves
+    /// the mirror lease (`briefcase::reconcile::lease`): state files are written by one machine
+    /// at a time.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`]; [`MirrorError::Unsupported`] by default (a medium
+    /// that is used by one machine at a time, such as the stick).
+    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        let _ = bytes;
+        Err(MirrorError::Unsupported {
+            location: self.location(),
+            what: format!("creating state files exclusively ({name})"),
+        })
+    }
+
     /// Lists the whole data tree (not the state directory nor temp files), parents before children.
     ///
     /// # Errors

@@ -303,6 +303,22 @@ impl Mirror for MemoryMirror {
         Ok(self.online()?.meta.keys().cloned().collect())
     }
 
+    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        if !meta_name_ok(name) {
+            return Err(MirrorError::Unsafe {
+                location: self.location(),
+                path: name.into(),
+                reason: "bad state file name".into(),
+            });
+        }
+        let mut m = self.online()?;
+        if m.meta.contains_key(name) {
+            return Ok(false);
+        }
+        m.meta.insert(name.to_string(), bytes.to_vec());
+        Ok(true)
+    }
+
     async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
         let m = self.online()?;
         Ok(m.nodes.iter().map(|(p, n)| stat(p, n)).collect())

@@ -1,0 +1,503 @@
+//! The mirror lease: one machine at a time writes a shared mirror (a NAS directory that the
+//! office and the home desktop both sync with).
+//!
+//! Two syncs interleaving on one mirror corrupt it: each store of the incremental state removes
+//! the parts that no root lists, and the other machine's parts, written but not yet listed by
+//! its root, are among them. So a sync first takes the mirror's **lease**, a small record in the
+//! mirror's state directory naming the holder (replica, name, host, PID) and when it expires,
+//! renews it while it runs and releases it at the end; a second machine waits for it, or reports
+//! "busy: synced by HOST since …". It is the lock lifetime of the DFS seed's lock server, kept on
+//! the shared medium itself because the machines have no server in common.
+//!
+//! **Protocol.** Lease records are the state files `lease.N`; the one with the highest `N` is
+//! current. Every transition (take, renew, take over an expired one, release) is an exclusive
+//! create of `lease.N+1` ([`Mirror::create_meta_exclusive`], a `link(2)` on a dir mirror), so it
+//! is a compare-and-swap on `N`: of two machines trying at once, one wins, and a holder that
+//! stalled past its expiry finds, at its next renewal, that someone moved on, and stops. The
+//! older records are removed after each transition. A lease is stale when its expiry has passed
+//! on this machine's clock (the machines' clocks are assumed to agree within the lease length),
+//! when its holder ran on this host and its process is gone (a `kill -9`), when it was released,
+//! or when it cannot be read or claims an expiry further ahead than any holder would write
+//! (forged). A medium that cannot create files exclusively (the stick: it is plugged into one
+//! machine at a time) needs no lease.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use briefcase_mirror::{Mirror, MirrorError, ReplicaId};
+
+use super::{ReconcileError, ReconcileResult};
+
+/// Prefix of lease records in the mirror's state directory.
+pub const LEASE_PREFIX: &str = "lease.";
+
+/// How long a lease lasts and how long to wait for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// Life of a lease record (renewed every third of it while the sync runs). Default 60 s;
+    /// `BRIEFCASE_LEASE_SECS` overrides it.
+    pub duration: Duration,
+    /// How long a sync waits for a mirror another machine holds before it reports it busy.
+    /// Default 60 s; `BRIEFCASE_LEASE_WAIT_SECS` overrides it.
+    pub wait: Duration,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        let secs = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map_or(Duration::from_secs(default), Duration::from_secs_f64)
+        };
+        LeaseOptions {
+            duration: secs("BRIEFCASE_LEASE_SECS", 60).max(Duration::from_millis(300)),
+            wait: secs("BRIEFCASE_LEASE_WAIT_SECS", 60),
+        }
+    }
+}
+
+/// A lease record (`lease.N`, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Record {
+    /// The holder's replica ID (16 hex digits).
+    replica: String,
+    /// The holder's replica name.
+    name: String,
+    /// The holder's host name.
+    host: String,
+    /// The holder's process, and its start time (clock ticks after boot, `/proc/PID/stat`).
+    pid: u32,
+    start: u64,
+    /// When the holder took the lease, and when it expires (ns since the epoch, holder's clock).
+    since_ns: i64,
+    expires_ns: i64,
+    /// Given back.
+    released: bool,
+}
+
+/// A lease held by this process: renew it while the sync runs ([`Lease::renew`]) and
+/// [`Lease::release`] it at the end.
+#[derive(Debug)]
+pub struct Lease {
+    n: u64,
+    record: Record,
+    opts: LeaseOptions,
+}
+
+/// Who holds the mirror, for the "busy" message.
+fn describe(r: &Record) -> String {
+    format!(
+        "{} (host {}, pid {}) since {}",
+        r.name,
+        r.host,
+        r.pid,
+        fmt_time(r.since_ns)
+    )
+}
+
+/// `ns` (since the epoch) as an RFC 3339 UTC time.
+fn fmt_time(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ns.div_euclid(1_000_000_000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ns.to_string())
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Start time of process `pid` (field 22 of `/proc/PID/stat`), `None` when it is gone.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Why `r` (read from the mirror now) no longer holds the mirror, or `None` while it does.
+fn stale(r: &Record, opts: &LeaseOptions, now: i64) -> Option<String> {
+    if r.released {
+        return Some("released".into());
+    }
+    if now > r.expires_ns {
+        return Some(format!("it expired at {}", fmt_time(r.expires_ns)));
+    }
+    let span = i64::try_from(opts.duration.as_nanos()).unwrap_or(i64::MAX);
+    // A holder writes now + duration; allow for clocks up to five minutes apart.
+    if r.expires_ns > now.saturating_add(span).saturating_add(300_000_000_000) {
+        return Some("it claims an expiry no holder would write (forged?)".into());
+    }
+    if r.host == host_name() && process_start(r.pid) != Some(r.start) {
+        return Some(format!("its process {} on this host is gone", r.pid));
+    }
+    None
+}
+
+fn lease_name(n: u64) -> String {
+    format!("{LEASE_PREFIX}{n}")
+}
+
+/// The lease records on the mirror, by number.
+async fn records(mirror: &dyn Mirror) -> ReconcileResult<Vec<u64>> {
+    let mut ns: Vec<u64> = mirror
+        .list_meta()
+        .await?
+        .iter()
+        .filter_map(|n| n.strip_prefix(LEASE_PREFIX)?.parse().ok())
+        .collect();
+    ns.sort_unstable();
+    Ok(ns)
+}
+
+/// Removes the records below `n` (best effort: a leftover is removed at the next transition).
+async fn remove_below(mirror: &dyn Mirror, n: u64) {
+    if let Ok(ns) = records(mirror).await {
+        for m in ns.into_iter().filter(|m| *m < n) {
+            let _ = mirror.remove_meta(&lease_name(m)).await;
+        }
+    }
+}
+
+/// What holds the mirror now.
+enum Current {
+    /// No lease, or a stale one (with why, for the log): record `n` is the last.
+    Free {
+        n: u64,
+        stale: Option<(Record, String)>,
+    },
+    /// Held by someone else.
+    Held(Record),
+}
+
+async fn current(mirror: &dyn Mirror, opts: &LeaseOptions) -> ReconcileResult<Current> {
+    let Some(&n) = records(mirror).await?.last() else {
+        return Ok(Current::Free { n: 0, stale: None });
+    };
+    let bytes = mirror.read_meta(&lease_name(n)).await?;
+    let record = bytes.and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+    Ok(match record {
+        // Unreadable: forged, or caught between create and write on a medium without hard
+        // links. Taking it over is safe: its writer checks, after creating it, that no later
+        // record exists, and finds ours.
+        None => Current::Free { n, stale: None },
+        Some(r) => match stale(&r, opts, now_ns()) {
+            Some(why) => Current::Free {
+                n,
+                stale: (!r.released).then_some((r, why)),
+            },
+            None => Current::Held(r),
+        },
+    })
+}
+
+/// Takes the lease of `mirror` (named `mirror_name` in the config) for this replica, waiting up
+/// to `opts.wait` while another machine holds it. `Ok(None)` when the medium needs no lease
+/// ([`Mirror::create_meta_exclusive`] unsupported).
+///
+/// # Errors
+/// [`ReconcileError::Busy`] naming the holder when it is still held after the wait; mirror
+/// errors.
+pub async fn acquire(
+    mirror: &dyn Mirror,
+    mirror_name: &str,
+    replica: ReplicaId,
+    replica_name: &str,
+    opts: LeaseOptions,
+) -> ReconcileResult<Option<Lease>> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    let pid = std::process::id();
+    let mut told = false;
+    loop {
+        match current(mirror, &opts).await? {
+            Current::Free { n, stale } => {
+                let now = now_ns();
+                let record = Record {
+                    replica: replica.to_string(),
+                    name: replica_name.to_string(),
+                    host: host_name(),
+                    pid,
+                    start: process_start(pid).unwrap_or(0),
+                    since_ns: now,
+                    expires_ns: now
+                        .saturating_add(i64::try_from(opts.duration.as_nanos()).unwrap_or(0)),
+                    released: false,
+                };
+                let bytes = serde_json::to_vec(&record).unwrap_or_default();
+                let next = n.saturating_add(1);
+                match mirror
+                    .create_meta_exclusive(&lease_name(next), &bytes)
+                    .await
+                {
+                    Err(MirrorError::Unsupported { .. }) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                    Ok(false) => {} // someone else took it first: look again
+                    Ok(true) => {
+                        // Won only if nobody moved past our record meanwhile.
+                        if records(mirror).await?.last() == Some(&next) {
+                            if let Some((old, why)) = stale {
+                                tracing::warn!(
+                                    mirror = %mirror_name,
+                                    "took over the lease of mirror {mirror_name} from {}: {why}",
+                                    describe(&old)
+                                );
+                            }
+                            remove_below(mirror, next).await;
+                            tracing::debug!(mirror = %mirror_name, lease = next, "lease taken");
+                            return Ok(Some(Lease {
+                                n: next,
+                                record,
+                                opts,
+                            }));
+                        }
+                    }
+                }
+            }
+            Current::Held(r) => {
+                if r.replica == replica.to_string() && r.pid == pid {
+                    // Our own, left by an earlier sync of this process that failed to release.
+                    let n = *records(mirror).await?.last().unwrap_or(&0);
+                    return Ok(Some(Lease { n, record: r, opts }));
+                }
+                if started.elapsed() >= opts.wait {
+                    return Err(ReconcileError::Busy {
+                        mirror: mirror_name.to_string(),
+                        location: mirror.location(),
+                        holder: describe(&r),
+                    });
+                }
+                if !told {
+                    tracing::info!(mirror = %mirror_name, "mirror {mirror_name} is being synced by {}; waiting", describe(&r));
+                    told = true;
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+impl Lease {
+    /// How often to renew: a third of the lease's life.
+    pub fn renew_every(&self) -> Duration {
+        self.opts.duration / 3
+    }
+
+    /// Extends the lease by its duration from now.
+    ///
+    /// # Errors
+    /// [`ReconcileError::LeaseLost`] when another machine took it over (this process stalled
+    /// past its expiry): the sync must stop writing. Mirror errors.
+    pub async fn renew(&mut self, mirror: &dyn Mirror, mirror_name: &str) -> ReconcileResult<()> {
+        let mut record = self.record.clone();
+        record.expires_ns =
+            now_ns().saturating_add(i64::try_from(self.opts.duration.as_nanos()).unwrap_or(0));
+        self.step(mirror, mirror_name, record).await
+    }
+
+    /// Gives the lease back (the next machine need not wait for its expiry).
+    ///
+    /// # Errors
+    /// As [`Lease::renew`].
+    pub async fn release(mut self, mirror: &dyn Mirror, mirror_name: &str) -> ReconcileResult<()> {
+        let mut record = self.record.clone();
+        record.released = true;
+        self.step(mirror, mirror_name, record).await?;
+        tracing::debug!(mirror = %mirror_name, lease = self.n, "lease released");
+        Ok(())
+    }
+
+    /// Moves to record `n + 1` holding `record`.
+    async fn step(
+        &mut self,
+        mirror: &dyn Mirror,
+        mirror_name: &str,
+        record: Record,
+    ) -> ReconcileResult<()> {
+        let next = self.n.saturating_add(1);
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        if !mirror
+            .create_meta_exclusive(&lease_name(next), &bytes)
+            .await?
+        {
+            let holder = match current(mirror, &self.opts).await {
+                Ok(Current::Held(r)) => describe(&r),
+                _ => "another machine".into(),
+            };
+            return Err(ReconcileError::LeaseLost {
+                mirror: mirror_name.to_string(),
+                location: mirror.location(),
+                holder,
+                seconds: self.opts.duration.as_secs_f64(),
+            });
+        }
+        let _ = mirror.remove_meta(&lease_name(self.n)).await;
+        self.n = next;
+        self.record = record;
+        Ok(())
+    }
+}
+
+/// Runs `body` while holding `lease` (when there is one), renewing it every
+/// [`Lease::renew_every`]; releases it when `body` ends, whatever its result. When a renewal
+/// finds the lease lost, `body` is dropped where it stands (as if the process had been killed,
+/// which the engine survives: intents, atomic replacement) and the loss is the result.
+///
+/// # Errors
+/// `body`'s error, or the lease's.
+pub async fn hold<T>(
+    mirror: &dyn Mirror,
+    mirror_name: &str,
+    lease: Option<Lease>,
+    body: impl std::future::Future<Output = ReconcileResult<T>>,
+) -> ReconcileResult<T> {
+    let Some(mut lease) = lease else {
+        return body.await;
+    };
+    let every = lease.renew_every();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(body);
+    let out = loop {
+        tokio::select! {
+            r = &mut body => break r,
+            _ = tick.tick() => {
+                if let Err(e) = lease.renew(mirror, mirror_name).await {
+                    if matches!(e, ReconcileError::LeaseLost { .. }) {
+                        return Err(e);
+                    }
+                    // The medium failed (gone?): the sync itself will say so.
+                    tracing::debug!(mirror = %mirror_name, error = %e, "could not renew the lease");
+                }
+            }
+        }
+    };
+    if let Err(e) = lease.release(mirror, mirror_name).await {
+        tracing::debug!(mirror = %mirror_name, error = %e, "could not release the lease");
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use briefcase_mirror::memory::MemoryMirror;
+    use briefcase_mirror::FolderId;
+
+    async fn mirror() -> MemoryMirror {
+        let m = MemoryMirror::new("nas");
+        m.init(FolderId(7)).await.unwrap();
+        m
+    }
+
+    fn opts() -> LeaseOptions {
+        LeaseOptions {
+            duration: Duration::from_secs(60),
+            wait: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_release_frees_it() {
+        let m = mirror().await;
+        let a = acquire(&m, "nas", ReplicaId(1), "office", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        // Another replica (or process) is refused while it is held.
+        let mut other = opts();
+        other.wait = Duration::from_millis(20);
+        let busy = acquire(&m, "nas", ReplicaId(2), "home", other).await;
+        match busy {
+            Err(ReconcileError::Busy { holder, .. }) => assert!(holder.contains("office")),
+            other => panic!("{other:?}"),
+        }
+        a.release(&m, "nas").await.unwrap();
+        let b = acquire(&m, "nas", ReplicaId(2), "home", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(records(&m).await.unwrap(), vec![b.n]);
+    }
+
+    #[tokio::test]
+    async fn a_stale_lease_is_taken_over_and_its_holder_finds_out() {
+        let m = mirror().await;
+        let mut short = opts();
+        short.duration = Duration::from_millis(300);
+        let mut a = acquire(&m, "nas", ReplicaId(1), "office", short)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let _b = acquire(&m, "nas", ReplicaId(2), "home", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        // The stalled holder may not renew over it.
+        assert!(matches!(
+            a.renew(&m, "nas").await,
+            Err(ReconcileError::LeaseLost { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn forged_and_unreadable_leases_do_not_block() {
+        let m = mirror().await;
+        m.write_meta("lease.7", b"not json").await.unwrap();
+        let l = acquire(&m, "nas", ReplicaId(1), "office", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.n, 8);
+        let mut forged = l.record.clone();
+        forged.replica = ReplicaId(9).to_string();
+        forged.host = "elsewhere".into();
+        forged.expires_ns = i64::MAX;
+        l.release(&m, "nas").await.unwrap();
+        m.write_meta("lease.20", &serde_json::to_vec(&forged).unwrap())
+            .await
+            .unwrap();
+        let l = acquire(&m, "nas", ReplicaId(1), "office", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.n, 21);
+        assert_eq!(records(&m).await.unwrap(), vec![21]);
+    }
+
+    #[tokio::test]
+    async fn a_dead_holder_on_this_host_is_stale_at_once() {
+        let m = mirror().await;
+        let l = acquire(&m, "nas", ReplicaId(1), "office", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut dead = l.record.clone();
+        dead.replica = ReplicaId(9).to_string();
+        dead.start = dead.start.wrapping_add(1); // a process of that PID, but not that one
+        m.write_meta(&lease_name(l.n + 1), &serde_json::to_vec(&dead).unwrap())
+            .await
+            .unwrap();
+        let l2 = acquire(&m, "nas", ReplicaId(2), "home", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l2.n, l.n + 2);
+    }
+}
