@@ -223,7 +223,13 @@ pub async fn acquire(
     let pid = std::process::id();
     let mut told = false;
     loop {
-        match current(mirror, &opts).await? {
+        let now_held = match current(mirror, &opts).await {
+            Ok(c) => c,
+            // State files cannot be listed: a medium without a lease (see the module doc).
+            Err(ReconcileError::Mirror(MirrorError::Unsupported { .. })) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match now_held {
             Current::Free { n, stale } => {
                 let now = now_ns();
                 let record = Record {

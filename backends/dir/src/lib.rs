@@ -336,9 +336,14 @@ impl Inner {
         }
         match fs::symlink_metadata(self.marker_path()) {
             Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(self.unsafe_(
+            Ok(m) => Err(self.unsafe_(
                 format!("{STATE_DIR}/{MARKER}"),
-                "the folder marker is not a regular file",
+                format!(
+                    "the folder marker is {}, not a regular file; it was not read. Someone or \
+                     something put it there: move {}/{STATE_DIR} away and run `briefcase mirror add` again",
+                    fsutil::type_name(&m),
+                    self.root.display()
+                ),
             )),
             Err(e) if is_gone(&e) => Err(self.offline()),
             Err(e) => Err(self.io("stat", format!("{STATE_DIR}/{MARKER}"), e)),

@@ -238,20 +238,9 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         })?;
     let m = f.metadata()?;
     if !m.is_file() {
-        let what = match m.file_type() {
-            t if t.is_dir() => "a directory",
-            t if std::os::unix::fs::FileTypeExt::is_fifo(&t) => "a FIFO",
-            t if std::os::unix::fs::FileTypeExt::is_char_device(&t)
-                || std::os::unix::fs::FileTypeExt::is_block_device(&t) =>
-            {
-                "a device"
-            }
-            t if std::os::unix::fs::FileTypeExt::is_socket(&t) => "a socket",
-            _ => "not a regular file",
-        };
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("it is {what}, not a regular file"),
+            format!("it is {}, not a regular file", type_name(&m)),
         ));
     }
     if m.len() > limit {
@@ -269,6 +258,21 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(out)
+}
+
+/// What kind of file `m` describes, for messages: "a regular file", "a directory", "a
+/// symlink", "a FIFO", "a device", "a socket".
+pub fn type_name(m: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match m.file_type() {
+        t if t.is_file() => "a regular file",
+        t if t.is_dir() => "a directory",
+        t if t.is_symlink() => "a symlink",
+        t if t.is_fifo() => "a FIFO",
+        t if t.is_char_device() || t.is_block_device() => "a device",
+        t if t.is_socket() => "a socket",
+        _ => "not a regular file",
+    }
 }
 
 /// fsyncs a directory so that a rename inside it is durable.
