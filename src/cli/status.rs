@@ -210,28 +210,30 @@ fn look_at_mirrors(dirs: &Dirs, rep: &LocalReplica, mirrors: &[MirrorConfig]) ->
         let mut out = Vec::with_capacity(mirrors.len());
         for m in mirrors {
             let mut v = MirrorView::new(&m.name, &m.target, m.send_only);
-            v.removable = m.target.starts_with("stick:");
             match super::configured_backend(dirs, rep.journal.folder_id(), m) {
                 Err(e) => {
                     v.state = Availability::Error;
                     v.detail = Some(format!("{e:#}"));
                 }
-                Ok(b) => match changes_waiting(rep, b.as_ref()).await {
-                    Ok(Some(n)) => {
-                        v.state = Availability::Online;
-                        v.changes_waiting = Some(n);
-                    }
-                    Ok(None) => {
-                        v.state = Availability::Offline;
-                        v.detail = Some(
+                Ok(b) => {
+                    v.removable = b.capabilities().removable;
+                    match changes_waiting(rep, b.as_ref()).await {
+                        Ok(Some(n)) => {
+                            v.state = Availability::Online;
+                            v.changes_waiting = Some(n);
+                        }
+                        Ok(None) => {
+                            v.state = Availability::Offline;
+                            v.detail = Some(
                             "not reachable now (not mounted, not plugged in, or its marker is missing); nothing is deleted".into(),
                         );
+                        }
+                        Err(e) => {
+                            v.state = Availability::Error;
+                            v.detail = Some(e.to_string());
+                        }
                     }
-                    Err(e) => {
-                        v.state = Availability::Error;
-                        v.detail = Some(e.to_string());
-                    }
-                },
+                }
             }
             out.push(v);
         }

@@ -160,7 +160,7 @@ struct MirrorRun {
 impl MirrorRun {
     /// "stick" or "mirror", for messages.
     fn noun(&self) -> &'static str {
-        if self.cfg.target.starts_with("stick:") {
+        if self.backend.capabilities().removable {
             "stick"
         } else {
             "mirror"
@@ -267,6 +267,7 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
             reason,
         })?;
         let counters = Arc::new(Counters::default());
+        let removable = inner.capabilities().removable;
         let local_path = Target::parse(&m.target)
             .ok()
             .and_then(|t| t.mount_path().map(|p| p.to_path_buf()));
@@ -279,7 +280,8 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
             watch: None,
             presence: None,
             link: Link::Unknown,
-            removable: m.target.starts_with("stick:"),
+            // Also true later for any mirror seen to go and come back (a disk unplugged).
+            removable,
             in_sync: false,
             held: None,
             local_path,
@@ -966,7 +968,7 @@ async fn with_progress_log<T>(
 /// How much of mirror `m` to scan for `hints` from its watcher: the reported paths, or all of it
 /// when events were lost or the medium maps names (FAT: the watcher sees on-disk names).
 fn mirror_scan_for(m: &MirrorRun, hints: &[&Hint]) -> MirrorScan {
-    if !m.backend.capabilities().modes {
+    if m.backend.capabilities().maps_names {
         return MirrorScan::Full;
     }
     let mut paths = Vec::new();

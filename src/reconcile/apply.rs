@@ -466,12 +466,12 @@ async fn remote_unchanged(
     recorded: Option<&Entry>,
 ) -> Result<bool, StepError> {
     let s = cx.mirror.stat(p).await?;
-    let g = cx.mirror.capabilities().mtime_granularity_ns;
+    let g = cx.mirror.capabilities();
     Ok(match (s, recorded) {
         (None, r) => r.is_none_or(|e| e.deleted),
         (Some(_), None) => false,
         (Some(_), Some(e)) if e.deleted => false,
-        (Some(s), Some(e)) => remote_matches(e, &s, g),
+        (Some(s), Some(e)) => remote_matches(e, &s, &g),
     })
 }
 

@@ -269,7 +269,7 @@ async fn open_mirror(
         Presence::Empty | Presence::Unmarked => {
             return Err(MirrorError::Offline {
                 location: mirror.location(),
-                reason: format!("its marker .briefcase/folder-id is missing; is the share mounted? Nothing was deleted (mirror {name})"),
+                reason: format!("its folder marker is missing; is the share mounted or the stick inserted? Nothing was deleted (mirror {name})"),
             }
             .into())
         }
@@ -671,7 +671,7 @@ async fn adopt_intents(
     if intents.is_empty() {
         return Ok(0);
     }
-    let g = mirror.capabilities().mtime_granularity_ns;
+    let g = mirror.capabilities();
     let tmpdir = tempfile::tempdir().map_err(|e| ReconcileError::Local {
         path: std::env::temp_dir(),
         source: e,
@@ -685,7 +685,7 @@ async fn adopt_intents(
         }
         let s = mirror.stat(&e.path).await?;
         if let (Some(o), Some(s)) = (old, s.as_ref()) {
-            if remote::remote_matches(o, s, g) {
+            if remote::remote_matches(o, s, &g) {
                 continue; // the write did not happen
             }
         }

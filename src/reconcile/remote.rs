@@ -6,13 +6,13 @@
 use std::collections::HashSet;
 
 use briefcase_mirror::{
-    Entry, EntryKind, Mirror, MirrorError, MirrorState, RelPath, RemoteStat, Stamp,
+    Capabilities, Entry, EntryKind, Mirror, MirrorError, MirrorState, RelPath, RemoteStat, Stamp,
 };
 
 use crate::scan::IgnoreRules;
 
 /// Whether the mirror's stat still matches what its state recorded.
-pub fn remote_matches(e: &Entry, s: &RemoteStat, granularity_ns: u64) -> bool {
+pub fn remote_matches(e: &Entry, s: &RemoteStat, caps: &Capabilities) -> bool {
     if e.deleted || e.kind != s.kind {
         return false;
     }
@@ -20,10 +20,10 @@ pub fn remote_matches(e: &Entry, s: &RemoteStat, granularity_ns: u64) -> bool {
         EntryKind::Dir => true,
         EntryKind::Symlink => e.symlink_target == s.symlink_target,
         EntryKind::File => {
-            let g = granularity_ns.max(1) as i64;
-            let dt = (e.observed_mtime_ns - s.mtime_ns).abs();
-            // FAT keeps mtimes in 2 s steps and may shift them by exactly one hour (DST).
-            let mtime_ok = dt < g || (g > 1 && (dt - 3_600_000_000_000).abs() < g);
+            let g = i64::try_from(caps.mtime_granularity_ns.max(1)).unwrap_or(i64::MAX);
+            let dt = e.observed_mtime_ns.abs_diff(s.mtime_ns);
+            let dt = i64::try_from(dt).unwrap_or(i64::MAX);
+            let mtime_ok = dt < g || (caps.mtime_dst_shift && (dt - 3_600_000_000_000).abs() < g);
             e.size == s.size && mtime_ok && (e.inode == 0 || s.inode == 0 || e.inode == s.inode)
         }
     }
@@ -56,7 +56,7 @@ pub async fn scan_mirror_scoped(
     if !mirror.capabilities().two_way {
         return Ok(0);
     }
-    let g = mirror.capabilities().mtime_granularity_ns;
+    let g = mirror.capabilities();
     let listing = match scope {
         None => mirror.list().await?,
         Some(paths) => {
@@ -90,7 +90,7 @@ pub async fn scan_mirror_scoped(
             continue;
         }
         seen.insert(s.path.clone());
-        if st.entry(&s.path).is_some_and(|e| remote_matches(e, &s, g)) {
+        if st.entry(&s.path).is_some_and(|e| remote_matches(e, &s, &g)) {
             continue;
         }
         let old = st.entry(&s.path).cloned();

@@ -37,6 +37,8 @@ impl Profile {
                 mtime_granularity_ns: FAT_MTIME_NS,
                 case_insensitive: true,
                 max_file_size: (self == Profile::Fat).then_some(FAT_MAX_FILE),
+                mtime_dst_shift: true,
+                maps_names: true,
                 ..Capabilities::default()
             },
         }

@@ -85,6 +85,17 @@ pub struct Capabilities {
     pub case_insensitive: bool,
     /// Largest file the medium can hold, in bytes (`None`: no limit known).
     pub max_file_size: Option<u64>,
+    /// Stored mtimes may be off by exactly one hour (FAT keeps local time and shifts it when
+    /// daylight saving time starts or ends): an mtime one hour away (within the granularity)
+    /// still matches.
+    pub mtime_dst_shift: bool,
+    /// Names are stored in another form than the tree shows (FAT: characters it forbids are
+    /// mapped), so a watcher on the medium sees on-disk names: after its events the engine
+    /// scans the whole mirror, not the reported paths.
+    pub maps_names: bool,
+    /// A medium carried from machine to machine (a stick): it comes and goes, and is called
+    /// a "stick" in messages, which say when it is safe to unplug.
+    pub removable: bool,
 }
 
 impl Default for Capabilities {
@@ -97,6 +108,9 @@ impl Default for Capabilities {
             mtime_granularity_ns: 1,
             case_insensitive: false,
             max_file_size: None,
+            mtime_dst_shift: false,
+            maps_names: false,
+            removable: false,
         }
     }
 }

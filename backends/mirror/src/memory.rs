@@ -602,6 +602,9 @@ mod tests {
                 case_insensitive: true,
                 max_file_size: Some(32 << 20),
                 two_way: true,
+                mtime_dst_shift: true,
+                maps_names: false,
+                removable: true,
             },
         ))
     }

@@ -2002,7 +2002,10 @@ impl Mirror for StickMirror {
 
     /// A virtual tree in an encrypted catalog: everything is kept, whatever the medium.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            removable: true,
+            ..Capabilities::default()
+        }
     }
 
     async fn probe(&self) -> MirrorResult<Presence> {
