@@ -398,6 +398,26 @@ pub async fn hold<T>(
     out
 }
 
+/// Entry points for the fuzz target `lease_record` (tests/fuzz_lease.rs); not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::{stale, LeaseOptions, Record};
+
+    /// Decodes `bytes` as a lease record read from a mirror and judges it as [`super::acquire`]
+    /// does at `now_ns`: `None` when it is not a record (taken over), else whether it is stale.
+    /// A record that decodes encodes back to itself.
+    ///
+    /// # Panics
+    /// When a decoded record does not survive a round trip (the target's assertion).
+    pub fn judge(bytes: &[u8], now_ns: i64) -> Option<bool> {
+        let r: Record = serde_json::from_slice(bytes).ok()?;
+        let again: Record =
+            serde_json::from_slice(&serde_json::to_vec(&r).unwrap_or_default()).ok()?;
+        assert_eq!(again, r, "a lease record does not survive a round trip");
+        Some(stale(&r, &LeaseOptions::default(), now_ns).is_some())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
