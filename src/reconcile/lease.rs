@@ -85,12 +85,15 @@ pub struct Lease {
     opts: LeaseOptions,
 }
 
-/// Who holds the mirror, for the "busy" message.
+/// Who holds the mirror, for the "busy" message. The names come from the mirror (anyone who can
+/// write the NAS): control characters are dropped and lengths bounded, so a forged record cannot
+/// drive the terminal that shows the message.
 fn describe(r: &Record) -> String {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(64).collect() };
     format!(
         "{} (host {}, pid {}) since {}",
-        r.name,
-        r.host,
+        clean(&r.name),
+        clean(&r.host),
         r.pid,
         fmt_time(r.since_ns)
     )
@@ -401,7 +404,7 @@ pub async fn hold<T>(
 /// Entry points for the fuzz target `lease_record` (tests/fuzz_lease.rs); not an API.
 #[doc(hidden)]
 pub mod fuzz {
-    use super::{stale, LeaseOptions, Record};
+    use super::{describe, stale, LeaseOptions, Record};
 
     /// Decodes `bytes` as a lease record read from a mirror and judges it as [`super::acquire`]
     /// does at `now_ns`: `None` when it is not a record (taken over), else whether it is stale.
@@ -414,6 +417,11 @@ pub mod fuzz {
         let again: Record =
             serde_json::from_slice(&serde_json::to_vec(&r).unwrap_or_default()).ok()?;
         assert_eq!(again, r, "a lease record does not survive a round trip");
+        let shown = describe(&r);
+        assert!(
+            !shown.chars().any(char::is_control),
+            "the busy message shows control characters: {shown:?}"
+        );
         Some(stale(&r, &LeaseOptions::default(), now_ns).is_some())
     }
 }
@@ -505,6 +513,23 @@ mod tests {
             .unwrap();
         assert_eq!(l.n, 21);
         assert_eq!(records(&m).await.unwrap(), vec![21]);
+    }
+
+    #[test]
+    fn a_forged_holder_name_cannot_drive_the_terminal() {
+        let r = Record {
+            replica: "x".into(),
+            name: "evil\u{1b}[2J\u{7}name".into(),
+            host: "h\nost".repeat(100),
+            pid: 1,
+            start: 0,
+            since_ns: i64::MIN,
+            expires_ns: 0,
+            released: false,
+        };
+        let d = describe(&r);
+        assert!(!d.chars().any(char::is_control), "{d:?}");
+        assert!(d.len() < 250, "{d}");
     }
 
     #[tokio::test]
