@@ -249,7 +249,8 @@ fn foreign_lease(nas: &Path, n: u64, expires_in_s: f64) {
 }
 
 /// Another host's lease: the sync waits for it and reports the mirror busy when the wait ends
-/// first (exit 3, naming the holder); once it expires, the sync takes it over and says why.
+/// first (exit 3, naming the holder); once it expires, the sync takes it over and says why (a
+/// wait of more than 2 s is said in the log).
 #[test]
 fn another_hosts_lease_is_waited_for_then_taken_over_after_its_expiry() {
     let d = tempfile::tempdir().unwrap();
@@ -265,7 +266,7 @@ fn another_hosts_lease_is_waited_for_then_taken_over_after_its_expiry() {
         out.contains("is busy: synced by laptop (host elsewhere.example, pid 4242)"),
         "{out}"
     );
-    foreign_lease(&nas, 51, 1.5);
+    foreign_lease(&nas, 51, 3.0);
     let (code, out) = finish(spawn_sync(
         &home,
         &hw,

@@ -289,7 +289,9 @@ pub async fn acquire(
                         holder: describe(&r),
                     });
                 }
-                if !told {
+                // Waits of a few ms are the normal case for two live daemons: said only when
+                // it lasts.
+                if !told && started.elapsed() >= Duration::from_secs(2) {
                     tracing::info!(mirror = %mirror_name, "mirror {mirror_name} is being synced by {}; waiting", describe(&r));
                     told = true;
                 }
