@@ -65,6 +65,11 @@ struct Inner {
     storage: bool,
     /// Last detection, keyed by the root's device number (a stick re-plugged elsewhere changes it).
     detected: Mutex<Option<(u64, Detected)>>,
+    /// Directories in which [`Mirror::mkdir`] made a directory not yet made durable: they are
+    /// fsynced (one `syncfs` for many) before the next state file is written, the engine's
+    /// commit point. A first sync of 10,000 directories made 10,000 fsyncs (~6 ms each on a
+    /// disk: a minute) before this.
+    unsynced_dirs: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl DirMirror {
@@ -99,6 +104,7 @@ impl DirMirror {
                 forced,
                 storage,
                 detected: Mutex::new(None),
+                unsynced_dirs: Mutex::new(Default::default()),
             }),
         }
     }
@@ -653,8 +659,33 @@ impl Inner {
         }
     }
 
+    /// Makes the directories [`Inner::mkdir`] left unsynced durable.
+    fn sync_made_dirs(&self) -> MirrorResult<()> {
+        let dirs =
+            std::mem::take(&mut *self.unsynced_dirs.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some((d, Some(e))) = fsutil::fsync_dirs(dirs.iter().map(PathBuf::as_path))
+            .into_iter()
+            .find(|(_, e)| e.is_some())
+        {
+            // Tried again before the next state file.
+            self.unsynced_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(dirs);
+            return Err(self.io(
+                "fsync",
+                d.strip_prefix(&self.root).unwrap_or(&d).display(),
+                io::Error::other(e),
+            ));
+        }
+        Ok(())
+    }
+
     fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
         let path = self.meta_path(name)?;
+        // What the state will record must be durable first (directories made since the last
+        // state file).
+        self.sync_made_dirs()?;
         fsutil::replace_bytes(path.path(), bytes)
             .map_err(|e| self.io("write", format!("{STATE_DIR}/{name}"), e))?;
         Ok(())
@@ -1245,7 +1276,18 @@ impl Inner {
                             && fs::symlink_metadata(full.path()).is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => return Err(self.io("mkdir", rel, e)),
                 }
-                self.fsync_parent(rel, &full)?;
+                if self.storage {
+                    // Under a layer (the stick) nothing of ours commits later: durable now.
+                    self.fsync_parent(rel, &full)?;
+                } else {
+                    let parent = disk
+                        .parent()
+                        .map_or_else(|| self.root.clone(), |p| p.under(&self.root));
+                    self.unsynced_dirs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(parent);
+                }
             }
             Err(e) => return Err(self.io("stat", rel, e)),
         }
@@ -1694,6 +1736,32 @@ mod tests {
             .collect();
         assert_eq!(paths, ["a", "a/b", "a/keep", "a/link"]);
         assert_eq!(m.remove_temp_files().await.unwrap(), 0);
+    }
+
+    /// A directory made on the mirror is made durable before the next state file, not one
+    /// fsync each; under a layer (the stick), at once.
+    #[tokio::test]
+    async fn made_directories_are_synced_before_the_next_state_file() {
+        let root = tempfile::tempdir().unwrap();
+        let m = DirMirror::new(root.path().to_path_buf());
+        m.init(FolderId(1)).await.unwrap();
+        let meta = FileMeta {
+            mode: 0o755,
+            mtime_ns: 0,
+        };
+        for d in ["a", "a/b", "c"] {
+            m.mkdir(&rp(d), meta).await.unwrap();
+        }
+        let pending = |m: &DirMirror| m.inner.unsynced_dirs.lock().unwrap().clone();
+        let want: std::collections::BTreeSet<PathBuf> =
+            [root.path().to_path_buf(), root.path().join("a")].into();
+        assert_eq!(pending(&m), want);
+        m.write_meta("state.0", b"x").await.unwrap();
+        assert!(pending(&m).is_empty());
+        let storage = DirMirror::storage(root.path().join("layer"));
+        storage.init(FolderId(1)).await.unwrap();
+        storage.mkdir(&rp("top"), meta).await.unwrap();
+        assert!(pending(&storage).is_empty());
     }
 
     #[tokio::test]

@@ -198,7 +198,9 @@ impl Beneath {
     pub fn open(root: &Path) -> io::Result<Beneath> {
         let fd = rustix::fs::open(root, dir_flags(), Mode::empty())?;
         let root_fd = DirFd::new(fd);
-        if fs::symlink_metadata(&root_fd.proc).is_err() {
+        // Checked once per process: /proc does not come and go.
+        static PROC: OnceLock<bool> = OnceLock::new();
+        if !*PROC.get_or_init(|| fs::symlink_metadata(&root_fd.proc).is_ok()) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "/proc is not mounted; briefcase needs it to reach files under a root without races",
