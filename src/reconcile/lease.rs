@@ -327,9 +327,10 @@ impl Lease {
     pub async fn release(mut self, mirror: &dyn Mirror, mirror_name: &str) -> ReconcileResult<()> {
         let mut record = self.record.clone();
         record.released = true;
-        self.step(mirror, mirror_name, record).await?;
+        // Logged before the record that frees the mirror is written: another machine may take
+        // the lease (and log it) the moment it is, so the two log lines keep their true order.
         tracing::debug!(mirror = %mirror_name, lease = self.n, "lease released");
-        Ok(())
+        self.step(mirror, mirror_name, record).await
     }
 
     /// Moves to record `n + 1` holding `record`.

@@ -166,6 +166,31 @@ impl Drop for Swapper {
     }
 }
 
+/// `briefcase sync FOLDER` while the attacker swaps `dir` (in the folder or on the mirror) with a
+/// symlink to `out`; asserts nothing under `out` changed from `before`. Exit codes vary with
+/// what the attacker made the sides show; only the outside counts. Returns the swaps made.
+fn attacked_sync(
+    m: &Machine,
+    folder: &str,
+    dir: &Path,
+    out: &Path,
+    before: &BTreeMap<String, (Vec<u8>, u32)>,
+    round: usize,
+) -> u64 {
+    let swapper = Swapper::start(dir, out);
+    let (code, text) = m.run(&["sync", folder]);
+    let swaps = swapper.stop();
+    if std::env::var_os("RACE_DEBUG").is_some() {
+        eprintln!("round {round}: exit {code}\n{text}");
+    }
+    let bad = touched(out, before);
+    assert!(
+        bad.is_empty(),
+        "round {round}: touched outside the root: {bad:?}\nsync exited {code}:\n{text}"
+    );
+    swaps
+}
+
 /// Office with `work/d` holding [`FILES`] files, synced to the dir mirror `nas`.
 fn office(d: &Path) -> (Machine, PathBuf, PathBuf) {
     let m = Machine::new("office");
@@ -203,18 +228,7 @@ fn a_mirror_parent_swapped_for_a_symlink_is_never_followed() {
                 _ => {}
             }
         }
-        let swapper = Swapper::start(&nas.join("d"), &out);
-        // Exit codes vary with what the attacker made the mirror show; only the outside counts.
-        let (code, text) = m.run(&["sync", w]);
-        swaps += swapper.stop();
-        if std::env::var_os("RACE_DEBUG").is_some() {
-            eprintln!("round {round}: exit {code}\n{text}");
-        }
-        let bad = touched(&out, &before);
-        assert!(
-            bad.is_empty(),
-            "round {round}: touched outside the mirror: {bad:?}\nsync exited {code}:\n{text}"
-        );
+        swaps += attacked_sync(&m, w, &nas.join("d"), &out, &before, round);
     }
     assert!(swaps > 0, "the attacker never swapped");
     // Once the attacker stops, everything settles.
@@ -251,17 +265,7 @@ fn a_local_parent_swapped_for_a_symlink_is_never_followed() {
     home.ok(&["sync", copy.to_str().unwrap()]);
     let mut swaps = 0;
     for round in 1..=3 {
-        let swapper = Swapper::start(&work.join("d"), &out);
-        let (code, text) = m.run(&["sync", w]);
-        swaps += swapper.stop();
-        if std::env::var_os("RACE_DEBUG").is_some() {
-            eprintln!("round {round}: exit {code}\n{text}");
-        }
-        let bad = touched(&out, &before);
-        assert!(
-            bad.is_empty(),
-            "round {round}: touched outside the folder: {bad:?}\nsync exited {code}:\n{text}"
-        );
+        swaps += attacked_sync(&m, w, &work.join("d"), &out, &before, round);
     }
     assert!(swaps > 0, "the attacker never swapped");
 }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -266,33 +266,18 @@ impl Beneath {
     pub fn create_dir_all(&self, rel: &RelPath) -> Result<bool, ResolveError> {
         let mut cur = self.root.clone();
         let mut made = false;
-        let mut so_far: Option<RelPath> = None;
-        for comp in rel.components() {
-            let here = match &so_far {
-                None => RelPath::new(comp.to_vec()),
-                Some(p) => p.join(comp),
-            }
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        for (comp, here) in prefixes(rel)? {
             match rustix::fs::mkdirat(&cur.fd, OsStr::from_bytes(comp), Mode::from_raw_mode(0o777))
             {
                 Ok(()) => made = true,
                 Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(io::Error::from(e).into()),
             }
-            let fd = match rustix::fs::openat(
-                &cur.fd,
-                OsStr::from_bytes(comp),
-                dir_flags() | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                    return Err(ResolveError::UnsafeParent(here.display()))
-                }
-                Err(e) => return Err(io::Error::from(e).into()),
+            let Some(fd) = open_child(cur.fd.as_fd(), comp, &here)? else {
+                // Removed again at once: whoever did it wins; nothing is made under it.
+                return Err(io::Error::from(io::ErrorKind::NotFound).into());
             };
             cur = Arc::new(DirFd::new(fd));
-            so_far = Some(here);
         }
         Ok(made)
     }
@@ -326,31 +311,15 @@ impl Beneath {
     /// One `openat(O_NOFOLLOW | O_DIRECTORY)` per component from the root.
     fn walk(&self, rel: &RelPath) -> Result<Option<OwnedFd>, ResolveError> {
         let mut cur: Option<OwnedFd> = None;
-        let mut so_far: Option<RelPath> = None;
-        for comp in rel.components() {
-            let here = match &so_far {
-                None => RelPath::new(comp.to_vec()),
-                Some(p) => p.join(comp),
-            }
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        for (comp, here) in prefixes(rel)? {
             let at = match &cur {
                 Some(fd) => fd.as_fd(),
                 None => self.root.fd.as_fd(),
             };
-            match rustix::fs::openat(
-                at,
-                OsStr::from_bytes(comp),
-                dir_flags() | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) {
-                Ok(fd) => cur = Some(fd),
-                Err(rustix::io::Errno::NOENT) => return Ok(None),
-                Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                    return Err(ResolveError::UnsafeParent(here.display()))
-                }
-                Err(e) => return Err(io::Error::from(e).into()),
+            match open_child(at, comp, &here)? {
+                Some(fd) => cur = Some(fd),
+                None => return Ok(None),
             }
-            so_far = Some(here);
         }
         match cur {
             Some(fd) => Ok(Some(fd)),
@@ -359,6 +328,42 @@ impl Beneath {
                     .map_err(io::Error::from)?,
             )),
         }
+    }
+}
+
+/// Each component of `rel` with the path up to and including it (`a`, `a/b`, …).
+fn prefixes(rel: &RelPath) -> Result<Vec<(&[u8], RelPath)>, ResolveError> {
+    let mut out: Vec<(&[u8], RelPath)> = Vec::new();
+    for comp in rel.components() {
+        let here = match out.last() {
+            None => RelPath::new(comp.to_vec()),
+            Some((_, p)) => p.join(comp),
+        }
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        out.push((comp, here));
+    }
+    Ok(out)
+}
+
+/// Opens the directory `name` in `at` without following a symlink: `None` when it is missing,
+/// [`ResolveError::UnsafeParent`] naming `here` when it is a symlink or not a directory.
+fn open_child(
+    at: BorrowedFd<'_>,
+    name: &[u8],
+    here: &RelPath,
+) -> Result<Option<OwnedFd>, ResolveError> {
+    match rustix::fs::openat(
+        at,
+        OsStr::from_bytes(name),
+        dir_flags() | OFlags::NOFOLLOW,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+            Err(ResolveError::UnsafeParent(here.display()))
+        }
+        Err(e) => Err(io::Error::from(e).into()),
     }
 }
 
