@@ -160,25 +160,11 @@ impl DirMirror {
 /// task must never hang on it. Generous, so that a slow but working medium is never cut off.
 pub const OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// `e` (which stopped a whole batch) as the result of each of its `n` items: offline stays
-/// offline (transient: nothing is given up), anything else becomes an I/O error with its text.
+/// `e` (which stopped a whole batch) as the result of each of its `n` items, each the same
+/// error ([`MirrorError::duplicate`]): offline stays offline (transient: nothing is given up), a
+/// damaged or unsafe mirror stays so.
 fn fan_out<T>(n: usize, e: &MirrorError) -> Vec<MirrorResult<T>> {
-    (0..n)
-        .map(|_| {
-            Err(match e {
-                MirrorError::Offline { location, reason } => MirrorError::Offline {
-                    location: location.clone(),
-                    reason: reason.clone(),
-                },
-                other => MirrorError::Io {
-                    location: String::new(),
-                    op: "batch",
-                    path: String::new(),
-                    source: io::Error::other(other.to_string()),
-                },
-            })
-        })
-        .collect()
+    (0..n).map(|_| Err(e.duplicate())).collect()
 }
 
 /// Copies `src` into `f`; with `expect`, fails (setting `changed`) when what was read does not

@@ -110,6 +110,88 @@ pub enum MirrorError {
 }
 
 impl MirrorError {
+    /// The same error again, for each item of a batch that one failure stopped: the same
+    /// variant, location, path and reason, so every item is judged as the failure would be
+    /// (offline stays transient, a refusal stays a refusal). I/O errors keep their OS error
+    /// number (or kind) and text.
+    pub fn duplicate(&self) -> MirrorError {
+        fn io_again(e: &io::Error) -> io::Error {
+            match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }
+        }
+        match self {
+            MirrorError::Offline { location, reason } => MirrorError::Offline {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
+            MirrorError::NotFound { location, path } => MirrorError::NotFound {
+                location: location.clone(),
+                path: path.clone(),
+            },
+            MirrorError::InvalidPath {
+                location,
+                path,
+                source,
+            } => MirrorError::InvalidPath {
+                location: location.clone(),
+                path: path.clone(),
+                source: source.clone(),
+            },
+            MirrorError::Unsafe {
+                location,
+                path,
+                reason,
+            } => MirrorError::Unsafe {
+                location: location.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            MirrorError::Corrupt {
+                location,
+                what,
+                reason,
+            } => MirrorError::Corrupt {
+                location: location.clone(),
+                what: what.clone(),
+                reason: reason.clone(),
+            },
+            MirrorError::Refused {
+                location,
+                path,
+                reason,
+            } => MirrorError::Refused {
+                location: location.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            MirrorError::Locked { location, reason } => MirrorError::Locked {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
+            MirrorError::Unsupported { location, what } => MirrorError::Unsupported {
+                location: location.clone(),
+                what: what.clone(),
+            },
+            MirrorError::SourceChanged { location, path } => MirrorError::SourceChanged {
+                location: location.clone(),
+                path: path.clone(),
+            },
+            MirrorError::Io {
+                location,
+                op,
+                path,
+                source,
+            } => MirrorError::Io {
+                location: location.clone(),
+                op,
+                path: path.clone(),
+                source: io_again(source),
+            },
+        }
+    }
+
     /// Whether retrying later may succeed without anyone acting (timeouts, lost connections,
     /// a mirror going offline). A transient error never discards sync state (invariant 7).
     pub fn is_transient(&self) -> bool {
@@ -169,4 +251,48 @@ impl MirrorError {
 
 const fn libc_enotconn() -> i32 {
     107 // ENOTCONN on Linux: a yanked FUSE stick answers with it
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duplicate_is_judged_as_the_original() {
+        let errs = [
+            MirrorError::Offline {
+                location: "dir:/m".into(),
+                reason: "gone".into(),
+            },
+            MirrorError::Refused {
+                location: "dir:/m".into(),
+                path: "a".into(),
+                reason: "too big".into(),
+            },
+            MirrorError::Corrupt {
+                location: "dir:/m".into(),
+                what: "state".into(),
+                reason: "bad".into(),
+            },
+            MirrorError::Io {
+                location: "dir:/m".into(),
+                op: "remove",
+                path: "d".into(),
+                source: io::Error::from_raw_os_error(39),
+            },
+            MirrorError::Io {
+                location: "dir:/m".into(),
+                op: "write",
+                path: "f".into(),
+                source: io::Error::new(io::ErrorKind::TimedOut, "slow"),
+            },
+        ];
+        for e in &errs {
+            let d = e.duplicate();
+            assert_eq!(d.to_string(), e.to_string());
+            assert_eq!(d.is_transient(), e.is_transient());
+            assert_eq!(d.is_dir_not_empty(), e.is_dir_not_empty());
+            assert_eq!(std::mem::discriminant(&d), std::mem::discriminant(e), "{e}");
+        }
+    }
 }

@@ -1260,7 +1260,7 @@ impl StickMirror {
         let mut pending = Pending::default();
         for (i, it) in items.into_iter().enumerate() {
             if pending.failed.is_some() {
-                out[i] = pending.failed.as_ref().map(|e| Err(e.clone_shallow()));
+                out[i] = pending.failed.as_ref().map(|e| Err(e.duplicate()));
                 continue;
             }
             if let Err(e) = self.check_new_file(o, &it.path) {
@@ -1290,7 +1290,7 @@ impl StickMirror {
         self.record(o, &mut ready, pending.done, &mut out);
         if let Some(e) = &pending.failed {
             for q in ready.drain(..) {
-                out[q.index] = Some(Err(e.clone_shallow()));
+                out[q.index] = Some(Err(e.duplicate()));
             }
         }
         out.into_iter()
@@ -1382,7 +1382,7 @@ impl StickMirror {
         drop(rx);
         let _ = reader.await;
         if let Some(e) = &pending.failed {
-            return Err(e.clone_shallow());
+            return Err(e.duplicate());
         }
         if let Some(e) = fail {
             let path = match &it.source {
@@ -1953,47 +1953,6 @@ fn stat_of(path: &RelPath, n: &Node) -> RemoteStat {
     }
 }
 
-trait CloneShallow {
-    fn clone_shallow(&self) -> MirrorError;
-}
-
-impl CloneShallow for MirrorError {
-    /// The same error for another item of a failed batch (I/O errors keep kind and text).
-    fn clone_shallow(&self) -> MirrorError {
-        match self {
-            MirrorError::Offline { location, reason } => MirrorError::Offline {
-                location: location.clone(),
-                reason: reason.clone(),
-            },
-            MirrorError::Refused {
-                location,
-                path,
-                reason,
-            } => MirrorError::Refused {
-                location: location.clone(),
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            MirrorError::Io {
-                location,
-                op,
-                path,
-                source,
-            } => MirrorError::Io {
-                location: location.clone(),
-                op,
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            other => MirrorError::Corrupt {
-                location: String::new(),
-                what: "batch".into(),
-                reason: other.to_string(),
-            },
-        }
-    }
-}
-
 #[async_trait]
 impl Mirror for StickMirror {
     fn location(&self) -> String {
@@ -2249,7 +2208,7 @@ impl Mirror for StickMirror {
         let n = items.len();
         let mut g = match self.lock().await {
             Ok(g) => g,
-            Err(e) => return (0..n).map(|_| Err(e.clone_shallow())).collect(),
+            Err(e) => return (0..n).map(|_| Err(e.duplicate())).collect(),
         };
         let Some(o) = g.as_mut() else {
             return (0..n)
