@@ -30,6 +30,9 @@ use super::{ReconcileError, ReconcileResult};
 /// Prefix of lease records in the mirror's state directory.
 pub const LEASE_PREFIX: &str = "lease.";
 
+/// Records numbered at or above this are ignored (planted).
+const MAX_RECORD: u64 = 1 << 48;
+
 /// How long a lease lasts and how long to wait for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseOptions {
@@ -66,6 +69,10 @@ struct Record {
     name: String,
     /// The holder's host name.
     host: String,
+    /// The holder's machine and boot (`/etc/machine-id` and the kernel's `boot_id`): its PID
+    /// means something only to a process of the same boot. Empty when unknown.
+    #[serde(default)]
+    boot: String,
     /// The holder's process, and its start time (clock ticks after boot, `/proc/PID/stat`).
     pid: u32,
     start: u64,
@@ -117,6 +124,20 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// This machine and boot: `/etc/machine-id` and `/proc/sys/kernel/random/boot_id` (two machines
+/// may share a host name; a container shares the host's name but not its PIDs). Empty when
+/// either is unknown: then no lease is judged by its PID.
+fn this_boot() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+    match (
+        read("/etc/machine-id").or_else(|_| read("/var/lib/dbus/machine-id")),
+        read("/proc/sys/kernel/random/boot_id"),
+    ) {
+        (Ok(m), Ok(b)) if !m.is_empty() && !b.is_empty() => format!("{m}:{b}"),
+        _ => String::new(),
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -144,7 +165,7 @@ fn stale(r: &Record, opts: &LeaseOptions, now: i64) -> Option<String> {
     if r.expires_ns > now.saturating_add(span).saturating_add(300_000_000_000) {
         return Some("it claims an expiry no holder would write (forged?)".into());
     }
-    if r.host == host_name() && process_start(r.pid) != Some(r.start) {
+    if !r.boot.is_empty() && r.boot == this_boot() && process_start(r.pid) != Some(r.start) {
         return Some(format!("its process {} on this host is gone", r.pid));
     }
     None
@@ -161,6 +182,9 @@ async fn records(mirror: &dyn Mirror) -> ReconcileResult<Vec<u64>> {
         .await?
         .iter()
         .filter_map(|n| n.strip_prefix(LEASE_PREFIX)?.parse().ok())
+        // A holder renews every 20 s: 2^48 records take 178 million years. A larger number was
+        // planted, and would leave no next number to take.
+        .filter(|n| *n < MAX_RECORD)
         .collect();
     ns.sort_unstable();
     Ok(ns)
@@ -182,27 +206,35 @@ enum Current {
         n: u64,
         stale: Option<(Record, String)>,
     },
-    /// Held by someone else.
-    Held(Record),
+    /// Held by someone else: record `n`.
+    Held(u64, Record),
+    /// Record `n` cannot be read as a record (see [`UNREADABLE_GRACE`]).
+    Unreadable(u64),
 }
+
+/// How long a newest record that cannot be read is taken for held before it is taken over: on
+/// a medium without hard links a record is seen empty between its creation and its write; one
+/// that stays unreadable was forged or damaged (a FIFO, a directory, garbage).
+const UNREADABLE_GRACE: Duration = Duration::from_secs(2);
 
 async fn current(mirror: &dyn Mirror, opts: &LeaseOptions) -> ReconcileResult<Current> {
     let Some(&n) = records(mirror).await?.last() else {
         return Ok(Current::Free { n: 0, stale: None });
     };
-    let bytes = mirror.read_meta(&lease_name(n)).await?;
-    let record = bytes.and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+    let record = match mirror.read_meta(&lease_name(n)).await {
+        Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<Record>(&b).ok()),
+        Err(e) if e.is_transient() => return Err(e.into()),
+        // Not a regular file, too large: as unreadable.
+        Err(_) => None,
+    };
     Ok(match record {
-        // Unreadable: forged, or caught between create and write on a medium without hard
-        // links. Taking it over is safe: its writer checks, after creating it, that no later
-        // record exists, and finds ours.
-        None => Current::Free { n, stale: None },
+        None => Current::Unreadable(n),
         Some(r) => match stale(&r, opts, now_ns()) {
             Some(why) => Current::Free {
                 n,
                 stale: (!r.released).then_some((r, why)),
             },
-            None => Current::Held(r),
+            None => Current::Held(n, r),
         },
     })
 }
@@ -225,6 +257,9 @@ pub async fn acquire(
     let mut pause = Duration::from_millis(5);
     let pid = std::process::id();
     let mut told = false;
+    // The newest record, unreadable since when.
+    let mut unreadable: Option<(u64, std::time::Instant)> = None;
+    let mut last_holder = String::from("another machine (its lease record is being written)");
     loop {
         let now_held = match current(mirror, &opts).await {
             Ok(c) => c,
@@ -232,70 +267,87 @@ pub async fn acquire(
             Err(ReconcileError::Mirror(MirrorError::Unsupported { .. })) => return Ok(None),
             Err(e) => return Err(e),
         };
-        match now_held {
-            Current::Free { n, stale } => {
-                let now = now_ns();
-                let record = Record {
-                    replica: replica.to_string(),
-                    name: replica_name.to_string(),
-                    host: host_name(),
-                    pid,
-                    start: process_start(pid).unwrap_or(0),
-                    since_ns: now,
-                    expires_ns: now
-                        .saturating_add(i64::try_from(opts.duration.as_nanos()).unwrap_or(0)),
-                    released: false,
-                };
-                let bytes = serde_json::to_vec(&record).unwrap_or_default();
-                let next = n.saturating_add(1);
-                match mirror
-                    .create_meta_exclusive(&lease_name(next), &bytes)
-                    .await
-                {
-                    Err(MirrorError::Unsupported { .. }) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                    Ok(false) => {} // someone else took it first: look again
-                    Ok(true) => {
-                        // Won only if nobody moved past our record meanwhile.
-                        if records(mirror).await?.last() == Some(&next) {
-                            if let Some((old, why)) = stale {
-                                tracing::warn!(
-                                    mirror = %mirror_name,
-                                    "took over the lease of mirror {mirror_name} from {}: {why}",
-                                    describe(&old)
-                                );
-                            }
-                            remove_below(mirror, next).await;
-                            tracing::debug!(mirror = %mirror_name, lease = next, "lease taken");
-                            return Ok(Some(Lease {
-                                n: next,
-                                record,
-                                opts,
-                            }));
+        let free = match now_held {
+            Current::Free { n, stale } => Some((n, stale)),
+            Current::Unreadable(n) => match unreadable {
+                Some((m, since)) if m == n && since.elapsed() >= UNREADABLE_GRACE => {
+                    tracing::warn!(mirror = %mirror_name, "lease record {} of mirror {mirror_name} cannot be read; taking the mirror over", lease_name(n));
+                    Some((n, None))
+                }
+                Some((m, _)) if m == n => None,
+                _ => {
+                    unreadable = Some((n, std::time::Instant::now()));
+                    None
+                }
+            },
+            Current::Held(n, r) => {
+                if r.replica == replica.to_string() && r.pid == pid && r.boot == this_boot() {
+                    // Our own, left by an earlier sync of this process that could not give it
+                    // back (the mirror went away): renewed at once, not trusted to last.
+                    let mut l = Lease { n, record: r, opts };
+                    l.renew(mirror, mirror_name).await?;
+                    return Ok(Some(l));
+                }
+                last_holder = describe(&r);
+                if !told && started.elapsed() >= Duration::from_secs(2) {
+                    // Waits of a few ms are the normal case for two live daemons: said only
+                    // when it lasts.
+                    tracing::info!(mirror = %mirror_name, "mirror {mirror_name} is being synced by {last_holder}; waiting");
+                    told = true;
+                }
+                None
+            }
+        };
+        if let Some((n, stale)) = free {
+            let now = now_ns();
+            let record = Record {
+                replica: replica.to_string(),
+                name: replica_name.to_string(),
+                host: host_name(),
+                boot: this_boot(),
+                pid,
+                start: process_start(pid).unwrap_or(0),
+                since_ns: now,
+                expires_ns: now
+                    .saturating_add(i64::try_from(opts.duration.as_nanos()).unwrap_or(0)),
+                released: false,
+            };
+            let bytes = serde_json::to_vec(&record).unwrap_or_default();
+            let next = n.saturating_add(1);
+            match mirror
+                .create_meta_exclusive(&lease_name(next), &bytes)
+                .await
+            {
+                Err(MirrorError::Unsupported { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+                Ok(false) => {} // someone else took it first: look again
+                Ok(true) => {
+                    // Won only if nobody moved past our record meanwhile.
+                    if records(mirror).await?.last() == Some(&next) {
+                        if let Some((old, why)) = stale {
+                            tracing::warn!(
+                                mirror = %mirror_name,
+                                "took over the lease of mirror {mirror_name} from {}: {why}",
+                                describe(&old)
+                            );
                         }
+                        remove_below(mirror, next).await;
+                        tracing::debug!(mirror = %mirror_name, lease = next, "lease taken");
+                        return Ok(Some(Lease {
+                            n: next,
+                            record,
+                            opts,
+                        }));
                     }
                 }
             }
-            Current::Held(r) => {
-                if r.replica == replica.to_string() && r.pid == pid {
-                    // Our own, left by an earlier sync of this process that failed to release.
-                    let n = *records(mirror).await?.last().unwrap_or(&0);
-                    return Ok(Some(Lease { n, record: r, opts }));
-                }
-                if started.elapsed() >= opts.wait {
-                    return Err(ReconcileError::Busy {
-                        mirror: mirror_name.to_string(),
-                        location: mirror.location(),
-                        holder: describe(&r),
-                    });
-                }
-                // Waits of a few ms are the normal case for two live daemons: said only when
-                // it lasts.
-                if !told && started.elapsed() >= Duration::from_secs(2) {
-                    tracing::info!(mirror = %mirror_name, "mirror {mirror_name} is being synced by {}; waiting", describe(&r));
-                    told = true;
-                }
-            }
+        }
+        if started.elapsed() >= opts.wait {
+            return Err(ReconcileError::Busy {
+                mirror: mirror_name.to_string(),
+                location: mirror.location(),
+                holder: last_holder,
+            });
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
@@ -333,29 +385,40 @@ impl Lease {
         self.step(mirror, mirror_name, record).await
     }
 
-    /// Moves to record `n + 1` holding `record`.
+    /// Moves to record `n + 1` holding `record`: a compare-and-swap on `n`. Refused when this
+    /// lease expired (this process stalled or slept past it: someone may have taken the mirror
+    /// and moved on), when a later record than ours exists, or when `n + 1` is taken; and when
+    /// a later record appears right after ours (two writers raced: neither goes on).
     async fn step(
         &mut self,
         mirror: &dyn Mirror,
         mirror_name: &str,
         record: Record,
     ) -> ReconcileResult<()> {
+        let lost = |holder: String| ReconcileError::LeaseLost {
+            mirror: mirror_name.to_string(),
+            location: mirror.location(),
+            holder,
+            seconds: self.opts.duration.as_secs_f64(),
+        };
+        let holder = |c: ReconcileResult<Current>| match c {
+            Ok(Current::Held(_, r)) => describe(&r),
+            _ => "another machine".into(),
+        };
+        if now_ns() > self.record.expires_ns {
+            return Err(lost(holder(current(mirror, &self.opts).await)));
+        }
+        if records(mirror).await?.last() != Some(&self.n) {
+            return Err(lost(holder(current(mirror, &self.opts).await)));
+        }
         let next = self.n.saturating_add(1);
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
         if !mirror
             .create_meta_exclusive(&lease_name(next), &bytes)
             .await?
+            || records(mirror).await?.last() != Some(&next)
         {
-            let holder = match current(mirror, &self.opts).await {
-                Ok(Current::Held(r)) => describe(&r),
-                _ => "another machine".into(),
-            };
-            return Err(ReconcileError::LeaseLost {
-                mirror: mirror_name.to_string(),
-                location: mirror.location(),
-                holder,
-                seconds: self.opts.duration.as_secs_f64(),
-            });
+            return Err(lost(holder(current(mirror, &self.opts).await)));
         }
         let _ = mirror.remove_meta(&lease_name(self.n)).await;
         self.n = next;
@@ -497,10 +560,19 @@ mod tests {
     async fn forged_and_unreadable_leases_do_not_block() {
         let m = mirror().await;
         m.write_meta("lease.7", b"not json").await.unwrap();
-        let l = acquire(&m, "nas", ReplicaId(1), "office", opts())
+        // A number with no next one to take is not a record.
+        m.write_meta("lease.18446744073709551615", b"{}")
+            .await
+            .unwrap();
+        // Unreadable: taken for a record being written, then over after the grace.
+        let mut patient = opts();
+        patient.wait = Duration::from_secs(10);
+        let t = std::time::Instant::now();
+        let l = acquire(&m, "nas", ReplicaId(1), "office", patient)
             .await
             .unwrap()
             .unwrap();
+        assert!(t.elapsed() >= UNREADABLE_GRACE);
         assert_eq!(l.n, 8);
         let mut forged = l.record.clone();
         forged.replica = ReplicaId(9).to_string();
@@ -518,12 +590,37 @@ mod tests {
         assert_eq!(records(&m).await.unwrap(), vec![21]);
     }
 
+    /// A holder that was passed over (another machine took the mirror, renewed and deleted the
+    /// records in between) cannot step onto a free number below the newest.
+    #[tokio::test]
+    async fn a_passed_over_holder_cannot_reuse_a_deleted_number() {
+        let m = mirror().await;
+        let mut a = acquire(&m, "nas", ReplicaId(1), "office", opts())
+            .await
+            .unwrap()
+            .unwrap();
+        let n = a.n;
+        let mut other = a.record.clone();
+        other.replica = ReplicaId(2).to_string();
+        let bytes = serde_json::to_vec(&other).unwrap();
+        m.write_meta(&lease_name(n + 1), &bytes).await.unwrap();
+        m.write_meta(&lease_name(n + 2), &bytes).await.unwrap();
+        m.remove_meta(&lease_name(n + 1)).await.unwrap();
+        m.remove_meta(&lease_name(n)).await.unwrap();
+        assert!(matches!(
+            a.renew(&m, "nas").await,
+            Err(ReconcileError::LeaseLost { .. })
+        ));
+        assert_eq!(records(&m).await.unwrap(), vec![n + 2]);
+    }
+
     #[test]
     fn a_forged_holder_name_cannot_drive_the_terminal() {
         let r = Record {
             replica: "x".into(),
             name: "evil\u{1b}[2J\u{7}name".into(),
             host: "h\nost".repeat(100),
+            boot: String::new(),
             pid: 1,
             start: 0,
             since_ns: i64::MIN,

@@ -645,6 +645,22 @@ impl Inner {
         }
     }
 
+    /// A directory `rel` (on disk `disk`) was made: its entry is made durable now under a layer
+    /// (the stick: nothing of ours commits later), else before the next state file.
+    fn made_dir(&self, disk: &RelPath, full: &Anchored, rel: &RelPath) -> MirrorResult<()> {
+        if self.storage {
+            return self.fsync_parent(rel, full);
+        }
+        let parent = disk
+            .parent()
+            .map_or_else(|| self.root.clone(), |p| p.under(&self.root));
+        self.unsynced_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(parent);
+        Ok(())
+    }
+
     /// Makes the directories [`Inner::mkdir`] left unsynced durable.
     fn sync_made_dirs(&self) -> MirrorResult<()> {
         let dirs =
@@ -705,8 +721,12 @@ impl Inner {
         let _ = fs::remove_file(tmp.path());
         match linked {
             Ok(()) => Ok(true),
+            // Taken; or our temp file was swept by the holder's start-of-sync cleanup: look again.
             Err(MirrorError::Io { source, .. })
-                if source.kind() == io::ErrorKind::AlreadyExists =>
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+                ) =>
             {
                 Ok(false)
             }
@@ -959,7 +979,8 @@ impl Inner {
         }
     }
 
-    fn get(&self, rel: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
+    /// [`Mirror::get`] into `out`, the destination the caller opened.
+    fn get(&self, rel: &RelPath, mut out: File) -> MirrorResult<RemoteStat> {
         let b = self.check_online()?;
         let det = self.detected();
         let (_, full) = self.full(&b, det, rel)?;
@@ -984,12 +1005,6 @@ impl Inner {
                 io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
             ));
         }
-        let mut out = fsutil::create_private(dest).map_err(|e| MirrorError::Io {
-            location: self.location.clone(),
-            op: "create local copy",
-            path: dest.display().to_string(),
-            source: e,
-        })?;
         io::copy(&mut src, &mut out).map_err(|e| self.io("copy", rel, e))?;
         out.flush().map_err(|e| self.io("copy", rel, e))?;
         self.stat_from(rel, full.path(), &m)?
@@ -1246,7 +1261,9 @@ impl Inner {
         // Before the lstat: on a case-insensitive medium it would find the other-cased sibling.
         self.check_new_name(det, rel, &disk, &full, None)?;
         match fs::symlink_metadata(full.path()) {
-            Ok(m) if m.is_dir() => {}
+            // Made by a sync that died before it was durable, perhaps: made durable with the
+            // others before the state records it.
+            Ok(m) if m.is_dir() => self.made_dir(&disk, &full, rel)?,
             Ok(_) => {
                 return Err(self.io(
                     "mkdir",
@@ -1262,18 +1279,7 @@ impl Inner {
                             && fs::symlink_metadata(full.path()).is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => return Err(self.io("mkdir", rel, e)),
                 }
-                if self.storage {
-                    // Under a layer (the stick) nothing of ours commits later: durable now.
-                    self.fsync_parent(rel, &full)?;
-                } else {
-                    let parent = disk
-                        .parent()
-                        .map_or_else(|| self.root.clone(), |p| p.under(&self.root));
-                    self.unsynced_dirs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(parent);
-                }
+                self.made_dir(&disk, &full, rel)?;
             }
             Err(e) => return Err(self.io("stat", rel, e)),
         }
@@ -1469,8 +1475,17 @@ impl Mirror for DirMirror {
     }
 
     async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
-        let (path, dest) = (path.clone(), dest.to_path_buf());
-        self.run("read", move |i| i.get(&path, &dest)).await
+        // Opened here, while the caller's borrow holds: `dest` may name a directory through a
+        // handle the caller keeps (`/proc/self/fd/N/…`), and the copy below can outlive the
+        // caller (a timeout, a dropped sync), when `N` may name another directory.
+        let out = fsutil::create_private(dest).map_err(|e| MirrorError::Io {
+            location: self.location(),
+            op: "create local copy",
+            path: dest.display().to_string(),
+            source: e,
+        })?;
+        let path = path.clone();
+        self.run("read", move |i| i.get(&path, out)).await
     }
 
     async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
