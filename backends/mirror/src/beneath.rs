@@ -171,22 +171,21 @@ fn dir_flags() -> OFlags {
 }
 
 /// The shared directory that was removed after it was opened: nothing exists or can be made in it.
+/// Made once per process (a failure, e.g. a full `/tmp`, is tried again next time).
 fn absent_dir() -> io::Result<Arc<DirFd>> {
-    static ABSENT: OnceLock<Result<Arc<DirFd>, String>> = OnceLock::new();
-    ABSENT
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("briefcase-absent-")
-                .tempdir()
-                .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
-            let fd = rustix::fs::open(dir.path(), dir_flags(), Mode::empty())
-                .map_err(|e| format!("cannot open a temporary directory: {e}"))?;
-            dir.close()
-                .map_err(|e| format!("cannot remove a temporary directory: {e}"))?;
-            Ok(Arc::new(DirFd::new(fd)))
-        })
-        .clone()
-        .map_err(io::Error::other)
+    static ABSENT: OnceLock<Arc<DirFd>> = OnceLock::new();
+    if let Some(d) = ABSENT.get() {
+        return Ok(d.clone());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("briefcase-absent-")
+        .tempdir()
+        .map_err(|e| io::Error::other(format!("cannot make a temporary directory: {e}")))?;
+    let fd = rustix::fs::open(dir.path(), dir_flags(), Mode::empty())?;
+    dir.close()?;
+    let d = Arc::new(DirFd::new(fd));
+    // Another thread may have made one meanwhile: either serves.
+    Ok(ABSENT.get_or_init(|| d).clone())
 }
 
 impl Beneath {
