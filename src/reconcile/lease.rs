@@ -21,6 +21,8 @@
 //! (forged). A medium that cannot create files exclusively (the stick: it is plugged into one
 //! machine at a time) needs no lease.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use briefcase_mirror::{Mirror, MirrorError, ReplicaId};
@@ -90,6 +92,38 @@ pub struct Lease {
     n: u64,
     record: Record,
     opts: LeaseOptions,
+    /// The current expiry (ns since the epoch), shared with the sync's [`Fence`].
+    expiry: Arc<AtomicI64>,
+}
+
+/// What the sync checks before each write of the mirror's state (its commit point): that the
+/// lease it runs under has not expired. A process that stalled or a machine that slept past
+/// its lease learns it at its next renewal, up to a third of the lease later; the fence stops
+/// it before it commits anything in that time.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    expiry: Arc<AtomicI64>,
+    mirror: String,
+    location: String,
+    seconds: f64,
+}
+
+impl Fence {
+    /// Ok while the lease holds.
+    ///
+    /// # Errors
+    /// [`ReconcileError::LeaseLost`] once it has expired.
+    pub fn check(&self) -> ReconcileResult<()> {
+        if now_ns() > self.expiry.load(Ordering::Relaxed) {
+            return Err(ReconcileError::LeaseLost {
+                mirror: self.mirror.clone(),
+                location: self.location.clone(),
+                holder: "another machine, perhaps (it expired while this sync was stalled)".into(),
+                seconds: self.seconds,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Who holds the mirror, for the "busy" message. The names come from the mirror (anyone who can
@@ -284,7 +318,13 @@ pub async fn acquire(
                 if r.replica == replica.to_string() && r.pid == pid && r.boot == this_boot() {
                     // Our own, left by an earlier sync of this process that could not give it
                     // back (the mirror went away): renewed at once, not trusted to last.
-                    let mut l = Lease { n, record: r, opts };
+                    let expiry = Arc::new(AtomicI64::new(r.expires_ns));
+                    let mut l = Lease {
+                        n,
+                        record: r,
+                        opts,
+                        expiry,
+                    };
                     l.renew(mirror, mirror_name).await?;
                     return Ok(Some(l));
                 }
@@ -333,10 +373,12 @@ pub async fn acquire(
                         }
                         remove_below(mirror, next).await;
                         tracing::debug!(mirror = %mirror_name, lease = next, "lease taken");
+                        let expiry = Arc::new(AtomicI64::new(record.expires_ns));
                         return Ok(Some(Lease {
                             n: next,
                             record,
                             opts,
+                            expiry,
                         }));
                     }
                 }
@@ -355,6 +397,16 @@ pub async fn acquire(
 }
 
 impl Lease {
+    /// The fence the sync checks before each state write (see [`Fence`]).
+    pub fn fence(&self, mirror: &dyn Mirror, mirror_name: &str) -> Fence {
+        Fence {
+            expiry: Arc::clone(&self.expiry),
+            mirror: mirror_name.to_string(),
+            location: mirror.location(),
+            seconds: self.opts.duration.as_secs_f64(),
+        }
+    }
+
     /// How often to renew: a third of the lease's life.
     pub fn renew_every(&self) -> Duration {
         self.opts.duration / 3
@@ -422,6 +474,14 @@ impl Lease {
         }
         let _ = mirror.remove_meta(&lease_name(self.n)).await;
         self.n = next;
+        self.expiry.store(
+            if record.released {
+                i64::MIN
+            } else {
+                record.expires_ns
+            },
+            Ordering::Relaxed,
+        );
         self.record = record;
         Ok(())
     }
@@ -552,6 +612,28 @@ mod tests {
         // The stalled holder may not renew over it.
         assert!(matches!(
             a.renew(&m, "nas").await,
+            Err(ReconcileError::LeaseLost { .. })
+        ));
+    }
+
+    /// The fence stops a sync that outlived its lease before it writes the state, whatever the
+    /// renewal timer says (a machine that slept).
+    #[tokio::test]
+    async fn the_fence_holds_while_the_lease_does() {
+        let m = mirror().await;
+        let mut short = opts();
+        short.duration = Duration::from_millis(300);
+        let mut l = acquire(&m, "nas", ReplicaId(1), "office", short)
+            .await
+            .unwrap()
+            .unwrap();
+        let fence = l.fence(&m, "nas");
+        fence.check().unwrap();
+        l.renew(&m, "nas").await.unwrap();
+        fence.check().unwrap();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(matches!(
+            fence.check(),
             Err(ReconcileError::LeaseLost { .. })
         ));
     }

@@ -455,7 +455,7 @@ pub async fn sync_session(
     session: &mut Session,
 ) -> ReconcileResult<SyncReport> {
     if opts.dry_run {
-        return sync_held(local, mirror, name, opts, session).await;
+        return sync_held(local, mirror, name, opts, session, None).await;
     }
     // The local tree is scanned before the mirror is taken: the other machine need not wait
     // for it.
@@ -474,23 +474,27 @@ pub async fn sync_session(
         rescan_local: false,
         ..opts.clone()
     };
+    let fence = lease.as_ref().map(|l| l.fence(mirror, name));
     lease::hold(
         mirror,
         name,
         lease,
-        sync_held(local, mirror, name, &opts, session),
+        sync_held(local, mirror, name, &opts, session, fence.as_ref()),
     )
     .await
 }
 
-/// [`sync_session`] once the mirror's lease is held (or needs none).
+/// [`sync_session`] once the mirror's lease is held (or needs none): `fence` is checked before
+/// each write of the mirror's state.
 async fn sync_held(
     local: &mut LocalReplica,
     mirror: &dyn Mirror,
     name: &str,
     opts: &SyncOptions,
     session: &mut Session,
+    fence: Option<&lease::Fence>,
 ) -> ReconcileResult<SyncReport> {
+    let fenced = || fence.map_or(Ok(()), lease::Fence::check);
     let mut report = SyncReport {
         mirror: name.to_string(),
         ..Default::default()
@@ -527,6 +531,7 @@ async fn sync_held(
         if adopted > 0 || report.remote_changes_found > 0 {
             // The mirror's new OSNs are stored before any of them is copied into the local
             // journal: issued again after a crash, one could name two different versions.
+            fenced()?;
             stored = state::store(mirror, &stored, &mut st).await?;
         }
     }
@@ -599,6 +604,7 @@ async fn sync_held(
             })
             .collect();
         if !intents.is_empty() {
+            fenced()?;
             state::store_intents(mirror, stored.generation, &intents).await?;
         }
         let round = apply::apply(local, mirror, &mut st, steps, &mut report).await;
@@ -620,6 +626,7 @@ async fn sync_held(
             names_changed |= st.knowledge != before;
         }
         if had_work || stored.generation == 0 || (integrated && names_changed) {
+            fenced()?;
             stored = state::store(mirror, &stored, &mut st).await?;
             names_changed = false;
         }
@@ -647,6 +654,7 @@ async fn sync_held(
         }
     }
     if names_changed && !opts.dry_run {
+        fenced()?;
         stored = state::store(mirror, &stored, &mut st).await?;
     }
     session.cached = Some((stored, st));
