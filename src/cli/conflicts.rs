@@ -14,6 +14,7 @@ use briefcase::daemon::control::{Client, ErrorKind, Request, Response};
 use briefcase::daemon::outcome::{conflict_rows, replica_of, ConflictRow};
 use briefcase::reconcile::conflict::{is_conflict_copy, original_of, CONFLICT_TAG};
 use briefcase::replica::LocalReplica;
+use briefcase_mirror::beneath::Beneath;
 use briefcase_mirror::{Entry, RelPath};
 
 /// Arguments of `conflicts`.
@@ -181,31 +182,54 @@ pub fn resolve(dirs: &Dirs, a: ResolveArgs) -> Result<u8> {
         "both" => Keep::Both,
         other => Keep::Replica(other.to_string()),
     };
+    // Every rename and removal goes through the folder's root held open, as the engine's do
+    // (no parent is followed if someone swaps it for a symlink meanwhile).
+    let beneath = Beneath::open(&rep.root)
+        .with_context(|| format!("cannot open folder {}", rep.root.display()))?;
+    let anchor = |p: &RelPath| {
+        beneath
+            .resolve(p)
+            .with_context(|| format!("refused {p} in folder {}", rep.root.display()))
+    };
     let mut n = 0;
     for c in &chosen {
         let Some(orig) = original_of(&c.path) else {
             continue;
         };
-        let (copy_p, orig_p) = (c.path.under(&rep.root), orig.under(&rep.root));
+        let (copy_shown, orig_shown) = (c.path.under(&rep.root), orig.under(&rep.root));
+        let (copy_p, orig_p) = (anchor(&c.path)?, anchor(&orig)?);
         let copy_wins = match &keep {
             Keep::Local => false,
             Keep::Both => {
                 let plain = c.path.display().replacen(CONFLICT_TAG, "-", 1);
-                let dest = rep.root.join(&plain);
-                if dest.exists() {
-                    bail!("cannot keep both: {} already exists", dest.display());
-                }
-                fs::rename(&copy_p, &dest)
-                    .with_context(|| format!("rename {}", copy_p.display()))?;
+                let plain_rel = RelPath::try_from(plain.as_str())
+                    .with_context(|| format!("bad path {plain}"))?;
+                let dest = anchor(&plain_rel)?;
+                // Never over an existing file (`RENAME_NOREPLACE`).
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    copy_p.path(),
+                    rustix::fs::CWD,
+                    dest.path(),
+                    rustix::fs::RenameFlags::NOREPLACE,
+                )
+                .map_err(std::io::Error::from)
+                .with_context(|| {
+                    format!(
+                        "cannot keep both: rename {} to {}",
+                        copy_shown.display(),
+                        plain_rel.under(&rep.root).display()
+                    )
+                })?;
                 println!("kept both: {} is now {}", c.path, plain);
                 n += 1;
                 continue;
             }
             Keep::Newest => {
-                let mc = fs::symlink_metadata(&copy_p)
+                let mc = fs::symlink_metadata(copy_p.path())
                     .and_then(|m| m.modified())
                     .ok();
-                let mo = fs::symlink_metadata(&orig_p)
+                let mo = fs::symlink_metadata(orig_p.path())
                     .and_then(|m| m.modified())
                     .ok();
                 mc > mo
@@ -213,12 +237,17 @@ pub fn resolve(dirs: &Dirs, a: ResolveArgs) -> Result<u8> {
             Keep::Replica(r) => &replica_of(&c.path) == r,
         };
         if copy_wins {
-            fs::rename(&copy_p, &orig_p).with_context(|| {
-                format!("rename {} over {}", copy_p.display(), orig_p.display())
+            fs::rename(copy_p.path(), orig_p.path()).with_context(|| {
+                format!(
+                    "rename {} over {}",
+                    copy_shown.display(),
+                    orig_shown.display()
+                )
             })?;
             println!("{}: kept the version from {}", orig, replica_of(&c.path));
         } else {
-            fs::remove_file(&copy_p).with_context(|| format!("remove {}", copy_p.display()))?;
+            fs::remove_file(copy_p.path())
+                .with_context(|| format!("remove {}", copy_shown.display()))?;
             println!("{}: kept the version at the name; removed {}", orig, c.path);
         }
         n += 1;
