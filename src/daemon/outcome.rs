@@ -101,7 +101,7 @@ pub async fn sync_with(
         }
         // Another machine is syncing it: here, and working; tried again at the next sync.
         Err(e @ ReconcileError::Busy { .. }) => {
-            let s = e.to_string();
+            let s = format!("folder {}: {e}", rep.root.display());
             (
                 MirrorOutcome::Offline(s.clone()),
                 format!("busy: {s}"),

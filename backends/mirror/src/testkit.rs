@@ -1471,3 +1471,35 @@ pub mod cases {
         assert!(c.m.list().await.unwrap().is_empty());
     }
 }
+
+/// The committed corpus directory of fuzz target `target` of the crate at `manifest_dir`
+/// (`env!("CARGO_MANIFEST_DIR")`): `tests/__fuzz__/TARGET/corpus`, where
+/// `bolero::check!(name = target)` finds it.
+pub fn fuzz_corpus_dir(manifest_dir: &str, target: &str) -> std::path::PathBuf {
+    std::path::Path::new(manifest_dir)
+        .join("tests/__fuzz__")
+        .join(target)
+        .join("corpus")
+}
+
+/// The files of [`fuzz_corpus_dir`], by name.
+///
+/// # Panics
+/// When the directory or a file cannot be read (a test fixture is missing).
+pub fn fuzz_corpus(
+    manifest_dir: &str,
+    target: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let dir = fuzz_corpus_dir(manifest_dir, target);
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("fuzz corpus {}: {e}", dir.display()));
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("fuzz corpus {}: {e}", dir.display()));
+        let name = e.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(e.path())
+            .unwrap_or_else(|err| panic!("fuzz corpus {}: {err}", e.path().display()));
+        out.insert(name, bytes);
+    }
+    out
+}

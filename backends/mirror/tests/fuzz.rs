@@ -51,21 +51,12 @@ fn now<F: Future>(f: F) -> F::Output {
 
 /// The committed corpus of `target`, where `bolero::check!(name = target)` finds it.
 fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/__fuzz__")
-        .join(target)
-        .join("corpus")
+    briefcase_mirror::testkit::fuzz_corpus_dir(env!("CARGO_MANIFEST_DIR"), target)
 }
 
 /// The files of a corpus directory, by name.
 fn corpus_files(target: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(corpus_dir(target)).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        out.insert(name, std::fs::read(e.path()).unwrap());
-    }
-    out
+    briefcase_mirror::testkit::fuzz_corpus(env!("CARGO_MANIFEST_DIR"), target)
 }
 
 /// A mirror holding the real state the corpora were taken from: both roots, every part, the
