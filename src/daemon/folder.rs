@@ -185,7 +185,14 @@ struct Runner {
     presence_tx: mpsc::Sender<usize>,
     /// Base options of the syncs the watcher triggers.
     base: SyncOptions,
+    /// When to let go of what the last burst of work kept in memory ([`Runner::let_go`]).
+    let_go_at: Option<tokio::time::Instant>,
 }
+
+/// How long after the last sync or local change a folder keeps the mirrors' decoded states and
+/// SQLite's page cache (ms). A burst of saves within it syncs without reading any mirror's state
+/// again; after it the folder holds no per-file structure in memory (issue 10: idle footprint).
+pub const LET_GO_AFTER: Duration = Duration::from_millis(5_000);
 
 /// Runs one folder until `ctx.shutdown`: opens it, starts the watchers, syncs every mirror, then
 /// follows changes (see the module docs).
@@ -328,6 +335,7 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
             o.lease.wait = o.lease.wait.min(Duration::from_secs(10));
             o
         },
+        let_go_at: None,
     };
     Ok((runner, local_rx, mirror_rx, presence_rx))
 }
@@ -407,6 +415,7 @@ impl Runner {
                 () = mount_change(&mut mounts) => self.mounts_changed().await,
                 Some(cmd) = ctx.commands.recv() => self.command(cmd).await,
                 _ = tick.tick() => self.tick().await,
+                () = sleep_until_some(self.let_go_at) => self.let_go(),
                 _ = full.tick() => {
                     if let Err(e) = self.rep.rescan(None) {
                         tracing::warn!(folder = %self.key.display(), error = %e, "periodic rescan failed; will retry");
@@ -423,8 +432,19 @@ impl Runner {
         }
     }
 
+    /// Forgets what the last burst of work kept in memory: each mirror's decoded state (the next
+    /// sync reads it again, [`Session`]) and SQLite's page cache (`PRAGMA shrink_memory`).
+    fn let_go(&mut self) {
+        self.let_go_at = None;
+        for m in &mut self.runs {
+            m.session = Session::default();
+        }
+        self.rep.journal.release_memory();
+    }
+
     /// Journals a local change and syncs it to every mirror not known offline.
     async fn local_hint(&mut self, hint: Hint) {
+        self.let_go_at = Some(tokio::time::Instant::now() + LET_GO_AFTER);
         let rec = match hint {
             // Lost events: the whole tree, but still work seen while watching the present folder
             // (not downtime), so its deletions are not weighed as a mass deletion.
@@ -455,10 +475,8 @@ impl Runner {
         }
     }
 
-    /// The periodic fallback: probe offline mirrors, sync the ones that cannot be watched, and
-    /// drop the cached state of idle ones.
+    /// The periodic fallback: probe offline mirrors, sync the ones that cannot be watched.
     async fn tick(&mut self) {
-        let interval = self.options.interval.max(Duration::from_secs(1));
         for i in 0..self.runs.len() {
             if self.runs[i].watch.is_none() {
                 if self.runs[i].waiting() {
@@ -470,12 +488,6 @@ impl Runner {
                     self.sync_mirror(i, MirrorScan::Full, &self.base.clone(), false)
                         .await;
                 }
-            }
-            // An idle watcher keeps no copy of the mirror's state (memory); the next sync
-            // reads it again.
-            let m = &mut self.runs[i];
-            if m.last_sync.elapsed() > interval {
-                m.session = Session::default();
             }
         }
     }
@@ -685,6 +697,7 @@ impl Runner {
         )
         .await;
         m.last_sync = Instant::now();
+        self.let_go_at = Some(tokio::time::Instant::now() + LET_GO_AFTER);
         if !opts.dry_run {
             let stale = m
                 .recorded
@@ -1010,4 +1023,12 @@ fn start_mirror_watch(
         }
     });
     Some(w)
+}
+
+/// Waits until `at`, or forever when `None` (a `select!` arm that is off).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

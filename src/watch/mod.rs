@@ -31,7 +31,6 @@ mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,6 +155,69 @@ enum Msg {
     Stop,
 }
 
+/// The sending end of the raw event queue: bounded at [`RAW_QUEUE`] events, but allocated as
+/// events arrive (std's `sync_channel` allocates its whole capacity up front: 4 MiB per watched
+/// tree, held for the daemon's lifetime though the queue is empty nearly always).
+#[derive(Clone, Debug)]
+struct RawSender {
+    tx: std::sync::mpsc::Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The receiving end of the raw event queue.
+struct RawReceiver {
+    rx: std::sync::mpsc::Receiver<Msg>,
+    queued: Arc<AtomicUsize>,
+}
+
+fn raw_queue() -> (RawSender, RawReceiver) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        RawSender {
+            tx,
+            queued: Arc::clone(&queued),
+        },
+        RawReceiver { rx, queued },
+    )
+}
+
+impl RawSender {
+    /// Queues `msg` unless [`RAW_QUEUE`] messages wait already; returns whether it was queued.
+    /// Never blocks.
+    fn try_send(&self, msg: Msg) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= RAW_QUEUE {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.send(msg).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Queues [`Msg::Stop`] even when the queue is full (the worker also polls its stop flag).
+    fn send_stop(&self) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Msg::Stop).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl RawReceiver {
+    /// The next message, waiting at most `timeout`.
+    fn recv_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Msg, std::sync::mpsc::RecvTimeoutError> {
+        let m = self.rx.recv_timeout(timeout)?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Ok(m)
+    }
+}
+
 /// Watches one folder root and sends [`Hint`]s. Dropping it stops watching; the receiver then
 /// gets the last pending batch, if any, and `None`.
 #[derive(Debug)]
@@ -163,7 +225,7 @@ pub struct FolderWatcher {
     root: PathBuf,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    raw_tx: SyncSender<Msg>,
+    raw_tx: RawSender,
 }
 
 impl FolderWatcher {
@@ -185,7 +247,7 @@ impl FolderWatcher {
             Ok(r) if r.is_dir() => r,
             _ => return Err(WatchError::RootMissing { root }),
         };
-        let (raw_tx, raw_rx) = sync_channel::<Msg>(RAW_QUEUE);
+        let (raw_tx, raw_rx) = raw_queue();
         let overflow = Arc::new(AtomicBool::new(false));
         let handler = {
             let tx = raw_tx.clone();
@@ -198,7 +260,7 @@ impl FolderWatcher {
                     }
                 }
                 // Never block notify's thread: the debouncer may be waiting on it (watch()).
-                if let Err(std::sync::mpsc::TrySendError::Full(_)) = tx.try_send(Msg::Event(res)) {
+                if !tx.try_send(Msg::Event(res)) {
                     overflow.store(true, Ordering::Relaxed);
                 }
             }
@@ -262,7 +324,7 @@ impl FolderWatcher {
 impl Drop for FolderWatcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.raw_tx.try_send(Msg::Stop);
+        self.raw_tx.send_stop();
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::batch::{git_lock, Pending};
 use super::budget::{abs, child_dirs, list_dirs, wants_watch, Budget};
-use super::{Hint, Msg, Stats, WatchError, WatchOptions};
+use super::{Hint, Msg, RawReceiver, Stats, WatchError, WatchOptions};
 use crate::scan::IgnoreRules;
 
 /// How often a batch held for a git lock checks the lock again.
@@ -311,7 +311,7 @@ impl Watches {
 pub(crate) struct Worker {
     w: Watches,
     opts: WatchOptions,
-    raw_rx: Receiver<Msg>,
+    raw_rx: RawReceiver,
     hint_tx: tokio::sync::mpsc::Sender<Hint>,
     overflow: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -327,7 +327,7 @@ impl Worker {
     pub fn new(
         w: Watches,
         opts: WatchOptions,
-        raw_rx: Receiver<Msg>,
+        raw_rx: RawReceiver,
         hint_tx: tokio::sync::mpsc::Sender<Hint>,
         overflow: Arc<AtomicBool>,
         stop: Arc<AtomicBool>,
