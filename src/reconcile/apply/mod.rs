@@ -23,9 +23,9 @@ use std::path::PathBuf;
 
 use briefcase_mirror::beneath::{Beneath, ParentDir};
 use briefcase_mirror::fsutil;
-use briefcase_mirror::{ContentHash, Entry, EntryKind, Mirror, MirrorError, MirrorState};
+use briefcase_mirror::{Entry, Mirror, MirrorError, MirrorState};
 
-use super::plan::Step;
+use super::plan::{self, Rename, Side, Step};
 use super::{ReconcileResult, SyncReport};
 use crate::journal::JournalError;
 use crate::replica::LocalReplica;
@@ -109,7 +109,8 @@ const PUT_BATCH_BYTES: u64 = 64 << 20;
 /// next scan: the file is found with the same content and merged).
 const JOURNAL_BATCH: usize = 512;
 
-/// Applies `steps` (in order) and updates `st` (the mirror's state, committed by the caller) and
+/// Applies `steps` (in the planner's order, [`plan::order`]; the renames among them first, see
+/// [`plan::pair_renames`]) and updates `st` (the mirror's state, committed by the caller) and
 /// the local journal. Per-path problems are recorded in `report`.
 ///
 /// # Errors
@@ -146,8 +147,9 @@ pub async fn apply(
     };
 
     // Renames first: a path removed on one side whose content reappears under another name is
-    // moved, not copied (this also covers renames whose event pair was missed).
-    let steps = renames(&mut cx, steps, report).await?;
+    // moved, not copied (the planner pairs them).
+    let (pairs, steps) = plan::pair_renames(steps, cx.mirror.capabilities().rename);
+    let steps = renames(&mut cx, pairs, steps, report).await?;
 
     for step in steps {
         // Queued writes go out before anything that is not another push of content.
@@ -210,99 +212,42 @@ fn note(report: &mut SyncReport, path: &str, r: StepResult) -> Option<super::Rec
     }
 }
 
+/// Does the planner's renames ([`plan::pair_renames`]) where both sides still hold what was
+/// planned; the others go back among `rest` (in the planner's [`plan::order`]) as the removal
+/// and creation they stand for, done as a copy and a removal.
 async fn renames(
     cx: &mut Ctx<'_>,
-    steps: Vec<Step>,
+    pairs: Vec<Rename>,
+    mut rest: Vec<Step>,
     report: &mut SyncReport,
 ) -> ReconcileResult<Vec<Step>> {
-    // Content hash → index of a removal step whose other side still has that file.
-    let mut push_removed: HashMap<ContentHash, usize> = HashMap::new();
-    let mut pull_removed: HashMap<ContentHash, usize> = HashMap::new();
-    for (i, s) in steps.iter().enumerate() {
-        match s {
-            Step::Push {
-                local,
-                remote: Some(r),
-            } if local.deleted && !r.deleted && r.kind == EntryKind::File => {
-                if let Some(h) = r.hash {
-                    push_removed.insert(h, i);
-                }
-            }
-            Step::Pull {
-                remote,
-                local: Some(l),
-            } if remote.deleted && !l.deleted && l.kind == EntryKind::File => {
-                if let Some(h) = l.hash {
-                    pull_removed.insert(h, i);
-                }
-            }
-            _ => {}
-        }
+    if pairs.is_empty() {
+        return Ok(rest);
     }
-    if push_removed.is_empty() && pull_removed.is_empty() {
-        return Ok(steps);
-    }
-    let mut done = vec![false; steps.len()];
-    let can_rename = cx.mirror.capabilities().rename;
-    for i in 0..steps.len() {
-        let r = match &steps[i] {
-            Step::Push { local, remote }
-                if !local.deleted
-                    && local.kind == EntryKind::File
-                    && can_rename
-                    && remote.as_ref().is_none_or(|r| r.deleted) =>
-            {
-                let Some(j) = local.hash.and_then(|h| push_removed.remove(&h)) else {
-                    continue;
-                };
-                let Step::Push {
-                    local: from_l,
-                    remote: Some(from_r),
-                } = &steps[j]
-                else {
-                    continue;
-                };
-                rename_on_mirror(cx, local, remote.as_ref(), from_l, from_r)
-                    .await
-                    .map(|ok| ok.then_some(j))
+    let mut undone = Vec::new();
+    for r in pairs {
+        let moved = match r.side {
+            Side::Remote => {
+                rename_on_mirror(cx, &r.to, r.to_current.as_ref(), &r.from, &r.from_current).await
             }
-            Step::Pull { remote, local }
-                if !remote.deleted
-                    && remote.kind == EntryKind::File
-                    && local.as_ref().is_none_or(|l| l.deleted) =>
-            {
-                let Some(j) = remote.hash.and_then(|h| pull_removed.remove(&h)) else {
-                    continue;
-                };
-                let Step::Pull {
-                    remote: from_r,
-                    local: Some(from_l),
-                } = &steps[j]
-                else {
-                    continue;
-                };
-                rename_locally(cx, remote, local.as_ref(), from_r, from_l).map(|ok| ok.then_some(j))
+            Side::Local => {
+                rename_locally(cx, &r.to, r.to_current.as_ref(), &r.from, &r.from_current)
             }
-            _ => continue,
         };
-        match r {
-            Ok(Some(j)) => {
-                done[i] = true;
-                done[j] = true;
-                report.renamed += 1;
-            }
-            Ok(None) => {}
+        match moved {
+            Ok(true) => report.renamed += 1,
+            Ok(false) => undone.push(r),
             Err(StepError::Fatal(e)) => return Err(e),
             Err(StepError::Path(why)) => {
-                tracing::debug!(error = %why, "rename shortcut not taken; copying instead")
+                tracing::debug!(error = %why, "rename shortcut not taken; copying instead");
+                undone.push(r);
             }
         }
     }
     flush(cx)?;
-    Ok(steps
-        .into_iter()
-        .zip(done)
-        .filter(|(_, d)| !d)
-        .map(|(s, _)| s)
-        .collect())
+    if !undone.is_empty() {
+        rest.extend(undone.into_iter().flat_map(Rename::into_steps));
+        plan::order(&mut rest);
+    }
+    Ok(rest)
 }
