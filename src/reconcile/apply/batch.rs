@@ -17,7 +17,9 @@ use briefcase_mirror::{EntryKind, MirrorError, PutItem, PutSource};
 use super::local::{keep_dir, local_entry, local_unchanged, source};
 use super::mirror::{meta, mirror_entry};
 use super::{note, Ctx, Outcome, StepError};
-use crate::reconcile::{ReconcileError, ReconcileResult, SyncReport};
+use crate::reconcile::{
+    FailureKind, PathFailure, ReconcileError, ReconcileResult, Side, SyncReport,
+};
 
 /// Lands the fetched files of the current batch: one flush of the local file system, then each
 /// is renamed into place after re-checking that the local file still holds what the journal
@@ -35,7 +37,7 @@ pub(super) fn land_fetched(cx: &mut Ctx<'_>, report: &mut SyncReport) -> Reconci
         match local_unchanged(cx, &r.path, l.as_ref()) {
             Ok(ok) => ok,
             Err(e) => {
-                check_err.get_or_insert(e);
+                check_err.get_or_insert((r.path.clone(), e));
                 false
             }
         }
@@ -60,14 +62,16 @@ pub(super) fn land_fetched(cx: &mut Ctx<'_>, report: &mut SyncReport) -> Reconci
                     cx.mirror.location()
                 );
                 tracing::warn!(path = %p, error = %why, "not synced");
-                report.failed.push(why);
+                let kind = FailureKind::of_io(&e);
+                report
+                    .failed
+                    .push(PathFailure::new(p, Side::Local, kind, why));
             }
         }
     }
     match check_err {
-        Some(StepError::Fatal(e)) => Err(e),
-        Some(StepError::Path(why)) => {
-            report.failed.push(why);
+        Some((p, e)) => {
+            report.failed.push(e.at(&p)?);
             Ok(())
         }
         None => Ok(()),
@@ -100,12 +104,15 @@ pub(super) async fn send_removals(
             }
             Err(e) if e.is_dir_not_empty() && r.kind == EntryKind::Dir => keep_dir(cx, l, r),
             Err(e) if e.is_transient() => Err(e.into()),
-            Err(e) => Err(StepError::Path(format!(
-                "could not remove {p} on mirror {} ({e}); it is kept and retried next sync",
-                cx.mirror.location()
-            ))),
+            Err(e) => Err(StepError::mirror(
+                FailureKind::of_mirror(&e),
+                format!(
+                    "could not remove {p} on mirror {} ({e}); it is kept and retried next sync",
+                    cx.mirror.location()
+                ),
+            )),
         };
-        if let Some(e) = note(report, &p.display(), outcome) {
+        if let Some(e) = note(report, &p, outcome) {
             fatal.get_or_insert(e);
         }
     }
@@ -125,25 +132,21 @@ pub(super) async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> Re
     }
     let queued = std::mem::take(&mut cx.queued);
     cx.queued_bytes = 0;
-    let items = queued
-        .iter()
-        .map(|l| -> Result<PutItem, StepError> {
-            Ok(PutItem {
+    let mut items = Vec::with_capacity(queued.len());
+    for l in &queued {
+        match source(cx, &l.path) {
+            Ok(from) => items.push(PutItem {
                 path: l.path.clone(),
-                source: PutSource::File(source(cx, &l.path)?),
+                source: PutSource::File(from),
                 meta: meta(l),
                 expect: l.hash,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>();
-    let items = match items {
-        Ok(v) => v,
-        Err(StepError::Fatal(e)) => return Err(e),
-        Err(StepError::Path(why)) => {
-            report.failed.push(why);
-            return Ok(());
+            }),
+            Err(e) => {
+                report.failed.push(e.at(&l.path)?);
+                return Ok(());
+            }
         }
-    };
+    }
     let results = cx.mirror.put_batch(items).await;
     let mut fatal = None;
     for (l, r) in queued.into_iter().zip(results) {
@@ -166,7 +169,7 @@ pub(super) async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> Re
             )),
             Err(e) => Err(StepError::from(e)),
         };
-        if let Some(e) = note(report, &p.display(), outcome) {
+        if let Some(e) = note(report, &p, outcome) {
             fatal.get_or_insert(e);
         }
     }

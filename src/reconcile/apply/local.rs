@@ -18,15 +18,19 @@ use briefcase_mirror::{Entry, EntryKind, FileMeta, RelPath};
 
 use super::resolve::settled;
 use super::{Ctx, Outcome, StepError, StepResult};
-use crate::reconcile::SyncReport;
+use crate::reconcile::{FailureKind, SyncReport};
 use crate::scan::{self, stat_matches};
 
+/// What the mirror sent for `r` does not hash to what its state records.
 pub(super) fn mismatch(cx: &Ctx<'_>, r: &Entry) -> StepError {
-    StepError::Path(format!(
-        "{} on mirror {} does not match its recorded hash (changed during the sync?); not applied, retried next sync",
-        r.path,
-        cx.mirror.location()
-    ))
+    StepError::mirror(
+        FailureKind::Changed,
+        format!(
+            "{} on mirror {} does not match its recorded hash (changed during the sync?); not applied, retried next sync",
+            r.path,
+            cx.mirror.location()
+        ),
+    )
 }
 
 /// The directory `l` deleted here still holds, on the mirror (`r`), files this machine never
@@ -61,10 +65,14 @@ pub(super) fn full(cx: &Ctx<'_>, p: &RelPath) -> Result<Anchored, StepError> {
 }
 
 fn refused_local(cx: &Ctx<'_>, p: &RelPath, e: ResolveError) -> StepError {
-    StepError::Path(format!(
-        "refused {p} in folder {}: {e}",
-        cx.local.root.display()
-    ))
+    let kind = match &e {
+        ResolveError::UnsafeParent(_) => FailureKind::Unsafe,
+        ResolveError::Io(e) => FailureKind::of_io(e),
+    };
+    StepError::local(
+        kind,
+        format!("refused {p} in folder {}: {e}", cx.local.root.display()),
+    )
 }
 
 /// The path of a local file to send: checked like [`full`], but a plain path, read later by the
@@ -75,10 +83,10 @@ pub(super) fn source(cx: &Ctx<'_>, p: &RelPath) -> Result<PathBuf, StepError> {
 }
 
 pub(super) fn local_io(cx: &Ctx<'_>, p: &RelPath, what: &str, e: io::Error) -> StepError {
-    StepError::Path(format!(
-        "folder {}: {what} {p}: {e}",
-        cx.local.root.display()
-    ))
+    StepError::local(
+        FailureKind::of_io(&e),
+        format!("folder {}: {what} {p}: {e}", cx.local.root.display()),
+    )
 }
 
 /// Invariant 1: does the local path still hold what the journal says (`None`/tombstone: nothing)?
@@ -156,10 +164,13 @@ pub(super) fn local_parents(cx: &Ctx<'_>, p: &RelPath) -> Result<(), StepError> 
         match cx.beneath.create_dir_all(&parent) {
             Ok(_) => {}
             Err(ResolveError::UnsafeParent(bad)) => {
-                return Err(StepError::Path(format!(
-                    "folder {}: {bad} is not a directory (or is a symlink); cannot create {p}",
-                    cx.local.root.display()
-                )))
+                return Err(StepError::local(
+                    FailureKind::Unsafe,
+                    format!(
+                        "folder {}: {bad} is not a directory (or is a symlink); cannot create {p}",
+                        cx.local.root.display()
+                    ),
+                ))
             }
             Err(ResolveError::Io(e)) => return Err(local_io(cx, &parent, "create directory", e)),
         }

@@ -11,7 +11,7 @@ use super::batch::send_removals;
 use super::local::local_unchanged;
 use super::{Ctx, Outcome, StepError, StepResult};
 use crate::reconcile::remote::remote_matches;
-use crate::reconcile::SyncReport;
+use crate::reconcile::{FailureKind, SyncReport};
 
 /// The mirror-side counterpart: does the mirror still hold what its state says?
 pub(super) async fn remote_unchanged(
@@ -178,11 +178,14 @@ pub(super) async fn push(
             }
             if let Some(max) = cx.mirror.capabilities().max_file_size {
                 if l.size > max {
-                    return Err(StepError::Path(format!(
-                        "{p} ({} bytes) is larger than mirror {} can hold ({max} bytes); use an exFAT or ext4 medium or a stick: mirror",
-                        l.size,
-                        cx.mirror.location()
-                    )));
+                    return Err(StepError::mirror(
+                        FailureKind::Refused,
+                        format!(
+                            "{p} ({} bytes) is larger than mirror {} can hold ({max} bytes); use an exFAT or ext4 medium or a stick: mirror",
+                            l.size,
+                            cx.mirror.location()
+                        ),
+                    ));
                 }
             }
             // Sent in a batch (one flush for many small files); recorded there.

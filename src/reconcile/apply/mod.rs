@@ -23,10 +23,10 @@ use std::path::PathBuf;
 
 use briefcase_mirror::beneath::{Beneath, ParentDir};
 use briefcase_mirror::fsutil;
-use briefcase_mirror::{Entry, Mirror, MirrorError, MirrorState};
+use briefcase_mirror::{Entry, Mirror, MirrorError, MirrorState, RelPath};
 
 use super::plan::{self, Rename, Side, Step};
-use super::{ReconcileResult, SyncReport};
+use super::{FailureKind, PathFailure, ReconcileResult, SyncReport};
 use crate::journal::JournalError;
 use crate::replica::LocalReplica;
 use batch::{flush, land_fetched, send_queued, send_removals};
@@ -50,8 +50,45 @@ type StepResult = Result<Outcome, StepError>;
 enum StepError {
     /// Stops the whole sync (mirror went away, journal failed).
     Fatal(super::ReconcileError),
-    /// Only this path.
-    Path(String),
+    /// Only this path: where it failed, how, and the message ([`PathFailure`] once it is given
+    /// the step's path).
+    Path {
+        side: Side,
+        kind: FailureKind,
+        message: String,
+    },
+}
+
+impl StepError {
+    /// A failure of this path on this machine.
+    fn local(kind: FailureKind, message: String) -> StepError {
+        StepError::Path {
+            side: Side::Local,
+            kind,
+            message,
+        }
+    }
+
+    /// A failure of this path on the mirror.
+    fn mirror(kind: FailureKind, message: String) -> StepError {
+        StepError::Path {
+            side: Side::Remote,
+            kind,
+            message,
+        }
+    }
+
+    /// The failure of the step at `path`, or the error that stops the sync.
+    fn at(self, path: &RelPath) -> Result<PathFailure, super::ReconcileError> {
+        match self {
+            StepError::Path {
+                side,
+                kind,
+                message,
+            } => Ok(PathFailure::new(path.clone(), side, kind, message)),
+            StepError::Fatal(e) => Err(e),
+        }
+    }
 }
 
 impl From<MirrorError> for StepError {
@@ -59,7 +96,7 @@ impl From<MirrorError> for StepError {
         if e.is_transient() || matches!(e, MirrorError::Corrupt { .. }) {
             StepError::Fatal(e.into())
         } else {
-            StepError::Path(e.to_string())
+            StepError::mirror(FailureKind::of_mirror(&e), e.to_string())
         }
     }
 }
@@ -162,7 +199,7 @@ pub async fn apply(
         if !matches!(&step, Step::Pull { remote, .. } if !remote.deleted) {
             land_fetched(&mut cx, report)?;
         }
-        let path = step.path().display();
+        let path = step.path().clone();
         let r = match step {
             Step::Push { local, remote } => push(&mut cx, local, remote, report).await,
             Step::Pull { remote, local } => pull(&mut cx, remote, local, report).await,
@@ -195,7 +232,7 @@ pub async fn apply(
 }
 
 /// Records how a step ended in `report` (and the log); returns the error that stops the sync.
-fn note(report: &mut SyncReport, path: &str, r: StepResult) -> Option<super::ReconcileError> {
+fn note(report: &mut SyncReport, path: &RelPath, r: StepResult) -> Option<super::ReconcileError> {
     match r {
         Ok(Outcome::Done) => None,
         Ok(Outcome::Deferred(why)) => {
@@ -203,12 +240,14 @@ fn note(report: &mut SyncReport, path: &str, r: StepResult) -> Option<super::Rec
             report.deferred.push(format!("{path}: {why}"));
             None
         }
-        Err(StepError::Path(why)) => {
-            tracing::warn!(path = %path, error = %why, "not synced");
-            report.failed.push(why);
-            None
-        }
-        Err(StepError::Fatal(e)) => Some(e),
+        Err(e) => match e.at(path) {
+            Ok(f) => {
+                tracing::warn!(path = %path, error = %f, "not synced");
+                report.failed.push(f);
+                None
+            }
+            Err(e) => Some(e),
+        },
     }
 }
 
@@ -238,8 +277,8 @@ async fn renames(
             Ok(true) => report.renamed += 1,
             Ok(false) => undone.push(r),
             Err(StepError::Fatal(e)) => return Err(e),
-            Err(StepError::Path(why)) => {
-                tracing::debug!(error = %why, "rename shortcut not taken; copying instead");
+            Err(StepError::Path { message, .. }) => {
+                tracing::debug!(error = %message, "rename shortcut not taken; copying instead");
                 undone.push(r);
             }
         }

@@ -22,7 +22,7 @@ use super::local::{
 use super::{Ctx, Outcome, StepError, StepResult};
 use crate::reconcile::conflict::{conflict_name, conflict_name_tagged, original_of, CONFLICT_TAG};
 use crate::reconcile::plan::{Resolution, Side};
-use crate::reconcile::SyncReport;
+use crate::reconcile::{FailureKind, SyncReport};
 
 /// A new local stamp for `e` whose version dominates both `e` and `other`.
 pub(super) fn settled(
@@ -448,10 +448,13 @@ fn copy_target(cx: &Ctx<'_>, p: &RelPath, loser: &Entry) -> Result<CopyAt, StepE
             return Ok(CopyAt::Free(c, here));
         }
     }
-    Err(StepError::Path(format!(
-        "folder {}: every conflict copy name for {p} is taken; rename or remove the old copies (briefcase conflicts) and sync again",
-        cx.local.root.display()
-    )))
+    Err(StepError::local(
+        FailureKind::Exists,
+        format!(
+            "folder {}: every conflict copy name for {p} is taken; rename or remove the old copies (briefcase conflicts) and sync again",
+            cx.local.root.display()
+        ),
+    ))
 }
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `dst` (`renameat2` with
