@@ -179,6 +179,8 @@ pub(super) async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> Re
     }
 }
 
+/// Makes the batch's local removals durable (one fsync per directory), then journals the pulled
+/// entries waiting in `cx.pending` in one transaction.
 pub(super) fn flush(cx: &mut Ctx<'_>) -> ReconcileResult<()> {
     // Local removals become durable before the journal records them (one fsync per directory).
     let dirs = std::mem::take(&mut cx.dirty_dirs);

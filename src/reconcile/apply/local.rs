@@ -64,6 +64,7 @@ pub(super) fn full(cx: &Ctx<'_>, p: &RelPath) -> Result<Anchored, StepError> {
     cx.beneath.resolve(p).map_err(|e| refused_local(cx, p, e))
 }
 
+/// `p` could not be resolved beneath the folder's root (a symlinked or missing parent).
 fn refused_local(cx: &Ctx<'_>, p: &RelPath, e: ResolveError) -> StepError {
     let kind = match &e {
         ResolveError::UnsafeParent(_) => FailureKind::Unsafe,
@@ -82,6 +83,7 @@ pub(super) fn source(cx: &Ctx<'_>, p: &RelPath) -> Result<PathBuf, StepError> {
     fsutil::resolve(&cx.local.root, p).map_err(|e| refused_local(cx, p, e))
 }
 
+/// A local I/O error at `p` while doing `what`.
 pub(super) fn local_io(cx: &Ctx<'_>, p: &RelPath, what: &str, e: io::Error) -> StepError {
     StepError::local(
         FailureKind::of_io(&e),
@@ -106,6 +108,8 @@ pub(super) fn local_unchanged(
     }
 }
 
+/// `e` as the local replica holds it: with the inode, observed mtime and mode of `m` (none:
+/// the entry's own mtime, no inode).
 pub(super) fn local_entry(e: &Entry, m: Option<&fs::Metadata>) -> Entry {
     let mut l = e.clone();
     match m {
@@ -150,7 +154,7 @@ fn umask() -> u32 {
 }
 
 /// [`meta`] for writing locally: the mode through [`local_mode`].
-pub(super) fn local_meta(e: &Entry) -> FileMeta {
+fn local_meta(e: &Entry) -> FileMeta {
     FileMeta {
         mode: local_mode(e.mode),
         mtime_ns: e.mtime_ns,
@@ -178,6 +182,8 @@ pub(super) fn local_parents(cx: &Ctx<'_>, p: &RelPath) -> Result<(), StepError> 
     Ok(())
 }
 
+/// Moves the local file `from_l` to where `to_r` says (the mirror's side renamed it), if both
+/// local paths still hold what the journal says; `Ok(false)` when not (the caller copies instead).
 pub(super) fn rename_locally(
     cx: &mut Ctx<'_>,
     to_r: &Entry,
@@ -315,6 +321,8 @@ pub(super) async fn materialise(
         .map_err(|e| local_io(cx, at, "stat", e))
 }
 
+/// Makes the local path match the mirror's newer entry `r` (`l`: what the journal holds there):
+/// removes it, sets its metadata, queues a plain file for the batch, or materialises the rest.
 pub(super) async fn pull(
     cx: &mut Ctx<'_>,
     r: Entry,

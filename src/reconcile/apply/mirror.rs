@@ -14,7 +14,7 @@ use crate::reconcile::remote::remote_matches;
 use crate::reconcile::{FailureKind, SyncReport};
 
 /// The mirror-side counterpart: does the mirror still hold what its state says?
-pub(super) async fn remote_unchanged(
+async fn remote_unchanged(
     cx: &Ctx<'_>,
     p: &RelPath,
     recorded: Option<&Entry>,
@@ -51,6 +51,7 @@ pub(in crate::reconcile) fn mirror_entry(e: &Entry, s: Option<&RemoteStat>) -> E
     m
 }
 
+/// The metadata a mirror stores for `e`.
 pub(super) fn meta(e: &Entry) -> FileMeta {
     FileMeta {
         mode: e.mode,
@@ -60,7 +61,7 @@ pub(super) fn meta(e: &Entry) -> FileMeta {
 
 /// Makes sure the mirror has the parent directories of `p` (creating missing ones with the
 /// local directory's metadata).
-pub(super) async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), StepError> {
+async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), StepError> {
     for a in p.ancestors() {
         if cx
             .st
@@ -88,6 +89,8 @@ pub(super) async fn remote_parents(cx: &mut Ctx<'_>, p: &RelPath) -> Result<(), 
     Ok(())
 }
 
+/// Moves the mirror's file `from_r` to where `to_l` says (it was renamed here), if both mirror
+/// paths still hold what its state says; `Ok(false)` when not (the caller copies instead).
 pub(super) async fn rename_on_mirror(
     cx: &mut Ctx<'_>,
     to_l: &Entry,
@@ -112,6 +115,9 @@ pub(super) async fn rename_on_mirror(
     Ok(true)
 }
 
+/// Makes the mirror's path match the local newer entry `l` (`r`: what the mirror's state holds
+/// there): queues a removal or a file for its batch, sets metadata, or makes a directory or
+/// symlink.
 pub(super) async fn push(
     cx: &mut Ctx<'_>,
     l: Entry,

@@ -96,6 +96,8 @@ fn record_copy(
     Ok(())
 }
 
+/// Settles the concurrent versions `l` (here) and `r` (the mirror's) as `how` says, on the local
+/// side, as a new local change the next round sends.
 pub(super) async fn resolve(
     cx: &mut Ctx<'_>,
     l: Entry,
