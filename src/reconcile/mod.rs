@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod conflict;
+pub mod failure;
 pub mod lease;
 pub mod plan;
 pub mod remote;
@@ -28,6 +29,7 @@ use briefcase_mirror::{
 
 use crate::journal::JournalError;
 use crate::replica::{LocalReplica, ReplicaError};
+pub use failure::{FailureKind, PathFailure};
 pub use plan::{Resolution, Side, Step};
 
 /// Options of one sync.
@@ -92,8 +94,9 @@ pub struct SyncReport {
     pub remote_changes_found: usize,
     /// Steps postponed because a side changed during the sync (redone next sync).
     pub deferred: Vec<String>,
-    /// Steps that failed permanently, with the reason.
-    pub failed: Vec<String>,
+    /// Steps that failed for one path (the others went ahead), each with its path, side, kind
+    /// and message; retried next sync. In JSON, the messages.
+    pub failed: Vec<PathFailure>,
     /// Planned steps (dry run), as `op path`.
     pub planned: Vec<String>,
     /// Whether both sides are now known to be in sync (knowledge advanced).

@@ -1,0 +1,215 @@
+//! The batch queues of one application: fetched and verified files landed together (one flush
+//! of the local file system, one fsync per directory), file pushes sent with one
+//! [`Mirror::put_batch`](briefcase_mirror::Mirror::put_batch), removals sent with one
+//! [`Mirror::remove_batch`](briefcase_mirror::Mirror::remove_batch), and the journal's batch of
+//! pulled entries ([`flush`]).
+//!
+//! What each batch keeps: whatever the mirror holds after a batch is recorded in its state; a
+//! pulled file is journaled only once it has landed (after the invariant 1 re-check); local
+//! removals are durable before the journal records them.
+
+use std::io;
+
+use briefcase_mirror::beneath::ParentDir;
+use briefcase_mirror::fsutil;
+use briefcase_mirror::{EntryKind, MirrorError, PutItem, PutSource};
+
+use super::local::{keep_dir, local_entry, local_unchanged, source};
+use super::mirror::{meta, mirror_entry};
+use super::{note, Ctx, Outcome, StepError};
+use crate::reconcile::{
+    FailureKind, PathFailure, ReconcileError, ReconcileResult, Side, SyncReport,
+};
+
+/// Lands the fetched files of the current batch: one flush of the local file system, then each
+/// is renamed into place after re-checking that the local file still holds what the journal
+/// says (invariant 1; if not, the local edit is journaled and the step deferred, so the two
+/// meet as a conflict next round), then each directory is fsynced once, then journaled.
+pub(super) fn land_fetched(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()> {
+    let Some(batch) = cx.fetched.take() else {
+        return Ok(());
+    };
+    let entries = std::mem::take(&mut cx.fetched_entries);
+    cx.fetched_bytes = 0;
+    let mut check_err = None;
+    let results = batch.commit_checked(|i, _| {
+        let (r, l) = &entries[i];
+        match local_unchanged(cx, &r.path, l.as_ref()) {
+            Ok(ok) => ok,
+            Err(e) => {
+                check_err.get_or_insert((r.path.clone(), e));
+                false
+            }
+        }
+    });
+    for ((r, _), res) in entries.into_iter().zip(results) {
+        let p = r.path.clone();
+        match res {
+            Ok(Some(m)) => {
+                report.pulled += 1;
+                cx.pending.push(local_entry(&r, Some(&m)));
+            }
+            Ok(None) => {
+                cx.local.rescan(Some(std::slice::from_ref(&p)))?;
+                let why = "changed here during the sync; the local edit was journaled and will meet the incoming one as a conflict";
+                tracing::info!(path = %p, reason = %why, "deferred to the next sync");
+                report.deferred.push(format!("{p}: {why}"));
+            }
+            Err(e) => {
+                let why = format!(
+                    "folder {}: could not write {p} from mirror {}: {e}; nothing was replaced, it is retried next sync (check free space and permissions)",
+                    cx.local.root.display(),
+                    cx.mirror.location()
+                );
+                tracing::warn!(path = %p, error = %why, "not synced");
+                let kind = FailureKind::of_io(&e);
+                report
+                    .failed
+                    .push(PathFailure::new(p, Side::Local, kind, why));
+            }
+        }
+    }
+    match check_err {
+        Some((p, e)) => {
+            report.failed.push(e.at(&p)?);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Removes the queued paths with one [`Mirror::remove_batch`] and records each removal in the
+/// mirror's state. A directory that still holds files this machine never saw is kept on both
+/// sides (edit beats delete, as on the pull side).
+pub(super) async fn send_removals(
+    cx: &mut Ctx<'_>,
+    report: &mut SyncReport,
+) -> ReconcileResult<()> {
+    if cx.removals.is_empty() {
+        return Ok(());
+    }
+    let queued = std::mem::take(&mut cx.removals);
+    let results = cx
+        .mirror
+        .remove_batch(queued.iter().map(|(l, _)| l.path.clone()).collect())
+        .await;
+    let mut fatal = None;
+    for ((l, r), res) in queued.into_iter().zip(results) {
+        let p = l.path.clone();
+        let outcome = match res {
+            Ok(()) => {
+                report.removed_remote += 1;
+                cx.st.insert_entry(mirror_entry(&l, None));
+                Ok(Outcome::Done)
+            }
+            Err(e) if e.is_dir_not_empty() && r.kind == EntryKind::Dir => keep_dir(cx, l, r),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => Err(StepError::mirror(
+                FailureKind::of_mirror(&e),
+                format!(
+                    "could not remove {p} on mirror {} ({e}); it is kept and retried next sync",
+                    cx.mirror.location()
+                ),
+            )),
+        };
+        if let Some(e) = note(report, &p, outcome) {
+            fatal.get_or_insert(e);
+        }
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Writes the queued file pushes with one [`Mirror::put_batch`] and records each in the mirror's
+/// state. Each item carries the journal's hash ([`PutItem::expect`]): a file saved again while
+/// it was sent is not stored at all (the step is deferred), so whatever the mirror holds is
+/// always recorded in its state.
+pub(super) async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()> {
+    if cx.queued.is_empty() {
+        return Ok(());
+    }
+    let queued = std::mem::take(&mut cx.queued);
+    cx.queued_bytes = 0;
+    let mut items = Vec::with_capacity(queued.len());
+    for l in &queued {
+        match source(cx, &l.path) {
+            Ok(from) => items.push(PutItem {
+                path: l.path.clone(),
+                source: PutSource::File(from),
+                meta: meta(l),
+                expect: l.hash,
+            }),
+            Err(e) => {
+                report.failed.push(e.at(&l.path)?);
+                return Ok(());
+            }
+        }
+    }
+    let results = cx.mirror.put_batch(items).await;
+    let mut fatal = None;
+    for (l, r) in queued.into_iter().zip(results) {
+        let p = l.path.clone();
+        let outcome = match r {
+            // The backend checked that what it stored hashes to `l` (`PutItem::expect`): the
+            // mirror holds exactly this version, whatever the local file holds by now. Leaving
+            // it unrecorded would make the next look at the mirror take this machine's own
+            // write for an edit made there, and meet the next local save as a conflict
+            // (issue 8: spurious conflicts and resurrected lock files inside `.git`).
+            Ok(s) => {
+                report.pushed += 1;
+                cx.st.insert_entry(mirror_entry(&l, Some(&s)));
+                Ok(Outcome::Done)
+            }
+            // Saved again while it was read: nothing was stored; the new content is journaled
+            // by the watcher (or the next scan) and sent then.
+            Err(MirrorError::SourceChanged { .. }) => Ok(Outcome::Deferred(
+                "changed here while it was sent; it will be sent again with its new content".into(),
+            )),
+            Err(e) => Err(StepError::from(e)),
+        };
+        if let Some(e) = note(report, &p, outcome) {
+            fatal.get_or_insert(e);
+        }
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Makes the batch's local removals durable (one fsync per directory), then journals the pulled
+/// entries waiting in `cx.pending` in one transaction.
+pub(super) fn flush(cx: &mut Ctx<'_>) -> ReconcileResult<()> {
+    // Local removals become durable before the journal records them (one fsync per directory).
+    let dirs = std::mem::take(&mut cx.dirty_dirs);
+    if let Some((d, Some(e))) = fsutil::fsync_dirs(dirs.keys().map(ParentDir::path))
+        .into_iter()
+        .find(|(_, e)| e.is_some())
+    {
+        let shown = dirs
+            .iter()
+            .find(|(h, _)| h.path() == d)
+            .map_or(d, |(_, p)| p.clone());
+        return Err(ReconcileError::Local {
+            path: shown,
+            source: io::Error::other(format!("fsync after removals: {e}")),
+        });
+    }
+    if cx.pending.is_empty() {
+        return Ok(());
+    }
+    let mut b = cx.local.journal.begin()?;
+    for e in cx.pending.drain(..) {
+        b.put(&e)?;
+        b.log(
+            e.stamp,
+            if e.deleted { "delete" } else { "pull" },
+            &e.path,
+            None,
+        )?;
+    }
+    b.commit()?;
+    Ok(())
+}
