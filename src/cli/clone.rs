@@ -60,7 +60,13 @@ async fn run_inner(dirs: &Dirs, a: Args) -> Result<u8> {
             None => None,
         };
     let encrypts = super::id::machine_identity(dirs, parsed.kind())?.is_some();
-    let passphrase = if a.passphrase {
+    if a.passphrase && !encrypts {
+        eprintln!(
+            "{}: this backend does not encrypt; --passphrase is ignored",
+            a.target
+        );
+    }
+    let passphrase = if a.passphrase && encrypts {
         Some(super::read_passphrase(noun, false)?)
     } else {
         briefcase::backends::passphrase_from_env()
