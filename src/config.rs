@@ -15,11 +15,15 @@
 //! [[folder.mirror]]
 //! name = "stick"
 //! target = "stick:/media/usb"
-//! stick_id = "3f9c…"            # the stick this folder was shared with (pinned)
+//! stick_id = "3f9c…"            # the pin: the stick this folder was shared with
 //! ```
+//!
+//! Targets are parsed by the backend their scheme names ([`crate::backends`]); this module
+//! only keeps them as text.
 
 use std::path::{Path, PathBuf};
 
+use briefcase_mirror::registry::Target;
 use serde::{Deserialize, Serialize};
 
 /// Errors reading or writing the configuration.
@@ -43,14 +47,6 @@ pub enum ConfigError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
-    },
-    /// A mirror target that cannot be understood.
-    #[error("mirror target {target:?}: {reason}")]
-    BadTarget {
-        /// The target as given.
-        target: String,
-        /// What is wrong, with the accepted forms.
-        reason: String,
     },
 }
 
@@ -120,103 +116,24 @@ pub struct FolderConfig {
 pub struct MirrorConfig {
     /// Short name used in messages and commands.
     pub name: String,
-    /// Target URL (`/path`, `dir:/path`).
+    /// Target URL (`/path`, `dir:/path`, `stick:/media/usb`), parsed by its backend
+    /// ([`crate::backends::parse`]).
     pub target: String,
     /// Push only, never pull.
     #[serde(default)]
     pub send_only: bool,
-    /// Sticks only: the ID of the stick this folder was shared with (32 hex digits, derived
-    /// from the stick's secret), recorded when the mirror is added or cloned, or at the first
-    /// opening for a mirror added by an older version (trust on first use). A stick with
-    /// another secret is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stick_id: Option<String>,
-}
-
-/// A parsed mirror target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A plain directory.
-    Dir(PathBuf),
-    /// An encrypted stick mounted at this path (`stick:/media/usb`).
-    Stick(PathBuf),
-}
-
-impl Target {
-    /// Parses `/path`, `dir:/path` or `stick:/path` (relative paths are taken from the current
-    /// directory).
-    ///
-    /// # Errors
-    /// [`ConfigError::BadTarget`] for backends not built yet.
-    pub fn parse(s: &str) -> Result<Target, ConfigError> {
-        let bad = |reason: &str| ConfigError::BadTarget {
-            target: s.to_string(),
-            reason: reason.to_string(),
-        };
-        if let Some(rest) = s.strip_prefix("stick:") {
-            if rest.is_empty() {
-                return Err(bad("give the stick's mount point: stick:/media/usb"));
-            }
-            let p = PathBuf::from(rest);
-            return Ok(Target::Stick(if p.is_absolute() {
-                p
-            } else {
-                std::env::current_dir()
-                    .map(|c| c.join(&p))
-                    .map_err(|_| bad("relative path and no current directory"))?
-            }));
-        }
-        let path = if let Some(rest) = s.strip_prefix("dir:") {
-            rest
-        } else if let Some((scheme, _)) = s
-            .split_once("://")
-            .or_else(|| s.split_once(':').filter(|(a, _)| !a.contains('/')))
-        {
-            return Err(bad(&format!(
-                "the {scheme:?} backend is not available in this version; use a directory (`/path` or `dir:/path`) or a stick (`stick:/media/usb`)"
-            )));
-        } else {
-            s
-        };
-        let p = PathBuf::from(path);
-        if !p.is_absolute() {
-            let abs = std::env::current_dir()
-                .map(|c| c.join(&p))
-                .map_err(|_| bad("relative path and no current directory"))?;
-            return Ok(Target::Dir(abs));
-        }
-        Ok(Target::Dir(p))
-    }
-
-    /// Canonical text form (`dir:/abs/path`, `stick:/abs/path`).
-    pub fn to_url(&self) -> String {
-        match self {
-            Target::Dir(p) => format!("dir:{}", p.display()),
-            Target::Stick(p) => format!("stick:{}", p.display()),
-        }
-    }
-
-    /// A local directory holding the mirror's data tree as plain files, to watch with inotify
-    /// for changes made there (none for a stick: its tree is encrypted).
-    pub fn local_path(&self) -> Option<&Path> {
-        match self {
-            Target::Dir(p) => Some(p),
-            Target::Stick(_) => None,
-        }
-    }
-
-    /// The local path whose appearance means the mirror may be back (a mount point), if any.
-    pub fn mount_path(&self) -> Option<&Path> {
-        match self {
-            Target::Dir(p) | Target::Stick(p) => Some(p),
-        }
-    }
-
-    /// Whether the mirror is carried between machines (a stick): the daemon says when it is
-    /// safe to unplug.
-    pub fn is_removable(&self) -> bool {
-        matches!(self, Target::Stick(_))
-    }
+    /// Backends that pin (the encrypted ones): the ID of the secret the mirror this folder was
+    /// shared with holds, recorded when the mirror is added or cloned, or at the first opening
+    /// for a mirror added by an older version (trust on first use). A mirror with another
+    /// secret is refused. Written `stick_id` in the file, as since the stick was the only
+    /// backend that pins (so that older versions keep reading it); `pin` is read too.
+    #[serde(
+        default,
+        rename = "stick_id",
+        alias = "pin",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pin: Option<String>,
 }
 
 impl Config {
@@ -302,12 +219,13 @@ impl Config {
     }
 }
 
-/// A default mirror name for a target: the directory above the folder's name when the target
-/// ends with it (`/mnt/nas/work` for folder `work` → `nas`), else the last component.
+/// A default mirror name for a target: for a plain directory, the directory above the folder's
+/// name when the target ends with it (`/mnt/nas/work` for folder `work` → `nas`), else the last
+/// component; for any other target, what its backend calls a mirror (`stick`).
 pub fn default_mirror_name(folder_root: &Path, target: &Target, taken: &[String]) -> String {
-    let p = match target {
-        Target::Dir(p) => p,
-        Target::Stick(_) => &PathBuf::from("stick"),
+    let p = match target.place() {
+        Some(place) if place.plain => place.path.clone(),
+        _ => PathBuf::from(target.noun()),
     };
     let last = p
         .file_name()
@@ -353,46 +271,60 @@ pub fn default_mirror_name(folder_root: &Path, target: &Target, taken: &[String]
 mod tests {
     use super::*;
 
+    /// Today's config files keep loading, and the pin keeps its name in the file.
     #[test]
-    fn targets_table() {
+    fn config_files_table() {
+        let text = r#"
+name = "office"
+
+[[folder]]
+path = "/home/me/work"
+
+[[folder.mirror]]
+name = "nas"
+target = "/mnt/nas/work"
+send_only = true
+
+[[folder.mirror]]
+name = "usb"
+target = "stick:/media/usb"
+stick_id = "00112233445566778899aabbccddeeff"
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        let m = &cfg.folders[0].mirrors;
+        assert_eq!((m[0].pin.as_deref(), m[0].send_only), (None, true));
         assert_eq!(
-            Target::parse("/mnt/nas").unwrap(),
-            Target::Dir("/mnt/nas".into())
+            m[1].pin.as_deref(),
+            Some("00112233445566778899aabbccddeeff")
         );
-        assert_eq!(
-            Target::parse("dir:/mnt/nas").unwrap(),
-            Target::Dir("/mnt/nas".into())
-        );
-        assert!(Target::parse("ssh://me@nas/x")
-            .unwrap_err()
-            .to_string()
-            .contains("not available"));
-        assert_eq!(
-            Target::parse("stick:/media/usb").unwrap(),
-            Target::Stick("/media/usb".into())
-        );
-        assert_eq!(
-            Target::Stick("/media/usb".into()).to_url(),
-            "stick:/media/usb"
-        );
-        assert!(Target::parse("stick:").is_err());
-        assert!(Target::Stick("/m".into()).local_path().is_none());
+        let again = toml::to_string_pretty(&cfg).unwrap();
+        assert!(again.contains("stick_id = \"0011"), "{again}");
+        assert!(!again.contains("pin"), "{again}");
+        let read_back: Config = toml::from_str(&again).unwrap();
+        assert_eq!(read_back.folders[0].mirrors, *m);
+        let new_name: Config = toml::from_str(&text.replace("stick_id =", "pin =")).unwrap();
+        assert_eq!(new_name.folders[0].mirrors, *m);
     }
 
     #[test]
     fn default_names() {
         let root = Path::new("/home/me/work");
-        assert_eq!(
-            default_mirror_name(root, &Target::Dir("/mnt/nas/work".into()), &[]),
-            "nas"
-        );
-        assert_eq!(
-            default_mirror_name(root, &Target::Dir("/media/usb".into()), &[]),
-            "usb"
-        );
-        assert_eq!(
-            default_mirror_name(root, &Target::Dir("/media/usb".into()), &["usb".into()]),
-            "usb-2"
-        );
+        let t = |s: &str| crate::backends::parse(s).unwrap();
+        // (target, names taken, default name)
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("/mnt/nas/work", &[], "nas"),
+            ("/media/usb", &[], "usb"),
+            ("dir:/media/usb", &["usb"], "usb-2"),
+            ("stick:/media/usb", &[], "stick"),
+            ("stick:/media/usb", &["stick"], "stick-2"),
+        ];
+        for (target, taken, want) in cases {
+            let taken: Vec<String> = taken.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                default_mirror_name(root, &t(target), &taken),
+                *want,
+                "{target}"
+            );
+        }
     }
 }

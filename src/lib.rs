@@ -7,6 +7,8 @@
 //! ```
 //!
 //! Module map:
+//! - [`backends`]: the registered backends, one line each; targets are parsed and mirrors
+//!   opened through it, never by naming a backend.
 //! - [`config`]: TOML config and XDG dirs, mirror targets.
 //! - [`daemon`]: every folder under watch, the control socket, mirrors coming and going (also
 //!   the machinery of `briefcase watch`).
@@ -18,6 +20,7 @@
 //! - [`watch`]: inotify events → debounced subtree rescan hints; git-lock holds; watch budget with polling fallback.
 #![deny(missing_docs)]
 
+pub mod backends;
 pub mod config;
 pub mod daemon;
 pub mod journal;

@@ -3,25 +3,27 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use briefcase::config::{Dirs, Target};
-use briefcase_mirror::{Mirror, Presence};
+use briefcase::config::Dirs;
+use briefcase_mirror::registry::{Grant, OpenContext};
+use briefcase_mirror::Presence;
 
 /// Arguments of `clone`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The mirror: `stick:/media/usb`, `/path` or `dir:/path`.
+    /// The mirror's target.
+    #[arg(help = super::mirror::target_help())]
     pub target: String,
     /// The new folder (absent or empty).
     pub dir: PathBuf,
     /// Name of the mirror in this machine's config (default from the target).
     #[arg(long)]
     pub name: Option<String>,
-    /// Stick only: open it with its recovery passphrase (read from the terminal or
-    /// BRIEFCASE_PASSPHRASE), for a machine it was not encrypted to; this machine is then added
-    /// to its recipients.
+    /// Mirrors that encrypt (a stick): open it with its recovery passphrase (read from the
+    /// terminal or BRIEFCASE_PASSPHRASE), for a machine it was not encrypted to; this machine is
+    /// then added to its recipients.
     #[arg(long)]
     pub passphrase: bool,
-    /// Stick only: which folder, when the stick carries several.
+    /// Which folder, when the mirror carries several (a stick may).
     #[arg(long)]
     pub folder: Option<String>,
 }
@@ -48,7 +50,8 @@ async fn run_inner(dirs: &Dirs, a: Args) -> Result<u8> {
             a.target
         );
     }
-    let parsed = Target::parse(&a.target)?;
+    let parsed = briefcase::backends::parse(&a.target)?;
+    let noun = parsed.noun();
     let folder_arg =
         match &a.folder {
             Some(f) => Some(f.parse::<briefcase_mirror::FolderId>().map_err(|_| {
@@ -56,63 +59,54 @@ async fn run_inner(dirs: &Dirs, a: Args) -> Result<u8> {
             })?),
             None => None,
         };
-    let (folder, pin) = match &parsed {
-        Target::Stick(mount) => {
-            let me = super::id::machine_key(dirs)?;
-            let passphrase = if a.passphrase {
-                Some(super::read_passphrase(false)?)
-            } else {
-                super::passphrase_from_env()
-            };
-            let s = super::stick(dirs, folder_arg, mount.clone(), None, passphrase)?;
-            let folder = match s.probe().await? {
-                Presence::Marked(f) => f,
-                Presence::Absent => bail!(
-                    "nothing is mounted at {}; insert the stick (and mount it) first",
-                    mount.display()
-                ),
-                _ => bail!(
-                    "{} carries no briefcase folder; set one up from the machine that has the folder with `briefcase mirror add DIR {}`",
-                    mount.display(),
-                    a.target
-                ),
-            };
-            // Opens it now: a machine that cannot decrypt it is told which can, before
-            // anything is created here. Who may open it is taken from its encrypted list,
-            // never from the plain STICK.
-            let pin = s.stick_id().await?;
-            let listed = s.recipients().await?;
-            if !listed.iter().any(|r| r.key == me.recipient()) {
-                let cfg = super::load_config(dirs)?;
-                s.add_recipients(&briefcase_stick::Recipients {
-                    machines: vec![briefcase_stick::Recipient {
-                        key: me.recipient(),
-                        label: cfg.machine_name(),
-                    }],
-                    passphrase: None,
-                })
-                .await?;
-                eprintln!(
-                    "added this machine ({}) to the stick's recipients",
-                    me.recipient()
-                );
-            }
-            (folder, Some(pin))
-        }
-        Target::Dir(_) => {
-            let b = super::backend(dirs, folder_arg, &a.target)?;
-            match b.probe().await? {
-                Presence::Marked(f) => (f, None),
-                _ => bail!(
-                    "{} is not a briefcase mirror; add it to an existing folder with `briefcase mirror add DIR {}`",
-                    a.target,
-                    a.target
-                ),
-            }
-        }
+    let encrypts = super::id::machine_identity(dirs, parsed.kind())?.is_some();
+    if a.passphrase && !encrypts {
+        eprintln!(
+            "{}: this backend does not encrypt; --passphrase is ignored",
+            a.target
+        );
+    }
+    let passphrase = if a.passphrase && encrypts {
+        Some(super::read_passphrase(noun, false)?)
+    } else {
+        briefcase::backends::passphrase_from_env()
     };
+    let opened = parsed.open(&OpenContext {
+        folder: folder_arg,
+        identity_file: Some(dirs.identity_file()),
+        passphrase,
+        ..Default::default()
+    })?;
+    let folder = match opened.mirror().probe().await? {
+        Presence::Marked(f) => f,
+        Presence::Absent => bail!(
+            "nothing is at {}; plug in or mount the {noun} first",
+            parsed
+                .place()
+                .map_or_else(|| a.target.clone(), |p| p.path.display().to_string())
+        ),
+        _ => bail!(
+            "{} carries no briefcase folder; set one up from the machine that has the folder with `briefcase mirror add DIR {}`",
+            a.target,
+            a.target
+        ),
+    };
+    // Opens it now: a machine that cannot decrypt it is told which can, before anything is
+    // created here. Who may open it is taken from its encrypted list, never from plain text on
+    // the medium.
+    let pin = opened.pin().await?;
+    if encrypts {
+        let cfg = super::load_config(dirs)?;
+        let me = Grant {
+            machine_label: cfg.machine_name(),
+            ..Default::default()
+        };
+        for key in opened.grant(&me).await? {
+            eprintln!("added this machine ({key}) to the {noun}'s recipients");
+        }
+    }
     super::mirror::clone_into(dirs, &a.dir, folder)?;
-    let keys = super::mirror::StickKeys {
+    let keys = super::mirror::Keys {
         pin,
         ..Default::default()
     };

@@ -2,7 +2,6 @@
 //! the control socket for `status`/`sync`/`conflicts`, mirrors noticed as they come and go, until
 //! SIGINT/SIGTERM. The work is in [`briefcase::daemon`]; this file only wires the CLI to it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -37,12 +36,10 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     Ok(super::EXIT_OK)
 }
 
-/// The CLI's [`super::configured_backend`] as the daemon's backend factory (sticks pinned).
+/// The daemon's backend factory: every configured mirror through the registry
+/// ([`briefcase::backends::open_configured`], pinned as the config records).
 pub fn backend_factory(dirs: &Dirs) -> BackendFactory {
-    let dirs = dirs.clone();
-    Arc::new(move |folder, m| {
-        super::configured_backend(&dirs, folder, m).map_err(|e| format!("{e:#}"))
-    })
+    briefcase::backends::factory(dirs)
 }
 
 /// Completes at the first SIGTERM or SIGINT (Ctrl-C).

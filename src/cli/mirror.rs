@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use briefcase::config::{default_mirror_name, Dirs, MirrorConfig, Target};
+use briefcase::backends::{self, BACKENDS};
+use briefcase::config::{default_mirror_name, Dirs, MirrorConfig};
 use briefcase::reconcile;
+use briefcase_mirror::registry::{Grant, NamedKey, OpenContext, OpenedMirror, Target};
 
 /// Mirror subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -17,7 +19,8 @@ pub enum Command {
     Add {
         /// The folder.
         dir: PathBuf,
-        /// `/path` or `dir:/path`.
+        /// The mirror's target.
+        #[arg(help = target_help())]
         target: String,
         /// Name for messages and commands (default from the target path).
         #[arg(long)]
@@ -25,13 +28,13 @@ pub enum Command {
         /// Only send changes to this mirror, never take changes from it.
         #[arg(long)]
         send_only: bool,
-        /// Stick only: another machine that may open it (`age1…` from `briefcase id` there,
-        /// optionally `NAME=age1…`). Repeatable; this machine is always included. On an existing
-        /// stick, adds the recipient (only the keys are re-encrypted).
+        /// Mirrors that encrypt (a stick): another machine that may open it (`age1…` from
+        /// `briefcase id` there, optionally `NAME=age1…`). Repeatable; this machine is always
+        /// included. On an existing one, adds the recipient (only the keys are re-encrypted).
         #[arg(long = "recipient", value_name = "AGE1…")]
         recipients: Vec<String>,
-        /// Stick only: also encrypt to a recovery passphrase (read from the terminal or
-        /// BRIEFCASE_PASSPHRASE), to open it on a new machine.
+        /// Mirrors that encrypt (a stick): also encrypt to a recovery passphrase (read from the
+        /// terminal or BRIEFCASE_PASSPHRASE), to open it on a new machine.
         #[arg(long)]
         passphrase: bool,
     },
@@ -61,7 +64,7 @@ pub async fn run(dirs: &Dirs, c: Command) -> Result<u8> {
             recipients,
             passphrase,
         } => {
-            let keys = StickKeys {
+            let keys = Keys {
                 recipients,
                 passphrase,
                 pin: None,
@@ -129,93 +132,93 @@ pub async fn add(
     name: Option<String>,
     send_only: bool,
 ) -> Result<String> {
-    add_with(dirs, dir, target, name, send_only, &StickKeys::default()).await
+    add_with(dirs, dir, target, name, send_only, &Keys::default()).await
 }
 
-/// What `mirror add` was told about a stick's keys.
+/// The help of a target argument: the forms every registered backend takes.
+pub fn target_help() -> String {
+    format!("The mirror: {}", BACKENDS.forms())
+}
+
+/// Whether the configured target `configured` is `target`.
+fn same_target(configured: &str, target: &Target) -> bool {
+    backends::parse(configured).ok().as_ref() == Some(target)
+}
+
+/// What `mirror add` was told about the keys of a mirror that encrypts.
 #[derive(Debug, Default)]
-pub struct StickKeys {
+pub struct Keys {
     /// `age1…` or `NAME=age1…`.
     pub recipients: Vec<String>,
     /// Whether to add a recovery passphrase.
     pub passphrase: bool,
-    /// The stick ID to accept (`clone` opened the stick already); else the one the config
-    /// records for this mirror, or the stick found now (which is then recorded).
-    pub pin: Option<briefcase_stick::StickId>,
+    /// The pin to accept (`clone` opened the mirror already); else the one the config records
+    /// for this mirror, or the one found now (which is then recorded).
+    pub pin: Option<String>,
 }
 
-/// [`add`], with the recipients of a stick.
+impl Keys {
+    /// Whether machines or a passphrase are to be added.
+    fn grants(&self) -> bool {
+        !self.recipients.is_empty() || self.passphrase
+    }
+}
+
+/// [`add`], with the keys of a mirror that encrypts.
 pub async fn add_with(
     dirs: &Dirs,
     dir: &std::path::Path,
     target: &str,
     name: Option<String>,
     send_only: bool,
-    keys: &StickKeys,
+    keys: &Keys,
 ) -> Result<String> {
-    let parsed = Target::parse(target)?;
-    let url = parsed.to_url();
+    let parsed = backends::parse(target)?;
+    let url = parsed.url();
+    let noun = parsed.noun();
     let folder = briefcase::replica::read_marker(dir)
         .ok()
         .map(|m| m.folder_id);
-    let mut stick = None;
-    let mut plain = None;
-    match &parsed {
-        Target::Stick(mount) => {
-            let me = super::id::machine_key(dirs)?;
-            let cfg = super::load_config(dirs)?;
-            let here = dir.canonicalize().ok();
-            let configured = cfg
-                .folders
-                .iter()
-                .filter(|f| here.as_ref() == Some(&f.path))
-                .flat_map(|f| &f.mirrors)
-                .find(|m| Target::parse(&m.target).ok().as_ref() == Some(&parsed));
-            let pin = match (keys.pin, configured) {
-                (Some(p), _) => Some(p),
-                (None, Some(m)) => super::stick_pin(m)?,
-                (None, None) => None,
-            };
-            let mut machines = vec![briefcase_stick::Recipient {
-                key: me.recipient(),
-                label: cfg.machine_name(),
-            }];
-            for r in &keys.recipients {
-                let (label, key) = match r.split_once('=') {
-                    Some((l, k)) => (l.trim(), k.trim()),
-                    None => ("", r.trim()),
-                };
-                machines.push(
-                    briefcase_stick::Recipient::parse(key, label)
-                        .map_err(|e| anyhow::anyhow!("--recipient: {e}"))?,
-                );
-            }
-            let passphrase = if keys.passphrase {
-                Some(super::read_passphrase(true)?)
-            } else {
-                None
-            };
-            let create = briefcase_stick::Recipients {
-                machines,
-                passphrase: passphrase.clone(),
-            };
-            let s = super::stick(
-                dirs,
-                folder,
-                mount.clone(),
-                Some(create.clone()),
-                passphrase.or_else(super::passphrase_from_env),
-            )?
-            .with_pin(pin);
-            stick = Some((s, create));
-        }
-        Target::Dir(_) => plain = Some(super::backend(dirs, folder, &url)?),
+    let cfg = super::load_config(dirs)?;
+    let here = dir.canonicalize().ok();
+    let configured_pin = cfg
+        .folders
+        .iter()
+        .filter(|f| here.as_ref() == Some(&f.path))
+        .flat_map(|f| &f.mirrors)
+        .find(|m| same_target(&m.target, &parsed))
+        .and_then(|m| m.pin.clone());
+    let encrypts = super::id::machine_identity(dirs, parsed.kind())?.is_some();
+    if !encrypts && keys.grants() {
+        eprintln!("{url}: this backend does not encrypt; --recipient and --passphrase are ignored");
+    }
+    let grant = if encrypts {
+        let passphrase = if keys.passphrase {
+            Some(super::read_passphrase(noun, true)?)
+        } else {
+            None
+        };
+        Some(Grant {
+            machine_label: cfg.machine_name(),
+            recipients: keys.recipients.iter().map(|r| named_key(r)).collect(),
+            passphrase,
+        })
+    } else {
+        None
     };
-    let backend: &dyn briefcase_mirror::Mirror = match (&stick, &plain) {
-        (Some((s, _)), _) => s,
-        (None, Some(b)) => b.as_ref(),
-        (None, None) => bail!("no backend for {target}"),
-    };
+    let opened = parsed.open(&OpenContext {
+        folder,
+        identity_file: Some(dirs.identity_file()),
+        passphrase: grant
+            .as_ref()
+            .and_then(|g| g.passphrase.clone())
+            .or_else(backends::passphrase_from_env),
+        pin: keys.pin.clone().or(configured_pin),
+        on_pin: None,
+        create: grant.clone(),
+    })?;
+    let backend = opened.mirror();
+    let granting = grant.as_ref().filter(|_| keys.grants());
     if !dir.join(briefcase::replica::MARKER).exists() {
         if let briefcase_mirror::Presence::Marked(folder) = backend.probe().await? {
             clone_into(dirs, dir, folder)?;
@@ -227,16 +230,17 @@ pub async fn add_with(
     if let Some(m) = f
         .mirrors
         .iter_mut()
-        .find(|m| Target::parse(&m.target).ok().as_ref() == Some(&parsed))
+        .find(|m| same_target(&m.target, &parsed))
     {
-        if let Some((s, create)) = &stick {
-            let id = s.stick_id().await?;
-            update_recipients(s, create, keys).await?;
-            if m.stick_id.is_none() {
-                m.stick_id = Some(id.to_string());
+        if let Some(pin) = opened.pin().await? {
+            if let Some(g) = granting {
+                grant_access(opened.as_ref(), g).await?;
+            }
+            if m.pin.is_none() {
+                m.pin = Some(pin.clone());
                 eprintln!(
-                    "{}: recorded stick ID {id} (a stick with another key is refused from now on)",
-                    s.mount().display()
+                    "{}: recorded its pin {pin} (a {noun} with another key is refused from now on)",
+                    backend.location()
                 );
                 let name = m.name.clone();
                 cfg.save(dirs)?;
@@ -245,16 +249,18 @@ pub async fn add_with(
         }
         return Ok(m.name.clone());
     }
-    let p = match &parsed {
-        Target::Dir(p) | Target::Stick(p) => p,
-    };
-    let p = p.canonicalize().unwrap_or_else(|_| p.clone());
-    if p.starts_with(&rep.root) || rep.root.starts_with(&p) {
-        bail!(
-            "mirror target {} overlaps folder {}; choose a directory outside it",
-            p.display(),
-            rep.root.display()
-        );
+    if let Some(place) = parsed.place() {
+        let p = place
+            .path
+            .canonicalize()
+            .unwrap_or_else(|_| place.path.clone());
+        if p.starts_with(&rep.root) || rep.root.starts_with(&p) {
+            bail!(
+                "mirror target {} overlaps folder {}; choose a directory outside it",
+                p.display(),
+                rep.root.display()
+            );
+        }
     }
     let taken: Vec<String> = f.mirrors.iter().map(|m| m.name.clone()).collect();
     let name = name.unwrap_or_else(|| default_mirror_name(&rep.root, &parsed, &taken));
@@ -271,21 +277,30 @@ pub async fn add_with(
             | briefcase_mirror::Presence::Unmarked
     );
     reconcile::ensure_initialised(&rep, backend, &name, true).await?;
-    if let (Some((s, create)), false) = (&stick, fresh) {
-        update_recipients(s, create, keys).await?;
+    if let (Some(g), false) = (granting, fresh) {
+        grant_access(opened.as_ref(), g).await?;
     }
-    let stick_id = match &stick {
-        Some((s, _)) => Some(s.stick_id().await?.to_string()),
-        None => None,
-    };
+    let pin = opened.pin().await?;
     f.mirrors.push(MirrorConfig {
         name: name.clone(),
         target: url,
         send_only,
-        stick_id,
+        pin,
     });
     cfg.save(dirs)?;
     Ok(name)
+}
+
+/// `age1…` or `NAME=age1…` as a labelled key.
+fn named_key(r: &str) -> NamedKey {
+    let (label, key) = match r.split_once('=') {
+        Some((l, k)) => (l.trim(), k.trim()),
+        None => ("", r.trim()),
+    };
+    NamedKey {
+        label: label.to_string(),
+        key: key.to_string(),
+    }
 }
 
 /// Makes `dir` a new replica of `folder` (its files, if any, meet the mirror's at the first sync).
@@ -309,23 +324,16 @@ pub fn clone_into(
     Ok(())
 }
 
-/// Adds the recipients (and passphrase) `mirror add` was given to an existing stick, keeping
-/// those it has (as its encrypted list says; never those of the plain `STICK`); only its keys
-/// are re-encrypted.
-async fn update_recipients(
-    s: &briefcase_stick::StickMirror,
-    create: &briefcase_stick::Recipients,
-    keys: &StickKeys,
-) -> Result<()> {
-    if keys.recipients.is_empty() && !keys.passphrase {
-        return Ok(());
+/// Lets the machines (and passphrase) `mirror add` was given open an existing mirror that
+/// encrypts, keeping those that can already (as its own encrypted list says, never plain text
+/// on the medium); only its keys are re-encrypted.
+async fn grant_access(opened: &dyn OpenedMirror, g: &Grant) -> Result<()> {
+    let location = opened.mirror().location();
+    for key in opened.grant(g).await? {
+        eprintln!("{location}: added recipient {key}");
     }
-    let added = s.add_recipients(create).await?;
-    for a in &added {
-        eprintln!("{}: added recipient {}", s.mount().display(), a.key);
-    }
-    if create.passphrase.is_some() {
-        eprintln!("{}: recovery passphrase set", s.mount().display());
+    if g.passphrase.is_some() {
+        eprintln!("{location}: recovery passphrase set");
     }
     Ok(())
 }

@@ -13,8 +13,9 @@ mod watch;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use briefcase::config::{Config, Dirs, MirrorConfig, Target};
+use briefcase::config::{Config, Dirs, MirrorConfig};
 use briefcase::replica::{self, LocalReplica};
+use briefcase_mirror::registry::SecretString;
 use briefcase_mirror::Mirror;
 use clap::{Parser, Subcommand};
 
@@ -136,125 +137,26 @@ pub fn open_folder(dirs: &Dirs, dir: Option<&Path>) -> Result<LocalReplica> {
     Ok(LocalReplica::open(&root, &dirs.data)?)
 }
 
-/// Builds the backend for a configured target. `folder` is the folder it mirrors, when known
-/// (a stick may carry several folders; without it, it must carry exactly one).
-pub fn backend(
-    dirs: &Dirs,
-    folder: Option<briefcase_mirror::FolderId>,
-    target: &str,
-) -> Result<Box<dyn Mirror>> {
-    Ok(match Target::parse(target)? {
-        Target::Dir(p) => Box::new(briefcase_dir::DirMirror::new(p)),
-        Target::Stick(p) => Box::new(stick(dirs, folder, p, None, passphrase_from_env())?),
-    })
-}
-
-/// Builds the backend of the configured mirror `m` of `folder`. A stick is pinned to the
-/// stick ID the config records for it (`stick_id`); when there is none (a mirror added by an
-/// older version), the stick is pinned at its first opening and the ID is recorded then (trust
-/// on first use).
+/// Builds the backend of the configured mirror `m` of `folder`
+/// ([`briefcase::backends::open_configured`]: pinned as the config records, or pinned now).
 pub fn configured_backend(
     dirs: &Dirs,
     folder: briefcase_mirror::FolderId,
     m: &MirrorConfig,
 ) -> Result<Box<dyn Mirror>> {
-    let Target::Stick(mount) = Target::parse(&m.target)? else {
-        return backend(dirs, Some(folder), &m.target);
-    };
-    let pin = stick_pin(m)?;
-    let s = stick(dirs, Some(folder), mount, None, passphrase_from_env())?.with_pin(pin);
-    if pin.is_some() {
-        return Ok(Box::new(s));
-    }
-    let (dirs, name, target) = (dirs.clone(), m.name.clone(), m.target.clone());
-    Ok(Box::new(s.on_first_pin(std::sync::Arc::new(move |id| {
-        if let Err(e) = record_pin(&dirs, folder, &name, &target, id) {
-            tracing::warn!(mirror = %name, "cannot record the stick's ID {id} in the config: {e:#}; it is pinned again at the next opening");
-        }
-    }))))
+    Ok(briefcase::backends::open_configured(dirs, folder, m)?)
 }
 
-/// The stick ID the config records for mirror `m`, if any.
-pub fn stick_pin(m: &MirrorConfig) -> Result<Option<briefcase_stick::StickId>> {
-    match &m.stick_id {
-        None => Ok(None),
-        Some(t) => t.parse().map(Some).map_err(|e: String| {
-            anyhow::anyhow!(
-                "mirror {} ({}): stick_id in the config: {e}; fix it, or remove and add the mirror again",
-                m.name,
-                m.target
-            )
-        }),
-    }
-}
-
-/// Records `id` as the stick ID of mirror `name` (`target`) of the configured folder whose ID
-/// is `folder`, where none is recorded yet.
-pub fn record_pin(
-    dirs: &Dirs,
-    folder: briefcase_mirror::FolderId,
-    name: &str,
-    target: &str,
-    id: &briefcase_stick::StickId,
-) -> Result<()> {
-    let mut cfg = load_config(dirs)?;
-    let mut changed = false;
-    for f in &mut cfg.folders {
-        if replica::read_marker(&f.path).ok().map(|m| m.folder_id) != Some(folder) {
-            continue;
-        }
-        for m in &mut f.mirrors {
-            if m.name == name && m.target == target && m.stick_id.is_none() {
-                m.stick_id = Some(id.to_string());
-                changed = true;
-            }
-        }
-    }
-    if changed {
-        cfg.save(dirs)?;
-    }
-    Ok(())
-}
-
-/// A stick backend opened with this machine's key (and `passphrase`); `create` is what a new
-/// stick is encrypted to.
-pub fn stick(
-    dirs: &Dirs,
-    folder: Option<briefcase_mirror::FolderId>,
-    mount: PathBuf,
-    create: Option<briefcase_stick::Recipients>,
-    passphrase: Option<briefcase_stick::SecretString>,
-) -> Result<briefcase_stick::StickMirror> {
-    let machine = briefcase_stick::MachineKey::load(&dirs.identity_file())?;
-    Ok(briefcase_stick::StickMirror::new(
-        mount,
-        folder,
-        briefcase_stick::Unlock {
-            machine,
-            passphrase,
-        },
-        create,
-    ))
-}
-
-/// `BRIEFCASE_PASSPHRASE`, when set and not empty.
-pub fn passphrase_from_env() -> Option<briefcase_stick::SecretString> {
-    std::env::var("BRIEFCASE_PASSPHRASE")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(briefcase_stick::SecretString::from)
-}
-
-/// The recovery passphrase: `BRIEFCASE_PASSPHRASE`, else asked on the terminal (twice when
-/// `confirm`, for a new one).
-pub fn read_passphrase(confirm: bool) -> Result<briefcase_stick::SecretString> {
-    if let Some(p) = passphrase_from_env() {
+/// The recovery passphrase of a `noun` ("stick"): `BRIEFCASE_PASSPHRASE`, else asked on the
+/// terminal (twice when `confirm`, for a new one).
+pub fn read_passphrase(noun: &str, confirm: bool) -> Result<SecretString> {
+    if let Some(p) = briefcase::backends::passphrase_from_env() {
         return Ok(p);
     }
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         bail!("a passphrase is needed: set BRIEFCASE_PASSPHRASE or run this in a terminal");
     }
-    let p = rpassword::prompt_password("stick recovery passphrase: ")
+    let p = rpassword::prompt_password(format!("{noun} recovery passphrase: "))
         .context("cannot read the passphrase from the terminal")?;
     if p.is_empty() {
         bail!("the passphrase is empty; nothing was changed");
@@ -266,7 +168,7 @@ pub fn read_passphrase(confirm: bool) -> Result<briefcase_stick::SecretString> {
             bail!("the two passphrases differ; nothing was changed");
         }
     }
-    Ok(briefcase_stick::SecretString::from(p))
+    Ok(SecretString::from(p))
 }
 
 /// Loads the config.

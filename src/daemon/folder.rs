@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use briefcase_mirror::registry::{Place, Target};
 use briefcase_mirror::{FolderId, Mirror, Presence};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -34,7 +35,7 @@ use super::outcome::{
 use super::progress::{Counters, Counting};
 use super::view::{Availability, FolderState, FolderView, MirrorView, Progress, ViewHandle};
 use super::{DaemonError, Shutdown};
-use crate::config::{MirrorConfig, Target};
+use crate::config::MirrorConfig;
 use crate::journal::now_ns;
 use crate::reconcile::{MirrorScan, Session, SyncOptions};
 use crate::replica::{LocalReplica, Seen};
@@ -148,7 +149,11 @@ struct MirrorRun {
     /// inotify where an offline local mirror will appear.
     presence: Option<PresenceWatch>,
     link: Link,
-    local_path: Option<PathBuf>,
+    /// Its target, as its backend parsed it (`None`: no registered backend takes it).
+    target: Option<Target>,
+    /// Where it shows up on this machine (a mount point, a directory): watched for while it
+    /// is offline.
+    place: Option<Place>,
     /// It comes and goes: say when it is safe to unplug.
     removable: bool,
     /// Its last sync was complete: unplugged while no sync writes to it, nothing is lost.
@@ -158,18 +163,14 @@ struct MirrorRun {
 }
 
 impl MirrorRun {
-    /// "stick" or "mirror", for messages.
+    /// What its backend calls it in messages ("mirror", "stick").
     fn noun(&self) -> &'static str {
-        if self.backend.capabilities().removable {
-            "stick"
-        } else {
-            "mirror"
-        }
+        self.target.as_ref().map_or("mirror", Target::noun)
     }
 
     /// Known offline and noticed through its path when it comes back (no need to try a sync).
     fn waiting(&self) -> bool {
-        self.link == Link::Offline && self.local_path.is_some()
+        self.link == Link::Offline && self.place.is_some()
     }
 }
 
@@ -275,9 +276,8 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
         })?;
         let counters = Arc::new(Counters::default());
         let removable = inner.capabilities().removable;
-        let local_path = Target::parse(&m.target)
-            .ok()
-            .and_then(|t| t.mount_path().map(|p| p.to_path_buf()));
+        let target = crate::backends::parse(&m.target).ok();
+        let place = target.as_ref().and_then(|t| t.place().cloned());
         runs.push(MirrorRun {
             cfg: m.clone(),
             backend: Counting::new(inner, counters),
@@ -291,7 +291,8 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
             removable,
             in_sync: false,
             held: None,
-            local_path,
+            target,
+            place,
         });
     }
     let (local_watch, local_rx) =
@@ -303,7 +304,7 @@ fn start(spec: &FolderSpec, ctx: &FolderContext) -> Result<Started, DaemonError>
     let (hint_tx, mirror_rx) = mpsc::channel::<(usize, Hint)>(64);
     let (presence_tx, presence_rx) = mpsc::channel::<usize>(64);
     for (i, m) in runs.iter_mut().enumerate() {
-        m.watch = start_mirror_watch(i, &m.cfg, &hint_tx);
+        m.watch = start_mirror_watch(i, m.target.as_ref(), &hint_tx);
     }
     ctx.view.update_folder(&key, |f| {
         f.folder_id = Some(folder_id.to_string());
@@ -483,7 +484,7 @@ impl Runner {
                     self.probe_offline(i).await;
                 } else {
                     let m = &mut self.runs[i];
-                    m.watch = start_mirror_watch(i, &m.cfg, &self.hint_tx);
+                    m.watch = start_mirror_watch(i, m.target.as_ref(), &self.hint_tx);
                     // Never watchable (not a local path, not a plain tree): a full pass.
                     self.sync_mirror(i, MirrorScan::Full, &self.base.clone(), false)
                         .await;
@@ -530,7 +531,7 @@ impl Runner {
     /// The mount table changed: a stick was mounted or one was unmounted.
     async fn mounts_changed(&mut self) {
         for i in 0..self.runs.len() {
-            if self.runs[i].local_path.is_none() {
+            if self.runs[i].place.is_none() {
                 continue;
             }
             let marked = self.is_marked(i).await;
@@ -545,17 +546,17 @@ impl Runner {
     /// Starts (or moves) the watch for offline mirror `i` to appear.
     fn watch_presence(&mut self, i: usize) {
         let m = &mut self.runs[i];
-        let Some(path) = m.local_path.clone() else {
+        let Some(place) = m.place.clone() else {
             return;
         };
         if m.presence
             .as_ref()
-            .is_some_and(|p| p.dirs() == presence_dirs(&path).as_slice())
+            .is_some_and(|p| p.dirs() == presence_dirs(&place.path, place.marker_depth).as_slice())
         {
             return;
         }
         let tx = self.presence_tx.clone();
-        m.presence = match PresenceWatch::start(&path, move || {
+        m.presence = match PresenceWatch::start(&place.path, place.marker_depth, move || {
             let _ = tx.try_send(i);
         }) {
             Ok(p) => {
@@ -622,7 +623,7 @@ impl Runner {
         m.presence = None;
         m.session = Session::default();
         if m.watch.is_none() {
-            m.watch = start_mirror_watch(i, &m.cfg, &self.hint_tx);
+            m.watch = start_mirror_watch(i, m.target.as_ref(), &self.hint_tx);
         }
         match waiting {
             Some(n) => tracing::info!(
@@ -785,7 +786,7 @@ impl Runner {
                 Link::Online => gone_message(&key, noun, &name, m.in_sync, s),
                 Link::Unknown => {
                     tracing::warn!(mirror = %name, "{s}");
-                    if m.local_path.is_some() {
+                    if m.place.is_some() {
                         tracing::info!(folder = %key.display(), "{noun} {name}: waiting for it to come back");
                     }
                 }
@@ -799,7 +800,7 @@ impl Runner {
                 m.session = Session::default();
             }
             if m.watch.is_none() && before != Link::Online {
-                m.watch = start_mirror_watch(i, &m.cfg, &self.hint_tx);
+                m.watch = start_mirror_watch(i, m.target.as_ref(), &self.hint_tx);
             }
         } else {
             m.link = Link::Offline;
@@ -844,7 +845,7 @@ impl Runner {
             v.progress = None;
             v.live = None;
         });
-        if !present && m.local_path.is_some() {
+        if !present && m.place.is_some() {
             self.watch_presence(i);
         }
     }
@@ -996,17 +997,15 @@ fn mirror_scan_for(m: &MirrorRun, hints: &[&Hint]) -> MirrorScan {
     MirrorScan::Paths(paths)
 }
 
-/// Watches the data of a local mirror that is a plain tree (it has a `.briefcase` state
-/// directory); `None` when it is offline or not such a tree (retried every interval).
+/// Watches the data of a mirror whose backend says it is a plain tree in a local directory
+/// ([`Target::watch_root`]); `None` when it is offline or not such a tree (retried every
+/// interval).
 fn start_mirror_watch(
     i: usize,
-    m: &MirrorConfig,
+    target: Option<&Target>,
     tx: &mpsc::Sender<(usize, Hint)>,
 ) -> Option<FolderWatcher> {
-    let path = Target::parse(&m.target).ok()?.local_path()?.to_path_buf();
-    if !path.join(briefcase_mirror::STATE_DIR).exists() {
-        return None;
-    }
+    let path = target?.watch_root()?;
     // Only briefcase writes a mirror: nothing to wait for there (a lock file seen on a mirror
     // is a leftover no process holds; lock files are never replicated).
     let opts = WatchOptions {

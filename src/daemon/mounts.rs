@@ -7,7 +7,8 @@
 //!   their online ones (one was unmounted).
 //! - [`PresenceWatch`]: an offline mirror with a local path is watched with inotify at its nearest
 //!   existing ancestor (the path appears: `mkdir`, a directory renamed into place), and, when the
-//!   path exists, at the path and the directories just below it (its marker appears). Any event
+//!   path exists, at the path and the directories below it down to where its backend keeps the
+//!   folder marker (its marker appears). Any event
 //!   is only a hint to probe the mirror; the probe decides.
 //!
 //! Both are hints; the 30 s retry of offline mirrors stays as the fallback (a medium mounted in
@@ -24,10 +25,6 @@ pub const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// Most directories a [`PresenceWatch`] watches (the path's own subtree is cut at this many).
 pub const PRESENCE_MAX_DIRS: usize = 64;
-
-/// How deep below an existing but unmarked mirror path a [`PresenceWatch`] looks for the marker
-/// to appear (a stick's marker is `PATH/briefcase/FOLDER-ID/STICK`: two directories down).
-pub const PRESENCE_DEPTH: usize = 2;
 
 /// Watches the mount table. Dropping it stops the watch.
 #[derive(Debug)]
@@ -86,13 +83,15 @@ pub struct PresenceWatch {
 }
 
 impl PresenceWatch {
-    /// Watches for `path` to appear or change (see the module docs) and calls `hint` on every
-    /// event, from notify's thread (keep it short: a `try_send`).
+    /// Watches for `path` to appear or change, and for a marker `depth` directories below it to
+    /// appear (see the module docs), and calls `hint` on every event, from notify's thread
+    /// (keep it short: a `try_send`).
     ///
     /// # Errors
     /// inotify cannot be set up, or not even one directory could be watched.
     pub fn start(
         path: &Path,
+        depth: usize,
         hint: impl Fn() + Send + 'static,
     ) -> Result<PresenceWatch, notify::Error> {
         let mut watcher =
@@ -102,7 +101,7 @@ impl PresenceWatch {
             })?;
         let mut dirs = Vec::new();
         let mut last_err = None;
-        for d in presence_dirs(path) {
+        for d in presence_dirs(path, depth) {
             match watcher.watch(&d, RecursiveMode::NonRecursive) {
                 Ok(()) => dirs.push(d),
                 Err(e) => last_err = Some(e),
@@ -128,14 +127,14 @@ impl PresenceWatch {
     }
 }
 
-/// Where to watch for `path` to appear: the path and the directories up to [`PRESENCE_DEPTH`]
-/// below it when it is a directory (at most [`PRESENCE_MAX_DIRS`], symlinks not followed), else
-/// its nearest existing ancestor.
-pub fn presence_dirs(path: &Path) -> Vec<PathBuf> {
+/// Where to watch for `path` to appear: the path and the directories up to `depth` below it
+/// when it is a directory (at most [`PRESENCE_MAX_DIRS`], symlinks not followed), else its
+/// nearest existing ancestor.
+pub fn presence_dirs(path: &Path, depth: usize) -> Vec<PathBuf> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         let mut out = vec![path.to_path_buf()];
         let mut level = vec![path.to_path_buf()];
-        for _ in 0..PRESENCE_DEPTH {
+        for _ in 0..depth {
             let mut next = Vec::new();
             for d in &level {
                 let Ok(rd) = std::fs::read_dir(d) else {
@@ -192,7 +191,7 @@ mod tests {
             ),
         ];
         for (asked, want) in cases {
-            let mut got = presence_dirs(&r.join(asked));
+            let mut got = presence_dirs(&r.join(asked), 2);
             got.sort();
             let mut want: Vec<PathBuf> = want
                 .iter()
@@ -207,6 +206,14 @@ mod tests {
             want.sort();
             assert_eq!(got, want, "{asked}");
         }
+        // A backend whose marker is one directory down is watched one level deep.
+        let mut got = presence_dirs(&r.join("stick"), 1);
+        got.sort();
+        let want: Vec<PathBuf> = ["stick", "stick/briefcase", "stick/other"]
+            .iter()
+            .map(|w| r.join(w))
+            .collect();
+        assert_eq!(got, want);
     }
 
     fn wait_for(n: &AtomicUsize) -> bool {
@@ -227,7 +234,7 @@ mod tests {
         std::fs::create_dir(t.path().join("media")).unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let h = Arc::clone(&hits);
-        let w = PresenceWatch::start(&path, move || {
+        let w = PresenceWatch::start(&path, 1, move || {
             h.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap();

@@ -144,6 +144,10 @@ impl Mirror for Counting {
         self.inner.capabilities()
     }
 
+    fn marker_location(&self) -> Option<String> {
+        self.inner.marker_location()
+    }
+
     async fn probe(&self) -> MirrorResult<Presence> {
         self.inner.probe().await
     }
@@ -280,7 +284,7 @@ impl Mirror for Counting {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use briefcase_mirror::memory::MemoryMirror;
+    use briefcase_memory::MemoryMirror;
     use std::sync::Arc;
 
     #[tokio::test]

@@ -556,7 +556,7 @@ pub mod fuzz {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use briefcase_mirror::memory::MemoryMirror;
+    use briefcase_memory::MemoryMirror;
     use briefcase_mirror::FolderId;
 
     async fn mirror() -> MemoryMirror {

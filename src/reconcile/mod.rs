@@ -265,14 +265,18 @@ async fn open_mirror(
         Presence::Absent => {
             return Err(MirrorError::Offline {
                 location: mirror.location(),
-                reason: format!("its root is missing; is the disk mounted or the stick inserted? Nothing was deleted (mirror {name})"),
+                reason: format!("its root is missing; is it mounted or plugged in? Nothing was deleted (mirror {name})"),
             }
             .into())
         }
         Presence::Empty | Presence::Unmarked => {
+            let marker = match mirror.marker_location() {
+                Some(m) => format!("its folder marker {m}"),
+                None => "its folder marker".to_string(),
+            };
             return Err(MirrorError::Offline {
                 location: mirror.location(),
-                reason: format!("its folder marker is missing; is the share mounted or the stick inserted? Nothing was deleted (mirror {name})"),
+                reason: format!("{marker} is missing; is it mounted or plugged in? Nothing was deleted (mirror {name})"),
             }
             .into())
         }

@@ -23,7 +23,8 @@ pub fn remote_matches(e: &Entry, s: &RemoteStat, caps: &Capabilities) -> bool {
             let g = i64::try_from(caps.mtime_granularity_ns.max(1)).unwrap_or(i64::MAX);
             let dt = e.observed_mtime_ns.abs_diff(s.mtime_ns);
             let dt = i64::try_from(dt).unwrap_or(i64::MAX);
-            let mtime_ok = dt < g || (caps.mtime_dst_shift && (dt - 3_600_000_000_000).abs() < g);
+            let mtime_ok =
+                dt < g || (caps.mtime_dst_shift && (dt - Capabilities::DST_SHIFT_NS).abs() < g);
             e.size == s.size && mtime_ok && (e.inode == 0 || s.inode == 0 || e.inode == s.inode)
         }
     }

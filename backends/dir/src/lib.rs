@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod fatname;
+mod kind;
 pub mod profile;
 
 use std::fs::{self, File};
@@ -45,6 +46,7 @@ use briefcase_mirror::{
     MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
 };
 
+pub use kind::{DirKind, KIND};
 pub use profile::{Detected, Profile};
 
 /// Name of the folder marker inside [`STATE_DIR`].
@@ -1412,6 +1414,10 @@ impl Mirror for DirMirror {
     /// The capabilities of the current profile (see [`DirMirror::profile`]).
     fn capabilities(&self) -> Capabilities {
         self.inner.detected().capabilities()
+    }
+
+    fn marker_location(&self) -> Option<String> {
+        (!self.inner.storage).then(|| self.inner.marker_path().display().to_string())
     }
 
     async fn probe(&self) -> MirrorResult<Presence> {

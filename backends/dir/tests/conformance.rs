@@ -10,23 +10,18 @@
 use briefcase_dir::{DirMirror, Profile};
 use briefcase_mirror::testkit::LocalFixture;
 
-async fn posix_fixture() -> LocalFixture {
+briefcase_mirror::conformance!(
+    posix,
     LocalFixture::tempdir(|root| Box::new(DirMirror::new(root)))
-}
-
-async fn fat_forced_fixture() -> LocalFixture {
+);
+briefcase_mirror::conformance!(
+    fat_forced,
     LocalFixture::tempdir(|root| Box::new(DirMirror::with_profile(root, Profile::Fat)))
-}
+);
+briefcase_mirror::conformance!(fat_image, optional fat_mount::fixture().await);
 
-mod posix {
-    briefcase_mirror::conformance_suite!(super::posix_fixture);
-}
-
-mod fat_forced {
-    briefcase_mirror::conformance_suite!(super::fat_forced_fixture);
-}
-
-mod fat_image {
+/// The fixture of `fat_image`.
+mod fat_mount {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
@@ -38,7 +33,7 @@ mod fat_image {
     /// unmounts the image (an unplugged stick: its mount point stays, empty); coming back mounts
     /// it again. (fusefat loses a directory's content when renaming it, so the temp-dir fixture's
     /// rename trick cannot be used here.)
-    struct FatFixture {
+    pub struct FatFixture {
         mirror: DirMirror,
         img: PathBuf,
         mnt: PathBuf,
@@ -175,7 +170,7 @@ mod fat_image {
 
     /// `Some(fixture)` on a real FAT mount, or `None` after saying why not. With
     /// `BRIEFCASE_REQUIRE_FAT` set, a missing prerequisite fails instead (for CI).
-    async fn fixture() -> Option<FatFixture> {
+    pub async fn fixture() -> Option<FatFixture> {
         let required = std::env::var_os("BRIEFCASE_REQUIRE_FAT").is_some();
         if let Some(why) = missing_prerequisite() {
             assert!(!required, "BRIEFCASE_REQUIRE_FAT is set but {why}");
@@ -202,6 +197,4 @@ mod fat_image {
             }
         }
     }
-
-    briefcase_mirror::conformance_suite!(optional fixture);
 }

@@ -11,19 +11,23 @@
 //! - [`state`]: the two-generation, checksummed state envelope.
 //! - [`fsutil`]: symlink-safe path resolution and atomic writes for local-disk backends and the
 //!   local replica.
-//! - `testkit` (feature): the conformance suite every backend runs (after rclone's fstest), and
-//!   `memory`, the in-memory `MemoryMirror` test double.
+//! - [`registry`]: how the `briefcase` crate finds a backend by its URL scheme ([`registry::BackendKind`],
+//!   implemented once by each backend crate) and opens it without naming its kind.
+//! - [`fixture`]: what the conformance suite runs against (a mirror, and a way to unplug it).
+//! - `testkit` (feature): the conformance suite every backend runs (after rclone's fstest), as
+//!   the [`conformance!`] macro. The in-memory test double is its own backend crate,
+//!   `briefcase-memory`.
 #![deny(missing_docs)]
 
 #[cfg(feature = "testkit")]
 pub mod alloc_watch;
 pub mod beneath;
 pub mod error;
+pub mod fixture;
 pub mod fsutil;
-#[cfg(feature = "testkit")]
-pub mod memory;
 pub mod model;
 pub mod path;
+pub mod registry;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -93,9 +97,14 @@ pub struct Capabilities {
     /// mapped), so a watcher on the medium sees on-disk names: after its events the engine
     /// scans the whole mirror, not the reported paths.
     pub maps_names: bool,
-    /// A medium carried from machine to machine (a stick): it comes and goes, and is called
-    /// a "stick" in messages, which say when it is safe to unplug.
+    /// A medium carried from machine to machine (a stick): it comes and goes, and messages say
+    /// when it is safe to unplug.
     pub removable: bool,
+}
+
+impl Capabilities {
+    /// The shift [`Capabilities::mtime_dst_shift`] tolerates: one hour, in ns.
+    pub const DST_SHIFT_NS: i64 = 3_600_000_000_000;
 }
 
 impl Default for Capabilities {
@@ -237,6 +246,12 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
 
     /// What the backend supports on this medium.
     fn capabilities(&self) -> Capabilities;
+
+    /// Where this mirror's folder marker is, for a message saying it is missing
+    /// (`/mnt/nas/work/.briefcase/folder-id`). `None`, the default: no one place to name.
+    fn marker_location(&self) -> Option<String> {
+        None
+    }
 
     /// Looks at the root: absent, empty, unmarked, or marked with a folder ID.
     ///

@@ -1,20 +1,19 @@
 //! The conformance suite every backend runs, after rclone's `fstest/fstests`.
 //!
-//! A backend's whole conformance test is a factory and one macro call:
+//! A backend's whole conformance test is one line per variant, [`conformance!`]`(NAME, FIXTURE)`:
 //!
 //! ```ignore
-//! use briefcase_mirror::testkit::LocalFixture;
-//!
-//! async fn fixture() -> LocalFixture {
-//!     LocalFixture::tempdir(|root| Box::new(briefcase_dir::DirMirror::new(root)))
-//! }
-//! briefcase_mirror::conformance_suite!(fixture);
+//! briefcase_mirror::conformance!(memory, briefcase_memory::MemoryMirror::new("full"));
+//! briefcase_mirror::conformance!(posix, LocalFixture::tempdir(|root| Box::new(DirMirror::new(root))));
+//! briefcase_mirror::conformance!(fat_image, optional fat_image_fixture().await);
 //! ```
 //!
-//! The macro expands one `#[tokio::test]` per case (the calling crate needs `tokio` with the
-//! `macros` and `rt-multi-thread` features as a dev-dependency); each case calls the factory, so it
-//! starts from a fresh, empty root and runs alone. Invoke it inside a `mod` to run the suite more
-//! than once in one file (e.g. once per file-system profile).
+//! The macro expands a `mod NAME` holding one `#[tokio::test]` per case (the calling crate needs
+//! `tokio` with the `macros` and `rt-multi-thread` features as a dev-dependency). FIXTURE is an
+//! expression giving a [`Fixture`], evaluated afresh in an `async` block for each case (it may
+//! `.await`), so each case starts from a fresh, empty root and runs alone; `optional FIXTURE`
+//! gives an `Option` of one, for media that need tools or privileges. Several calls run the suite
+//! once per variant (file-system profile, capabilities) in one file.
 //!
 //! Every case asserts behaviour. A capability the backend lacks (see [`Capabilities`]) is not
 //! skipped: the case asserts that the backend says so with [`MirrorError::Unsupported`] (symlinks,
@@ -30,56 +29,7 @@ use crate::model::{EntryKind, FolderId, MirrorState, ReplicaId};
 use crate::path::RelPath;
 use crate::{state, Capabilities, FileMeta, Mirror, MirrorError, Presence, RemoteStat};
 
-/// A fresh mirror over a fresh, empty (existing) root, plus whatever keeps that root alive.
-pub trait Fixture {
-    /// The mirror under test.
-    fn mirror(&self) -> &dyn Mirror;
-
-    /// The local directory the mirror stores its data tree in, when there is one, for
-    /// out-of-band checks (temp files hidden from `list`, a reader polling a file during `put`,
-    /// nothing written outside the root). `None` for remote or in-memory backends.
-    fn root(&self) -> Option<&Path> {
-        None
-    }
-
-    /// Makes the root vanish (`false`: the disk is unplugged, its content kept aside) or come back
-    /// (`true`) exactly as it was.
-    ///
-    /// # Errors
-    /// I/O errors of the fixture.
-    fn set_root_present(&self, present: bool) -> std::io::Result<()>;
-
-    /// Whether the test medium can store only ASCII names (e.g. FAT through the `fusefat` driver);
-    /// the name cases then expect [`MirrorError::Refused`] instead of a round trip.
-    fn ascii_only_names(&self) -> bool {
-        false
-    }
-
-    /// Whether the test medium's rename-over-a-file leaves a moment with no file at the target
-    /// (fusefat unlinks, then links). Readers must still never see partial content; a missing
-    /// target is then counted and reported instead of failing the atomicity case.
-    fn rename_may_hide_target(&self) -> bool {
-        false
-    }
-}
-
-impl<F: Fixture + ?Sized> Fixture for Box<F> {
-    fn mirror(&self) -> &dyn Mirror {
-        (**self).mirror()
-    }
-    fn root(&self) -> Option<&Path> {
-        (**self).root()
-    }
-    fn set_root_present(&self, present: bool) -> std::io::Result<()> {
-        (**self).set_root_present(present)
-    }
-    fn ascii_only_names(&self) -> bool {
-        (**self).ascii_only_names()
-    }
-    fn rename_may_hide_target(&self) -> bool {
-        (**self).rename_may_hide_target()
-    }
-}
+pub use crate::fixture::Fixture;
 
 /// A [`Fixture`] whose root is a local directory `BASE/root`; vanishing moves it to
 /// `BASE/root.away`. Built over a temp dir ([`LocalFixture::tempdir`]) or over any directory kept
@@ -164,7 +114,36 @@ impl Fixture for LocalFixture {
     }
 }
 
-/// Expands the conformance suite: one `#[tokio::test]` per case in [`cases`], each calling
+/// The whole conformance suite against a backend, as `mod $name` of one `#[tokio::test]` per case
+/// in [`cases`] (see the module docs):
+///
+/// ```ignore
+/// briefcase_mirror::conformance!(memory, briefcase_memory::MemoryMirror::new("full"));
+/// ```
+///
+/// `$fixture` is evaluated for each case inside an `async` block (it may `.await`), in a module
+/// that sees the calling module's items (`use super::*`); it gives a [`Fixture`], or with
+/// `optional` an `Option` of one (`None`: the medium is not available here; the fixture said why,
+/// and the case passes without running).
+#[macro_export]
+macro_rules! conformance {
+    ($name:ident, optional $fixture:expr $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_suite!(optional || async { $fixture });
+        }
+    };
+    ($name:ident, $fixture:expr $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_suite!(|| async { $fixture });
+        }
+    };
+}
+
+/// The machinery of [`conformance!`]: one `#[tokio::test]` per case in [`cases`], each calling
 /// `factory().await` (an async fn returning a [`Fixture`]) for a fresh root.
 ///
 /// `conformance_suite!(optional factory)` takes a factory returning `Option<impl Fixture>`, for

@@ -15,7 +15,7 @@
 //! `state_roundtrip` builds states from generated operations, stores them, and expects to read
 //! back exactly what it stored.
 //!
-//! Needs the `testkit` feature (`MemoryMirror`), which `cargo test --workspace` enables.
+//! Needs the `testkit` feature (corpora, allocation watch), which `cargo test --workspace` enables.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use bolero::{check, TypeGenerator};
-use briefcase_mirror::memory::MemoryMirror;
+use briefcase_memory::MemoryMirror;
 use briefcase_mirror::state::{self, Reload, Root, Stored};
 use briefcase_mirror::{
     ChunkRef, ContentHash, Entry, EntryKind, FolderId, Mirror, MirrorError, MirrorState, Osn,

@@ -32,6 +32,7 @@
 pub mod catalog;
 pub mod format;
 pub mod keys;
+mod kind;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -51,6 +52,7 @@ use crate::format::{
 };
 use crate::keys::{decrypt_with, encrypt_to, StickSecret};
 pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, StickId, Unlock};
+pub use crate::kind::{StickKind, KIND};
 pub use age::secrecy::{ExposeSecret, SecretString};
 
 /// FastCDC sizes, in bytes.
@@ -1965,6 +1967,20 @@ impl Mirror for StickMirror {
             removable: true,
             ..Capabilities::default()
         }
+    }
+
+    fn marker_location(&self) -> Option<String> {
+        let folder = self
+            .folder_hint
+            .map_or_else(|| "FOLDER-ID".to_string(), |f| f.to_string());
+        Some(
+            self.mount
+                .join(TOP)
+                .join(folder)
+                .join(STICK_FILE)
+                .display()
+                .to_string(),
+        )
     }
 
     async fn probe(&self) -> MirrorResult<Presence> {

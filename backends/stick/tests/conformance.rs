@@ -68,4 +68,4 @@ async fn fixture() -> StickFixture {
     }
 }
 
-briefcase_mirror::conformance_suite!(fixture);
+briefcase_mirror::conformance!(stick, fixture().await);

@@ -1,17 +1,77 @@
-//! [`MemoryMirror`]: an in-memory [`Mirror`] for engine tests (feature `testkit`). It keeps the
-//! same contract as a real backend — marker, Offline when "unplugged", symlinks never followed,
-//! reserved paths refused, parents must exist — and can pretend to be a weaker medium through its
-//! [`Capabilities`] (no symlinks, no rename, no modes, coarse mtimes, case-insensitive names, a
-//! size limit), so the engine's handling of each can be tested without a disk. It passes the
-//! conformance suite (see the tests at the bottom).
+//! The `memory` backend: [`MemoryMirror`], an in-memory [`Mirror`] for engine tests. It keeps
+//! the same contract as a real backend — marker, Offline when "unplugged", symlinks never
+//! followed, reserved paths refused, parents must exist — and can pretend to be a weaker medium
+//! through its [`Capabilities`] (no symlinks, no rename, no modes, coarse mtimes,
+//! case-insensitive names, a size limit), so the engine's handling of each can be tested
+//! without a disk. It passes the conformance suite (`tests/conformance.rs`, three lines).
+//!
+//! It is also the worked example of a backend (docs/writing-a-backend.md): [`KIND`] registers
+//! the scheme `memory:NAME`, whose mirrors live in a process-wide store by name
+//! ([`MemoryMirror::named`]), so a test and the daemon it runs in the same process reach the
+//! same mirror. The `briefcase` crate registers it in debug builds (tests) and with its
+//! `memory-backend` feature only: its content is gone when the process ends.
+#![deny(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::model::{EntryKind, FolderId};
-use crate::path::RelPath;
-use crate::{Capabilities, FileMeta, Mirror, MirrorError, MirrorResult, Presence, RemoteStat};
+use briefcase_mirror::fixture::Fixture;
+use briefcase_mirror::registry::{
+    Address, BackendKind, OpenContext, OpenError, OpenedMirror, Plain, Target,
+};
+use briefcase_mirror::{
+    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence,
+    RelPath, RemoteStat,
+};
+
+/// The `memory` backend in the registry: targets `memory:NAME`, one process-wide mirror per name.
+pub static KIND: MemoryKind = MemoryKind;
+
+/// The [`BackendKind`] of the `memory` backend (see [`KIND`]).
+#[derive(Debug)]
+pub struct MemoryKind;
+
+impl BackendKind for MemoryKind {
+    fn scheme(&self) -> &'static str {
+        "memory"
+    }
+
+    fn syntax(&self) -> &'static str {
+        "an in-memory mirror for tests (`memory:NAME`)"
+    }
+
+    fn parse(&self, address: &str) -> Result<Address, String> {
+        if address.is_empty()
+            || !address
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err("give the in-memory mirror a name of letters, digits, `-`, `_` and `.`: memory:NAME".into());
+        }
+        Ok(Address {
+            text: address.to_string(),
+            place: None,
+        })
+    }
+
+    fn open(
+        &self,
+        target: &Target,
+        _ctx: &OpenContext,
+    ) -> Result<Box<dyn OpenedMirror>, OpenError> {
+        Ok(Plain::boxed(MemoryMirror::named(target.address())))
+    }
+}
+
+/// The process-wide store of [`MemoryMirror::named`].
+fn store() -> MutexGuard<'static, HashMap<String, MemoryMirror>> {
+    static STORE: OnceLock<Mutex<HashMap<String, MemoryMirror>>> = OnceLock::new();
+    STORE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 #[derive(Clone, Debug)]
 enum Data {
@@ -27,6 +87,21 @@ struct Node {
     mtime_ns: i64,
     inode: u64,
 }
+
+/// The capabilities of a FAT medium: no symlinks, renames or modes, 2 s mtimes that may shift by
+/// an hour, case-insensitive names, a size limit (32 MiB, small for tests), removable.
+pub const FAT_LIKE: Capabilities = Capabilities {
+    symlinks: false,
+    rename: false,
+    modes: false,
+    mtime_granularity_ns: 2_000_000_000,
+    case_insensitive: true,
+    max_file_size: Some(32 << 20),
+    two_way: true,
+    mtime_dst_shift: true,
+    maps_names: false,
+    removable: true,
+};
 
 #[derive(Debug, Default)]
 struct Mem {
@@ -59,6 +134,26 @@ impl MemoryMirror {
             caps,
             mem: Arc::default(),
         }
+    }
+
+    /// As [`MemoryMirror::new`], behaving like a FAT stick ([`FAT_LIKE`]).
+    pub fn fat_like(name: &str) -> Self {
+        Self::with_capabilities(name, FAT_LIKE)
+    }
+
+    /// The process-wide mirror called `name` (`memory:NAME`), made with full capabilities at
+    /// its first use: every call with the same name shares its content.
+    pub fn named(name: &str) -> Self {
+        store()
+            .entry(name.to_string())
+            .or_insert_with(|| MemoryMirror::new(name))
+            .clone()
+    }
+
+    /// Forgets the process-wide mirror called `name` (the next [`MemoryMirror::named`] starts
+    /// empty); clones in use keep their content.
+    pub fn forget(name: &str) {
+        store().remove(name);
     }
 
     /// Unplugs (`false`) or plugs back (`true`) the mirror; its content is kept.
@@ -255,7 +350,7 @@ impl Mirror for MemoryMirror {
         if let Some(existing) = m.marker.filter(|e| *e != folder) {
             return Err(MirrorError::Refused {
                 location: self.location(),
-                path: ".briefcase/folder-id".into(),
+                path: "(folder marker)".into(),
                 reason: format!("already a mirror of folder {existing}"),
             });
         }
@@ -568,52 +663,49 @@ impl Mirror for MemoryMirror {
     }
 }
 
+/// A memory mirror is its own conformance fixture: vanishing unplugs it.
+impl Fixture for MemoryMirror {
+    fn mirror(&self) -> &dyn Mirror {
+        self
+    }
+
+    fn set_root_present(&self, present: bool) -> std::io::Result<()> {
+        self.set_present(present);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::testkit::Fixture;
+    use briefcase_mirror::registry::Registry;
 
-    /// The fixture over a [`MemoryMirror`]: vanishing unplugs it.
-    #[derive(Debug)]
-    struct MemFixture(MemoryMirror);
-
-    impl Fixture for MemFixture {
-        fn mirror(&self) -> &dyn Mirror {
-            &self.0
+    #[tokio::test]
+    async fn named_mirrors_are_shared_through_the_registry() {
+        static REG: Registry = Registry::new(&[&KIND]);
+        let t = REG.parse("memory:shared-1").unwrap();
+        assert_eq!(t.url(), "memory:shared-1");
+        assert!(t.place().is_none());
+        let a = t.open(&OpenContext::default()).unwrap().into_mirror();
+        a.init(FolderId(9)).await.unwrap();
+        let b = REG
+            .parse("memory:shared-1")
+            .unwrap()
+            .open(&OpenContext::default())
+            .unwrap();
+        assert_eq!(
+            b.mirror().probe().await.unwrap(),
+            Presence::Marked(FolderId(9))
+        );
+        assert_eq!(b.pin().await.unwrap(), None, "nothing to pin");
+        MemoryMirror::forget("shared-1");
+        assert_eq!(
+            MemoryMirror::named("shared-1").probe().await.unwrap(),
+            Presence::Empty
+        );
+        for bad in ["memory:", "memory:a/b", "memory:a b"] {
+            assert!(REG.parse(bad).is_err(), "{bad}");
         }
-        fn set_root_present(&self, present: bool) -> std::io::Result<()> {
-            self.0.set_present(present);
-            Ok(())
-        }
-    }
-
-    async fn full() -> MemFixture {
-        MemFixture(MemoryMirror::new("full"))
-    }
-
-    async fn fat_like() -> MemFixture {
-        MemFixture(MemoryMirror::with_capabilities(
-            "fat-like",
-            Capabilities {
-                symlinks: false,
-                rename: false,
-                modes: false,
-                mtime_granularity_ns: 2_000_000_000,
-                case_insensitive: true,
-                max_file_size: Some(32 << 20),
-                two_way: true,
-                mtime_dst_shift: true,
-                maps_names: false,
-                removable: true,
-            },
-        ))
-    }
-
-    mod full_caps {
-        crate::conformance_suite!(super::full);
-    }
-
-    mod fat_like_caps {
-        crate::conformance_suite!(super::fat_like);
     }
 }
