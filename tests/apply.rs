@@ -15,7 +15,7 @@
 use std::fs;
 
 use briefcase::reconcile::{sync, FailureKind, Side, SyncOptions};
-use briefcase_mirror::memory::MemoryMirror;
+use briefcase_memory::MemoryMirror;
 use briefcase_mirror::{Capabilities, RelPath};
 
 mod support;
