@@ -24,8 +24,8 @@ use briefcase::reconcile::{ensure_initialised, sync, SyncOptions};
 use briefcase::replica::LocalReplica;
 use briefcase_dir::DirMirror;
 use briefcase_mirror::{
-    Capabilities, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence, RelPath,
-    RemoteStat,
+    Capabilities, Detail, FolderId, Mirror, MirrorError, MirrorExt, MirrorResult, Presence,
+    RelPath, RemoteStat, StateStore, WriteOp, WriteResult,
 };
 use support::{temp_files, tree, write};
 
@@ -66,6 +66,49 @@ impl CrashMirror {
     }
 }
 
+impl CrashMirror {
+    /// How many of `n` operations may still run before the crash (ticking that many).
+    fn allow(&self, n: usize) -> usize {
+        (0..n).take_while(|_| self.tick().is_ok()).count()
+    }
+
+    fn died(&self) -> MirrorError {
+        MirrorError::Offline {
+            location: self.inner.location(),
+            reason: "simulated crash".into(),
+        }
+    }
+}
+
+/// Every state file and every operation of a batch counts as one mirror operation: a crash can
+/// land between any two, inside the batched paths too.
+#[async_trait]
+impl StateStore for CrashMirror {
+    async fn read_state(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        self.tick()?;
+        self.inner.read_state(name).await
+    }
+    async fn commit_state(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()> {
+        let ok = self.allow(write.len());
+        for (name, bytes) in write.iter().take(ok) {
+            self.inner.write_state(name, bytes).await?;
+        }
+        if ok < write.len() {
+            return Err(self.died());
+        }
+        self.tick()?;
+        self.inner.commit_state(&[], remove).await
+    }
+    async fn list_state(&self) -> MirrorResult<Vec<String>> {
+        self.tick()?;
+        self.inner.list_state().await
+    }
+    async fn create_state_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        self.tick()?;
+        self.inner.create_state_exclusive(name, bytes).await
+    }
+}
+
 #[async_trait]
 impl Mirror for CrashMirror {
     fn location(&self) -> String {
@@ -82,17 +125,9 @@ impl Mirror for CrashMirror {
         self.tick()?;
         self.inner.init(folder).await
     }
-    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+    async fn walk(&self, under: Option<&RelPath>, detail: Detail) -> MirrorResult<Vec<RemoteStat>> {
         self.tick()?;
-        self.inner.read_meta(name).await
-    }
-    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
-        self.tick()?;
-        self.inner.write_meta(name, bytes).await
-    }
-    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
-        self.tick()?;
-        self.inner.list().await
+        self.inner.walk(under, detail).await
     }
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         self.tick()?;
@@ -102,29 +137,22 @@ impl Mirror for CrashMirror {
         self.tick()?;
         self.inner.get(path, dest).await
     }
-    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.tick()?;
-        self.inner.put(path, source, meta).await
+    /// The first operations of the batch the budget allows go through, as one batch (the
+    /// batched put and removal of the backend), and the rest fail.
+    async fn write(&self, mut ops: Vec<WriteOp>) -> Vec<WriteResult> {
+        let ok = self.allow(ops.len());
+        let rest = ops.split_off(ok);
+        let mut out = if ops.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.write(ops).await
+        };
+        out.extend(rest.iter().map(|_| Err(self.died())));
+        out
     }
-    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+    async fn sweep(&self) -> MirrorResult<usize> {
         self.tick()?;
-        self.inner.mkdir(path, meta).await
-    }
-    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
-        self.tick()?;
-        self.inner.symlink(path, target).await
-    }
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
-        self.tick()?;
-        self.inner.rename(from, to).await
-    }
-    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
-        self.tick()?;
-        self.inner.remove(path).await
-    }
-    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.tick()?;
-        self.inner.set_meta(path, meta).await
+        self.inner.sweep().await
     }
 }
 

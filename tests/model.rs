@@ -95,6 +95,7 @@
 //! `BRIEFCASE_MODEL_STATS=1` prints one line per case (writes, conflicts, hiccups, offline
 //! syncs, restarts, final rounds).
 
+use briefcase_mirror::MirrorExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::symlink;

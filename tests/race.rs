@@ -14,7 +14,8 @@ use async_trait::async_trait;
 mod support;
 use briefcase_dir::DirMirror;
 use briefcase_mirror::{
-    Capabilities, FileMeta, FolderId, Mirror, MirrorResult, Presence, PutItem, RelPath, RemoteStat,
+    Capabilities, Detail, FolderId, Mirror, MirrorResult, Presence, RelPath, RemoteStat,
+    StateStore, WriteOp, WriteResult,
 };
 use support::pair::Pair;
 
@@ -77,6 +78,22 @@ impl Racing {
 }
 
 #[async_trait]
+impl StateStore for Racing {
+    async fn read_state(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        self.inner.read_state(name).await
+    }
+    async fn commit_state(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()> {
+        self.inner.commit_state(write, remove).await
+    }
+    async fn list_state(&self) -> MirrorResult<Vec<String>> {
+        self.inner.list_state().await
+    }
+    async fn create_state_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        self.inner.create_state_exclusive(name, bytes).await
+    }
+}
+
+#[async_trait]
 impl Mirror for Racing {
     fn location(&self) -> String {
         self.inner.location()
@@ -90,14 +107,8 @@ impl Mirror for Racing {
     async fn init(&self, folder: FolderId) -> MirrorResult<()> {
         self.inner.init(folder).await
     }
-    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
-        self.inner.read_meta(name).await
-    }
-    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
-        self.inner.write_meta(name, bytes).await
-    }
-    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
-        self.inner.list().await
+    async fn walk(&self, under: Option<&RelPath>, detail: Detail) -> MirrorResult<Vec<RemoteStat>> {
+        self.inner.walk(under, detail).await
     }
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         self.inner.stat(path).await
@@ -107,31 +118,20 @@ impl Mirror for Racing {
         self.fire_get(path);
         r
     }
-    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        let r = self.inner.put(path, source, meta).await;
-        self.fire_put();
+    /// A user edit may fire just before a batch with puts reaches the mirror, and just after.
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+        let puts = ops.iter().any(|op| matches!(op, WriteOp::Put(_)));
+        if puts {
+            self.fire_before_put();
+        }
+        let r = self.inner.write(ops).await;
+        if puts {
+            self.fire_put();
+        }
         r
     }
-    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
-        self.fire_before_put();
-        let r = self.inner.put_batch(items).await;
-        self.fire_put();
-        r
-    }
-    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.inner.mkdir(path, meta).await
-    }
-    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
-        self.inner.symlink(path, target).await
-    }
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
-        self.inner.rename(from, to).await
-    }
-    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
-        self.inner.remove(path).await
-    }
-    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.inner.set_meta(path, meta).await
+    async fn sweep(&self) -> MirrorResult<usize> {
+        self.inner.sweep().await
     }
 }
 

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use briefcase_mirror::{
-    Capabilities, FileMeta, FolderId, Mirror, MirrorResult, Presence, PutItem, RelPath, RemoteStat,
+    Capabilities, Detail, FolderId, Mirror, MirrorResult, Presence, RelPath, RemoteStat,
+    StateStore, WriteOp, WriteResult,
 };
 
 /// Counts of one sync in progress (reset when the next one starts).
@@ -135,6 +136,31 @@ impl Counting {
 }
 
 #[async_trait::async_trait]
+impl StateStore for Counting {
+    async fn read_state(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        self.counters.op();
+        self.inner.read_state(name).await
+    }
+
+    async fn commit_state(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()> {
+        self.counters.write();
+        self.inner.commit_state(write, remove).await
+    }
+
+    async fn list_state(&self) -> MirrorResult<Vec<String>> {
+        self.counters.op();
+        self.inner.list_state().await
+    }
+
+    async fn create_state_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        // The lease: not a write of the sync's (an unplugged mirror that was only leased was
+        // not being written).
+        self.counters.op();
+        self.inner.create_state_exclusive(name, bytes).await
+    }
+}
+
+#[async_trait::async_trait]
 impl Mirror for Counting {
     fn location(&self) -> String {
         self.inner.location()
@@ -157,51 +183,9 @@ impl Mirror for Counting {
         self.inner.init(folder).await
     }
 
-    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+    async fn walk(&self, under: Option<&RelPath>, detail: Detail) -> MirrorResult<Vec<RemoteStat>> {
         self.counters.op();
-        self.inner.read_meta(name).await
-    }
-
-    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
-        self.counters.write();
-        self.inner.write_meta(name, bytes).await
-    }
-
-    async fn write_meta_many(&self, files: &[(&str, &[u8])]) -> MirrorResult<()> {
-        self.counters.write();
-        self.inner.write_meta_many(files).await
-    }
-
-    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
-        self.counters.write();
-        self.inner.remove_meta(name).await
-    }
-
-    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
-        self.counters.op();
-        self.inner.list_meta().await
-    }
-
-    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
-        // The lease: not a write of the sync's (an unplugged mirror that was only leased was
-        // not being written).
-        self.counters.op();
-        self.inner.create_meta_exclusive(name, bytes).await
-    }
-
-    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
-        self.counters.op();
-        self.inner.list().await
-    }
-
-    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
-        self.counters.op();
-        self.inner.list_under(dir).await
-    }
-
-    async fn list_file_names_under(&self, dir: &RelPath) -> MirrorResult<Vec<RelPath>> {
-        self.counters.op();
-        self.inner.list_file_names_under(dir).await
+        self.inner.walk(under, detail).await
     }
 
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
@@ -216,22 +200,6 @@ impl Mirror for Counting {
         Ok(st)
     }
 
-    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.counters.write();
-        let st = self.inner.put(path, source, meta).await?;
-        self.counters.sent(&st);
-        Ok(st)
-    }
-
-    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
-        self.counters.write();
-        let out = self.inner.put_batch(items).await;
-        for st in out.iter().flatten() {
-            self.counters.sent(st);
-        }
-        out
-    }
-
     async fn read_bytes(&self, path: &RelPath, limit: u64) -> MirrorResult<Vec<u8>> {
         self.counters.op();
         let bytes = self.inner.read_bytes(path, limit).await?;
@@ -239,44 +207,33 @@ impl Mirror for Counting {
         Ok(bytes)
     }
 
-    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteResult> {
         self.counters.write();
-        self.inner.mkdir(path, meta).await
-    }
-
-    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
-        self.counters.write();
-        self.inner.symlink(path, target).await
-    }
-
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
-        self.counters.write();
-        self.inner.rename(from, to).await
-    }
-
-    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
-        self.counters.write();
-        self.inner.remove(path).await?;
-        self.counters.removed.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn remove_batch(&self, paths: Vec<RelPath>) -> Vec<MirrorResult<()>> {
-        self.counters.write();
-        let out = self.inner.remove_batch(paths).await;
-        let ok = out.iter().filter(|r| r.is_ok()).count() as u64;
-        self.counters.removed.fetch_add(ok, Ordering::Relaxed);
+        let kinds: Vec<(bool, bool)> = ops
+            .iter()
+            .map(|op| {
+                (
+                    matches!(op, WriteOp::Put(_)),
+                    matches!(op, WriteOp::Remove(_)),
+                )
+            })
+            .collect();
+        let out = self.inner.write(ops).await;
+        for ((put, remove), r) in kinds.into_iter().zip(&out) {
+            match r {
+                Ok(Some(st)) if put => self.counters.sent(st),
+                Ok(_) if remove => {
+                    self.counters.removed.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
         out
     }
 
-    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        self.counters.write();
-        self.inner.set_meta(path, meta).await
-    }
-
-    async fn remove_temp_files(&self) -> MirrorResult<usize> {
+    async fn sweep(&self) -> MirrorResult<usize> {
         self.counters.op();
-        self.inner.remove_temp_files().await
+        self.inner.sweep().await
     }
 }
 
@@ -285,6 +242,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use briefcase_memory::MemoryMirror;
+    use briefcase_mirror::{FileMeta, MirrorExt};
     use std::sync::Arc;
 
     #[tokio::test]

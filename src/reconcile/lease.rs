@@ -21,6 +21,7 @@
 //! (forged). A medium that cannot create files exclusively (the stick: it is plugged into one
 //! machine at a time) needs no lease.
 
+use briefcase_mirror::MirrorExt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -212,7 +213,7 @@ fn lease_name(n: u64) -> String {
 /// The lease records on the mirror, by number.
 async fn records(mirror: &dyn Mirror) -> ReconcileResult<Vec<u64>> {
     let mut ns: Vec<u64> = mirror
-        .list_meta()
+        .list_state()
         .await?
         .iter()
         .filter_map(|n| n.strip_prefix(LEASE_PREFIX)?.parse().ok())
@@ -228,7 +229,7 @@ async fn records(mirror: &dyn Mirror) -> ReconcileResult<Vec<u64>> {
 async fn remove_below(mirror: &dyn Mirror, n: u64) {
     if let Ok(ns) = records(mirror).await {
         for m in ns.into_iter().filter(|m| *m < n) {
-            let _ = mirror.remove_meta(&lease_name(m)).await;
+            let _ = mirror.remove_state(&lease_name(m)).await;
         }
     }
 }
@@ -255,7 +256,7 @@ async fn current(mirror: &dyn Mirror, opts: &LeaseOptions) -> ReconcileResult<Cu
     let Some(&n) = records(mirror).await?.last() else {
         return Ok(Current::Free { n: 0, stale: None });
     };
-    let record = match mirror.read_meta(&lease_name(n)).await {
+    let record = match mirror.read_state(&lease_name(n)).await {
         Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<Record>(&b).ok()),
         Err(e) if e.is_transient() => return Err(e.into()),
         // Not a regular file, too large: as unreadable.
@@ -355,7 +356,7 @@ pub async fn acquire(
             let bytes = serde_json::to_vec(&record).unwrap_or_default();
             let next = n.saturating_add(1);
             match mirror
-                .create_meta_exclusive(&lease_name(next), &bytes)
+                .create_state_exclusive(&lease_name(next), &bytes)
                 .await
             {
                 Err(MirrorError::Unsupported { .. }) => return Ok(None),
@@ -466,13 +467,13 @@ impl Lease {
         let next = self.n.saturating_add(1);
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
         if !mirror
-            .create_meta_exclusive(&lease_name(next), &bytes)
+            .create_state_exclusive(&lease_name(next), &bytes)
             .await?
             || records(mirror).await?.last() != Some(&next)
         {
             return Err(lost(holder(current(mirror, &self.opts).await)));
         }
-        let _ = mirror.remove_meta(&lease_name(self.n)).await;
+        let _ = mirror.remove_state(&lease_name(self.n)).await;
         self.n = next;
         self.expiry.store(
             if record.released {
@@ -641,9 +642,9 @@ mod tests {
     #[tokio::test]
     async fn forged_and_unreadable_leases_do_not_block() {
         let m = mirror().await;
-        m.write_meta("lease.7", b"not json").await.unwrap();
+        m.write_state("lease.7", b"not json").await.unwrap();
         // A number with no next one to take is not a record.
-        m.write_meta("lease.18446744073709551615", b"{}")
+        m.write_state("lease.18446744073709551615", b"{}")
             .await
             .unwrap();
         // Unreadable: taken for a record being written, then over after the grace.
@@ -661,7 +662,7 @@ mod tests {
         forged.host = "elsewhere".into();
         forged.expires_ns = i64::MAX;
         l.release(&m, "nas").await.unwrap();
-        m.write_meta("lease.20", &serde_json::to_vec(&forged).unwrap())
+        m.write_state("lease.20", &serde_json::to_vec(&forged).unwrap())
             .await
             .unwrap();
         let l = acquire(&m, "nas", ReplicaId(1), "office", opts())
@@ -685,10 +686,10 @@ mod tests {
         let mut other = a.record.clone();
         other.replica = ReplicaId(2).to_string();
         let bytes = serde_json::to_vec(&other).unwrap();
-        m.write_meta(&lease_name(n + 1), &bytes).await.unwrap();
-        m.write_meta(&lease_name(n + 2), &bytes).await.unwrap();
-        m.remove_meta(&lease_name(n + 1)).await.unwrap();
-        m.remove_meta(&lease_name(n)).await.unwrap();
+        m.write_state(&lease_name(n + 1), &bytes).await.unwrap();
+        m.write_state(&lease_name(n + 2), &bytes).await.unwrap();
+        m.remove_state(&lease_name(n + 1)).await.unwrap();
+        m.remove_state(&lease_name(n)).await.unwrap();
         assert!(matches!(
             a.renew(&m, "nas").await,
             Err(ReconcileError::LeaseLost { .. })
@@ -724,7 +725,7 @@ mod tests {
         let mut dead = l.record.clone();
         dead.replica = ReplicaId(9).to_string();
         dead.start = dead.start.wrapping_add(1); // a process of that PID, but not that one
-        m.write_meta(&lease_name(l.n + 1), &serde_json::to_vec(&dead).unwrap())
+        m.write_state(&lease_name(l.n + 1), &serde_json::to_vec(&dead).unwrap())
             .await
             .unwrap();
         let l2 = acquire(&m, "nas", ReplicaId(2), "home", opts())

@@ -516,7 +516,7 @@ async fn sync_held(
     if !opts.dry_run {
         if opts.mirror_scan == MirrorScan::Full {
             // Temp files of a sync killed mid-write are garbage (invariant 2).
-            let swept = mirror.remove_temp_files().await?;
+            let swept = mirror.sweep().await?;
             if swept > 0 {
                 tracing::info!(mirror = %name, count = swept, "removed leftover temp files of an interrupted sync");
             }

@@ -3,6 +3,7 @@
 //! manifest (kind, size, mtime within the medium's granularity, inode), fetch and hash only what
 //! differs, and journal the differences in the mirror's state under the mirror's replica ID.
 
+use briefcase_mirror::MirrorExt;
 use std::collections::HashSet;
 
 use briefcase_mirror::{

@@ -38,12 +38,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use briefcase_mirror::beneath::{Anchored, Beneath, ParentDir};
 use briefcase_mirror::fsutil::{self, ResolveError};
 use briefcase_mirror::{
-    Capabilities, ContentHash, EntryKind, FileMeta, FolderId, HashingReader, Mirror, MirrorError,
-    MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat, STATE_DIR, TMP_PREFIX,
+    split_runs, Capabilities, ContentHash, Detail, EntryKind, FileMeta, FolderId, HashingReader,
+    Mirror, MirrorError, MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat, Run,
+    StateStore, WriteOp, WriteResult, STATE_DIR, TMP_PREFIX,
 };
 
 pub use kind::{DirKind, KIND};
@@ -1057,6 +1057,37 @@ impl Inner {
     }
 
     /// [`Mirror::put_batch`]: every temp file first, one flush, then the renames.
+    /// [`Mirror::write`] on the worker thread: the batch split into runs ([`split_runs`]).
+    fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+        let mut out: Vec<WriteResult> = Vec::with_capacity(ops.len());
+        for run in split_runs(ops) {
+            match run {
+                Run::Puts(_, items) => {
+                    out.extend(self.put_batch(&items).into_iter().map(|r| r.map(Some)));
+                }
+                Run::Removes(_, paths) => {
+                    out.extend(
+                        self.remove_batch(&paths)
+                            .into_iter()
+                            .map(|r| r.map(|()| None)),
+                    );
+                }
+                Run::One(_, op) => out.push(match op {
+                    WriteOp::Mkdir { path, meta } => self.mkdir(&path, meta).map(Some),
+                    WriteOp::Symlink { path, target } => self.symlink(&path, &target).map(Some),
+                    WriteOp::Rename { from, to } => self.rename(&from, &to).map(Some),
+                    WriteOp::SetMeta { path, meta } => self.set_meta(&path, meta).map(Some),
+                    WriteOp::Put(it) => self
+                        .put_batch(&[it])
+                        .pop()
+                        .map_or_else(|| Ok(None), |r| r.map(Some)),
+                    WriteOp::Remove(path) => self.remove(&path).map(|()| None),
+                }),
+            }
+        }
+        out
+    }
+
     fn put_batch(&self, items: &[PutItem]) -> Vec<MirrorResult<RemoteStat>> {
         let b = match self.check_online() {
             Ok(b) => b,
@@ -1405,7 +1436,44 @@ fn filetime_of(mtime_ns: i64) -> filetime::FileTime {
     )
 }
 
-#[async_trait]
+#[async_trait::async_trait]
+impl StateStore for DirMirror {
+    async fn read_state(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        let name = name.to_string();
+        self.run("read", move |i| i.read_meta(&name)).await
+    }
+
+    async fn commit_state(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()> {
+        let write: Vec<(String, Vec<u8>)> = write
+            .iter()
+            .map(|(n, b)| ((*n).to_string(), b.to_vec()))
+            .collect();
+        let remove: Vec<String> = remove.iter().map(|n| (*n).to_string()).collect();
+        self.run("write", move |i| {
+            for (name, bytes) in &write {
+                i.write_meta(name, bytes)?;
+            }
+            for name in &remove {
+                i.remove_meta(name)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_state(&self) -> MirrorResult<Vec<String>> {
+        self.run("list", |i| i.list_meta()).await
+    }
+
+    async fn create_state_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        let name = name.to_string();
+        let bytes = bytes.to_vec();
+        self.run("write", move |i| i.create_meta_exclusive(&name, &bytes))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
 impl Mirror for DirMirror {
     fn location(&self) -> String {
         self.inner.location.clone()
@@ -1428,31 +1496,24 @@ impl Mirror for DirMirror {
         self.run("init", move |i| i.init(folder)).await
     }
 
-    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
-        let name = name.to_string();
-        self.run("read", move |i| i.read_meta(&name)).await
-    }
-
-    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
-        let (name, bytes) = (name.to_string(), bytes.to_vec());
-        self.run("write", move |i| i.write_meta(&name, &bytes))
-            .await
-    }
-
-    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
-        let name = name.to_string();
-        self.run("remove", move |i| i.remove_meta(&name)).await
-    }
-
-    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
-        self.run("list", |i| i.list_meta()).await
-    }
-
-    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
-        let name = name.to_string();
-        let bytes = bytes.to_vec();
-        self.run("write", move |i| i.create_meta_exclusive(&name, &bytes))
-            .await
+    async fn walk(&self, under: Option<&RelPath>, detail: Detail) -> MirrorResult<Vec<RemoteStat>> {
+        let under = under.cloned();
+        self.run("list", move |i| match (under, detail) {
+            (None, Detail::Stats) => i.list(),
+            (Some(dir), Detail::Stats) => i.list_under(&dir),
+            (Some(dir), Detail::FileNames) => Ok(i
+                .list_file_names_under(&dir)?
+                .into_iter()
+                .map(name_only)
+                .collect()),
+            (None, Detail::FileNames) => Ok(i
+                .list()?
+                .into_iter()
+                .filter(|s| s.kind == EntryKind::File)
+                .map(|s| name_only(s.path))
+                .collect()),
+        })
+        .await
     }
 
     async fn read_bytes(&self, path: &RelPath, limit: u64) -> MirrorResult<Vec<u8>> {
@@ -1460,24 +1521,9 @@ impl Mirror for DirMirror {
         self.run("read", move |i| i.read_bytes(&path, limit)).await
     }
 
-    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
-        self.run("list", |i| i.list()).await
-    }
-
-    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
-        let dir = dir.clone();
-        self.run("list", move |i| i.list_under(&dir)).await
-    }
-
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         let path = path.clone();
         self.run("stat", move |i| i.stat(&path)).await
-    }
-
-    async fn list_file_names_under(&self, dir: &RelPath) -> MirrorResult<Vec<RelPath>> {
-        let dir = dir.clone();
-        self.run("list", move |i| i.list_file_names_under(&dir))
-            .await
     }
 
     async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat> {
@@ -1494,70 +1540,74 @@ impl Mirror for DirMirror {
         self.run("read", move |i| i.get(&path, out)).await
     }
 
-    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        let (path, source) = (path.clone(), source.to_path_buf());
-        self.run("write", move |i| i.put(&path, &source, meta, None))
-            .await
-    }
-
-    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
-        let n = items.len();
-        self.run("write", move |i| Ok(i.put_batch(&items)))
-            .await
-            .unwrap_or_else(|e| fan_out(n, &e))
-    }
-
-    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        let path = path.clone();
-        self.run("mkdir", move |i| i.mkdir(&path, meta)).await
-    }
-
-    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
-        if !self.capabilities().symlinks {
-            return Err(MirrorError::Unsupported {
+    /// One worker thread for the whole batch: runs of puts go through the batched put (one
+    /// `syncfs`), runs of removals through the batched removal (each directory fsynced once).
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+        let caps = self.capabilities();
+        // Answered here, without the worker: what this medium cannot do at all.
+        let refused = |op: &WriteOp| match op {
+            WriteOp::Symlink { path, .. } if !caps.symlinks => Some(MirrorError::Unsupported {
                 location: self.location(),
                 what: format!("symlinks on FAT/exFAT ({path})"),
-            });
-        }
-        let (path, target) = (path.clone(), target.to_vec());
-        self.run("symlink", move |i| i.symlink(&path, &target))
-            .await
-    }
-
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
-        if !self.capabilities().rename {
-            return Err(MirrorError::Unsupported {
+            }),
+            WriteOp::Rename { from, .. } if !caps.rename => Some(MirrorError::Unsupported {
                 location: self.location(),
                 what: format!(
                     "rename with the fusefat driver, which loses directory contents ({from})"
                 ),
-            });
+            }),
+            _ => None,
+        };
+        let mut out: Vec<Option<WriteResult>> = Vec::with_capacity(ops.len());
+        let mut todo = Vec::new();
+        for op in ops {
+            match refused(&op) {
+                Some(e) => out.push(Some(Err(e))),
+                None => {
+                    out.push(None);
+                    todo.push(op);
+                }
+            }
         }
-        let (from, to) = (from.clone(), to.clone());
-        self.run("rename", move |i| i.rename(&from, &to)).await
+        let mut done = if todo.is_empty() {
+            Vec::new()
+        } else {
+            let paths: Vec<String> = todo.iter().map(|op| op.path().to_string()).collect();
+            match self.run("write", move |i| Ok(i.write(todo))).await {
+                Ok(r) => r,
+                Err(e) => paths.iter().map(|p| Err(e.duplicate_for(p))).collect(),
+            }
+        }
+        .into_iter();
+        out.into_iter()
+            .map(|r| {
+                r.or_else(|| done.next()).unwrap_or_else(|| {
+                    Err(MirrorError::Corrupt {
+                        location: self.location(),
+                        what: "write".into(),
+                        reason: "a batch answered fewer results than operations (a bug)".into(),
+                    })
+                })
+            })
+            .collect()
     }
 
-    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
-        let path = path.clone();
-        self.run("remove", move |i| i.remove(&path)).await
-    }
-
-    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        let path = path.clone();
-        self.run("set metadata", move |i| i.set_meta(&path, meta))
-            .await
-    }
-
-    async fn remove_batch(&self, paths: Vec<RelPath>) -> Vec<MirrorResult<()>> {
-        let n = paths.len();
-        self.run("remove", move |i| Ok(i.remove_batch(&paths)))
-            .await
-            .unwrap_or_else(|e| fan_out(n, &e))
-    }
-
-    async fn remove_temp_files(&self) -> MirrorResult<usize> {
+    async fn sweep(&self) -> MirrorResult<usize> {
         self.run("remove temp files", |i| i.remove_temp_files())
             .await
+    }
+}
+
+/// A [`Detail::FileNames`] entry.
+fn name_only(path: RelPath) -> RemoteStat {
+    RemoteStat {
+        path,
+        kind: EntryKind::File,
+        size: 0,
+        mode: 0,
+        mtime_ns: 0,
+        inode: 0,
+        symlink_target: None,
     }
 }
 
@@ -1565,6 +1615,7 @@ impl Mirror for DirMirror {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use briefcase_mirror::MirrorExt;
 
     fn rp(s: &str) -> RelPath {
         RelPath::try_from(s).unwrap()
@@ -1715,10 +1766,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let m = DirMirror::new(dir.path().join("m"));
         // Not mounted / not a mirror: nothing is touched.
-        assert!(matches!(
-            m.remove_temp_files().await,
-            Err(MirrorError::Offline { .. })
-        ));
+        assert!(matches!(m.sweep().await, Err(MirrorError::Offline { .. })));
         m.init(FOLDER).await.unwrap();
         let root = dir.path().join("m");
         fs::create_dir_all(root.join("a/b")).unwrap();
@@ -1728,7 +1776,7 @@ mod tests {
         fs::write(root.join("a/keep"), b"data").unwrap();
         fs::write(outside.path().join(".briefcase-tmp-4"), b"not ours").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("a/link")).unwrap();
-        assert_eq!(m.remove_temp_files().await.unwrap(), 3);
+        assert_eq!(m.sweep().await.unwrap(), 3);
         assert!(
             outside.path().join(".briefcase-tmp-4").exists(),
             "followed a symlink"
@@ -1742,7 +1790,7 @@ mod tests {
             .map(|s| s.path.display())
             .collect();
         assert_eq!(paths, ["a", "a/b", "a/keep", "a/link"]);
-        assert_eq!(m.remove_temp_files().await.unwrap(), 0);
+        assert_eq!(m.sweep().await.unwrap(), 0);
     }
 
     /// A directory made on the mirror is made durable before the next state file, not one
@@ -1763,7 +1811,7 @@ mod tests {
         let want: std::collections::BTreeSet<PathBuf> =
             [root.path().to_path_buf(), root.path().join("a")].into();
         assert_eq!(pending(&m), want);
-        m.write_meta("state.0", b"x").await.unwrap();
+        m.write_state("state.0", b"x").await.unwrap();
         assert!(pending(&m).is_empty());
         let storage = DirMirror::storage(root.path().join("layer"));
         storage.init(FolderId(1)).await.unwrap();
@@ -1779,7 +1827,7 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(STATE_DIR)).unwrap();
         let m = DirMirror::new(dir.path().to_path_buf());
         assert!(matches!(
-            m.write_meta("state.0", b"x").await,
+            m.write_state("state.0", b"x").await,
             Err(MirrorError::Unsafe { .. })
         ));
         assert!(!elsewhere.path().join("state.0").exists());

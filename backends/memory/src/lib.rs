@@ -21,8 +21,9 @@ use briefcase_mirror::registry::{
     Address, BackendKind, OpenContext, OpenError, OpenedMirror, Plain, Target,
 };
 use briefcase_mirror::{
-    Capabilities, EntryKind, FileMeta, FolderId, Mirror, MirrorError, MirrorResult, Presence,
-    RelPath, RemoteStat,
+    Capabilities, ContentHash, Detail, EntryKind, FileMeta, FolderId, Mirror, MirrorError,
+    MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat, StateStore, WriteOp,
+    WriteResult,
 };
 
 /// The `memory` backend in the registry: targets `memory:NAME`, one process-wide mirror per name.
@@ -359,66 +360,6 @@ impl Mirror for MemoryMirror {
         Ok(())
     }
 
-    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
-        if !meta_name_ok(name) {
-            return Err(MirrorError::Unsafe {
-                location: self.location(),
-                path: name.into(),
-                reason: "bad state file name".into(),
-            });
-        }
-        Ok(self.online()?.meta.get(name).cloned())
-    }
-
-    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
-        if !meta_name_ok(name) {
-            return Err(MirrorError::Unsafe {
-                location: self.location(),
-                path: name.into(),
-                reason: "bad state file name".into(),
-            });
-        }
-        self.online()?.meta.insert(name.to_string(), bytes.to_vec());
-        Ok(())
-    }
-
-    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
-        if !meta_name_ok(name) {
-            return Err(MirrorError::Unsafe {
-                location: self.location(),
-                path: name.into(),
-                reason: "bad state file name".into(),
-            });
-        }
-        self.online()?.meta.remove(name);
-        Ok(())
-    }
-
-    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
-        Ok(self.online()?.meta.keys().cloned().collect())
-    }
-
-    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
-        if !meta_name_ok(name) {
-            return Err(MirrorError::Unsafe {
-                location: self.location(),
-                path: name.into(),
-                reason: "bad state file name".into(),
-            });
-        }
-        let mut m = self.online()?;
-        if m.meta.contains_key(name) {
-            return Ok(false);
-        }
-        m.meta.insert(name.to_string(), bytes.to_vec());
-        Ok(true)
-    }
-
-    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
-        let m = self.online()?;
-        Ok(m.nodes.iter().map(|(p, n)| stat(p, n)).collect())
-    }
-
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
         let m = self.online()?;
         self.resolve(&m, path)?;
@@ -455,13 +396,134 @@ impl Mirror for MemoryMirror {
         Ok(st)
     }
 
-    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        {
-            let m = self.online()?;
-            self.need_parent(&m, path)?;
+    async fn walk(&self, under: Option<&RelPath>, detail: Detail) -> MirrorResult<Vec<RemoteStat>> {
+        let m = self.online()?;
+        if let Some(dir) = under {
+            self.resolve(&m, dir)?;
         }
-        let src = source.to_path_buf();
+        Ok(m.nodes
+            .iter()
+            .filter(|(p, _)| under.is_none_or(|d| *p != d && p.starts_with(d)))
+            .filter(|(_, n)| detail == Detail::Stats || matches!(n.data, Data::File(_)))
+            .map(|(p, n)| match detail {
+                Detail::Stats => stat(p, n),
+                Detail::FileNames => RemoteStat {
+                    path: p.clone(),
+                    kind: EntryKind::File,
+                    size: 0,
+                    mode: 0,
+                    mtime_ns: 0,
+                    inode: 0,
+                    symlink_target: None,
+                },
+            })
+            .collect())
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                WriteOp::Put(it) => self.put(it).await.map(Some),
+                WriteOp::Mkdir { path, meta } => self.mkdir(&path, meta).map(Some),
+                WriteOp::Symlink { path, target } => self.symlink(&path, &target).map(Some),
+                WriteOp::Rename { from, to } => self.rename(&from, &to).map(Some),
+                WriteOp::Remove(path) => self.remove(&path).map(|()| None),
+                WriteOp::SetMeta { path, meta } => self.set_meta(&path, meta).map(Some),
+            });
+        }
+        out
+    }
+
+    async fn sweep(&self) -> MirrorResult<usize> {
+        drop(self.online()?);
+        Ok(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for MemoryMirror {
+    async fn read_state(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        if !meta_name_ok(name) {
+            return Err(MirrorError::Unsafe {
+                location: self.location(),
+                path: name.into(),
+                reason: "bad state file name".into(),
+            });
+        }
+        Ok(self.online()?.meta.get(name).cloned())
+    }
+
+    async fn commit_state(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()> {
+        for name in write.iter().map(|(n, _)| *n).chain(remove.iter().copied()) {
+            if !meta_name_ok(name) {
+                return Err(MirrorError::Unsafe {
+                    location: self.location(),
+                    path: name.into(),
+                    reason: "bad state file name".into(),
+                });
+            }
+        }
+        let mut m = self.online()?;
+        for (name, bytes) in write {
+            m.meta.insert((*name).to_string(), bytes.to_vec());
+        }
+        for name in remove {
+            m.meta.remove(*name);
+        }
+        Ok(())
+    }
+
+    async fn list_state(&self) -> MirrorResult<Vec<String>> {
+        Ok(self.online()?.meta.keys().cloned().collect())
+    }
+
+    async fn create_state_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        if !meta_name_ok(name) {
+            return Err(MirrorError::Unsafe {
+                location: self.location(),
+                path: name.into(),
+                reason: "bad state file name".into(),
+            });
+        }
+        let mut m = self.online()?;
+        if m.meta.contains_key(name) {
+            return Ok(false);
+        }
+        m.meta.insert(name.to_string(), bytes.to_vec());
+        Ok(true)
+    }
+}
+
+/// The data operations [`Mirror::write`] applies, one at a time.
+impl MemoryMirror {
+    /// The content of a put: the bytes, or the local file (refused over the size limit without
+    /// reading it; [`MirrorError::SourceChanged`] when it does not hash to `expect`).
+    async fn read_source(&self, it: &PutItem) -> MirrorResult<Vec<u8>> {
+        let path = &it.path;
+        let too_big = |len: u64| MirrorError::Refused {
+            location: self.location(),
+            path: path.display(),
+            reason: format!(
+                "it is {len} bytes and this medium holds at most {} bytes",
+                self.caps.max_file_size.unwrap_or(0)
+            ),
+        };
+        let source = match &it.source {
+            PutSource::Bytes(b) | PutSource::Blob(b) => {
+                if self
+                    .caps
+                    .max_file_size
+                    .is_some_and(|max| b.len() as u64 > max)
+                {
+                    return Err(too_big(b.len() as u64));
+                }
+                return Ok(b.clone());
+            }
+            PutSource::File(f) => f.clone(),
+        };
         let max = self.caps.max_file_size;
+        let src = source.clone();
         let read = tokio::task::spawn_blocking(move || {
             let len = std::fs::metadata(&src)?.len();
             match max {
@@ -478,14 +540,26 @@ impl Mirror for MemoryMirror {
             path: source.display().to_string(),
             source: e,
         })?;
-        let bytes = read.map_err(|len| MirrorError::Refused {
-            location: self.location(),
-            path: path.display(),
-            reason: format!(
-                "it is {len} bytes and this medium holds at most {} bytes",
-                max.unwrap_or(0)
-            ),
-        })?;
+        let bytes = read.map_err(too_big)?;
+        if it
+            .expect
+            .is_some_and(|want| ContentHash(*blake3::hash(&bytes).as_bytes()) != want)
+        {
+            return Err(MirrorError::SourceChanged {
+                location: self.location(),
+                path: path.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    async fn put(&self, it: PutItem) -> MirrorResult<RemoteStat> {
+        let (path, meta) = (&it.path, it.meta);
+        {
+            let m = self.online()?;
+            self.need_parent(&m, path)?;
+        }
+        let bytes = self.read_source(&it).await?;
         let mut m = self.online()?;
         self.need_parent(&m, path)?;
         self.check_case(&m, path, None)?;
@@ -503,7 +577,7 @@ impl Mirror for MemoryMirror {
         Ok(st)
     }
 
-    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+    fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let mut m = self.online()?;
         self.need_parent(&m, path)?;
         self.check_case(&m, path, None)?;
@@ -532,7 +606,7 @@ impl Mirror for MemoryMirror {
         }
     }
 
-    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+    fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
         if !self.caps.symlinks {
             return Err(MirrorError::Unsupported {
                 location: self.location(),
@@ -563,7 +637,7 @@ impl Mirror for MemoryMirror {
         Ok(st)
     }
 
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+    fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
         if !self.caps.rename {
             return Err(MirrorError::Unsupported {
                 location: self.location(),
@@ -634,7 +708,7 @@ impl Mirror for MemoryMirror {
             .ok_or_else(|| self.not_found(to))
     }
 
-    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
+    fn remove(&self, path: &RelPath) -> MirrorResult<()> {
         let mut m = self.online()?;
         if !self.resolve(&m, path)? {
             return Ok(());
@@ -651,7 +725,7 @@ impl Mirror for MemoryMirror {
         Ok(())
     }
 
-    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+    fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let mut m = self.online()?;
         self.resolve(&m, path)?;
         let mtime = self.stored_mtime(meta.mtime_ns);

@@ -192,6 +192,18 @@ impl MirrorError {
         }
     }
 
+    /// [`MirrorError::duplicate`] naming `path` where this error names none (a failure that
+    /// stopped a whole batch before any item was tried: each item's result says which it was).
+    pub fn duplicate_for(&self, path: &str) -> MirrorError {
+        let mut e = self.duplicate();
+        if let MirrorError::Io { path: p, .. } = &mut e {
+            if p.is_empty() {
+                *p = path.to_string();
+            }
+        }
+        e
+    }
+
     /// Whether retrying later may succeed without anyone acting (timeouts, lost connections,
     /// a mirror going offline). A transient error never discards sync state (invariant 7).
     pub fn is_transient(&self) -> bool {

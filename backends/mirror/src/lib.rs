@@ -36,29 +36,6 @@ pub mod usb;
 
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to a new local temp file (for defaults that need a file to read from).
-fn spill(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
-    use std::io::Write;
-    let mut tmp = tempfile::NamedTempFile::new()?;
-    tmp.write_all(bytes)?;
-    tmp.flush()?;
-    Ok(tmp)
-}
-
-/// Copies the file at `source` to a local temp file; `None` when what was read does not hash to
-/// `want` (the file changed while it was read).
-fn spill_checked(
-    source: &Path,
-    want: ContentHash,
-) -> std::io::Result<Option<tempfile::NamedTempFile>> {
-    use std::io::Write;
-    let mut tmp = tempfile::NamedTempFile::new()?;
-    let mut r = HashingReader::new(std::fs::File::open(source)?);
-    std::io::copy(&mut r, &mut tmp)?;
-    tmp.flush()?;
-    Ok((r.hash() == want).then_some(tmp))
-}
-
 pub use error::{MirrorError, MirrorResult};
 pub use model::{
     ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn,
@@ -233,14 +210,163 @@ pub struct RemoteStat {
     pub symlink_target: Option<Vec<u8>>,
 }
 
-/// A mirror backend: a place that stores one replica's data and state.
+/// How much [`Mirror::walk`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Every file, directory and symlink with its stat, parents before children; never the
+    /// state directory nor temp files.
+    Stats,
+    /// Only the paths of files, temp files included (a layer sweeping what an interrupted write
+    /// left); the other fields of each [`RemoteStat`] are zero. Cheaper where the backend can
+    /// skip a stat per entry (`dir` reads the directory entries' types).
+    FileNames,
+}
+
+/// One change for [`Mirror::write`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Atomically replaces (or creates) the file at `item.path` and sets its mode and mtime.
+    /// Parent directories must exist. Answers the stat of what was written.
+    Put(PutItem),
+    /// Creates a directory (its parent must exist) with `meta`; succeeds when it already is one.
+    Mkdir {
+        /// Where.
+        path: RelPath,
+        /// Mode and mtime to give it.
+        meta: FileMeta,
+    },
+    /// Creates (or atomically replaces) a symlink with these target bytes; never follows it.
+    /// [`MirrorError::Unsupported`] where `capabilities().symlinks` is false.
+    Symlink {
+        /// Where.
+        path: RelPath,
+        /// The link's target, as bytes.
+        target: Vec<u8>,
+    },
+    /// Renames `from` to `to`, replacing a file at `to`. [`MirrorError::Unsupported`] where
+    /// `capabilities().rename` is false (the engine then copies and removes).
+    Rename {
+        /// The path now.
+        from: RelPath,
+        /// The new path.
+        to: RelPath,
+    },
+    /// Removes a file, symlink or empty directory; succeeds when it is already absent. A
+    /// directory that is not empty is [`MirrorError::is_dir_not_empty`]. Answers no stat.
+    Remove(RelPath),
+    /// Sets mode and mtime of an existing path ([`MirrorError::NotFound`] when absent).
+    SetMeta {
+        /// Where.
+        path: RelPath,
+        /// Mode and mtime to give it.
+        meta: FileMeta,
+    },
+}
+
+impl WriteOp {
+    /// The path the operation changes (for a rename, the new one).
+    pub fn path(&self) -> &RelPath {
+        match self {
+            WriteOp::Put(it) => &it.path,
+            WriteOp::Mkdir { path, .. }
+            | WriteOp::Symlink { path, .. }
+            | WriteOp::SetMeta { path, .. }
+            | WriteOp::Remove(path) => path,
+            WriteOp::Rename { to, .. } => to,
+        }
+    }
+}
+
+/// The result of one [`WriteOp`]: the stat of what is now at the path (`None` for a removal).
+pub type WriteResult = MirrorResult<Option<RemoteStat>>;
+
+/// A run of [`WriteOp`]s of one kind, as [`split_runs`] groups them.
+#[derive(Debug)]
+pub enum Run {
+    /// Consecutive puts, with the index of the first in the whole list.
+    Puts(usize, Vec<PutItem>),
+    /// Consecutive removals, with the index of the first.
+    Removes(usize, Vec<RelPath>),
+    /// Any other operation, with its index.
+    One(usize, WriteOp),
+}
+
+/// Groups `ops` into runs a backend can amortise (its batched put and removal), keeping their
+/// order: `[put a, put b, mkdir d, rm x, rm y]` → `[Puts(0, [a, b]), One(2, mkdir d),
+/// Removes(3, [x, y])]`. Every index of `ops` is in exactly one run.
+pub fn split_runs(ops: Vec<WriteOp>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        match (runs.last_mut(), op) {
+            (Some(Run::Puts(_, items)), WriteOp::Put(it)) => items.push(it),
+            (Some(Run::Removes(_, paths)), WriteOp::Remove(p)) => paths.push(p),
+            (_, WriteOp::Put(it)) => runs.push(Run::Puts(i, vec![it])),
+            (_, WriteOp::Remove(p)) => runs.push(Run::Removes(i, vec![p])),
+            (_, op) => runs.push(Run::One(i, op)),
+        }
+    }
+    runs
+}
+
+/// The engine's own files on a mirror: its state (roots and parts, [`state`]), the intents
+/// record and the lease records (`briefcase::reconcile::lease`). Separate from the data tree: a
+/// [`Mirror::walk`] never shows them. A backend either keeps them as files of its own
+/// ([`StateInTree`] does it over any [`Mirror`]'s data operations, in `.briefcase/`), or
+/// natively (the stick keeps them in its encrypted catalog, committed with it).
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// Reads the state file `name` (`state.0`, `part.7.1a2b…`, `lease.12`). `Ok(None)` when
+    /// absent.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
+    async fn read_state(&self, name: &str) -> MirrorResult<Option<Vec<u8>>>;
+
+    /// **The commit point.** Writes the files `write` in order, each atomically and durably,
+    /// then removes the files `remove` (absent ones are no error). A crash leaves a prefix of
+    /// the writes done; a backend may make the whole call durable at once (the stick commits
+    /// its catalog once: none or all). [`state::store`] writes a segment and then the root that
+    /// refers to it with one call, and drops parts no generation needs in the next.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
+    async fn commit_state(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()>;
+
+    /// Names of all state files (not temp files, not the folder marker), in any order.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`].
+    async fn list_state(&self) -> MirrorResult<Vec<String>>;
+
+    /// Creates the state file `name` holding `bytes` only if no file of that name exists: of
+    /// several processes trying at once, on this machine or others sharing the medium, exactly
+    /// one gets `Ok(true)`; the others get `Ok(false)`. Not made durable (a crash may lose it).
+    /// A reader may briefly see the file empty where the medium has no hard links (FAT). Serves
+    /// the mirror lease (`briefcase::reconcile::lease`): state files are written by one machine
+    /// at a time.
+    ///
+    /// # Errors
+    /// I/O errors; [`MirrorError::Offline`]; [`MirrorError::Unsupported`] for a medium used by
+    /// one machine at a time (the stick): no lease is taken there.
+    async fn create_state_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool>;
+}
+
+/// A mirror backend: a place that stores one replica's data (this trait) and the engine's state
+/// for it ([`StateStore`]).
+///
+/// The data side is nine operations, after rclone's `Fs` and rustic's backends: look at the root
+/// ([`Mirror::probe`], [`Mirror::init`]), read ([`Mirror::walk`], [`Mirror::stat`],
+/// [`Mirror::get`]), change ([`Mirror::write`], one batched entry point for every change) and
+/// clean up ([`Mirror::sweep`]). Conveniences for one change at a time are in [`MirrorExt`],
+/// implemented for every mirror. A layer (the stick's encryption, progress counting, a test's
+/// crash injection) forwards these and [`StateStore`]'s four; nothing is optional except
+/// [`Mirror::marker_location`] and [`Mirror::read_bytes`] (a faster path).
 ///
 /// All paths are [`RelPath`]s, so a backend never sees `..` or an absolute path; a backend must
-/// still refuse to follow symlinks inside its root ([`fsutil::resolve`] does this for local
-/// disks). Writes are atomic: a reader sees the old content or the new, never a mix. Optional
-/// operations return [`MirrorError::Unsupported`] by default.
+/// still refuse to follow symlinks inside its root ([`beneath`] does this for local disks).
+/// Writes are atomic: a reader sees the old content or the new, never a mix.
 #[async_trait::async_trait]
-pub trait Mirror: Send + Sync + std::fmt::Debug {
+pub trait Mirror: StateStore + Send + Sync + std::fmt::Debug {
     /// Where the mirror is, for messages: `dir:/mnt/nas/work`.
     fn location(&self) -> String;
 
@@ -266,110 +392,14 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// I/O errors.
     async fn init(&self, folder: FolderId) -> MirrorResult<()>;
 
-    /// Reads a state file from the state directory (`state.0`, …). `Ok(None)` when absent.
+    /// Lists the data tree (never the state directory), parents before children: all of it
+    /// (`under` = `None`), or what is below the directory `under` (not `under` itself; empty
+    /// when it is absent or not a directory), so a watcher's hint costs the size of a subtree.
     ///
     /// # Errors
-    /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
-    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>>;
-
-    /// Writes a state file atomically and durably (temp, fsync, rename, fsync dir).
-    ///
-    /// # Errors
-    /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
-    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()>;
-
-    /// Writes several state files in order, each atomically and durably, like as many
-    /// [`Mirror::write_meta`] calls (so a crash leaves a prefix of them written). A backend may
-    /// make them durable together: the stick commits them in one catalog commit (none or all).
-    /// The incremental state writes its segment and its root with one call.
-    ///
-    /// # Errors
-    /// As [`Mirror::write_meta`].
-    async fn write_meta_many(&self, files: &[(&str, &[u8])]) -> MirrorResult<()> {
-        for (name, bytes) in files {
-            self.write_meta(name, bytes).await?;
-        }
-        Ok(())
-    }
-
-    /// Removes a state file; succeeds when it is already absent. Lets the incremental state
-    /// ([`state`]) drop segments no generation refers to any more.
-    ///
-    /// # Errors
-    /// I/O errors; [`MirrorError::Offline`]; [`MirrorError::Unsupported`] by default.
-    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
-        Err(MirrorError::Unsupported {
-            location: self.location(),
-            what: format!("removing state files ({name})"),
-        })
-    }
-
-    /// Names of all state files (not temp files, not the folder marker), in any order.
-    ///
-    /// # Errors
-    /// I/O errors; [`MirrorError::Offline`]; [`MirrorError::Unsupported`] by default.
-    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
-        Err(MirrorError::Unsupported {
-            location: self.location(),
-            what: "listing state files".into(),
-        })
-    }
-
-    /// Creates the state file `name` holding `bytes` only if no file of that name exists: of
-    /// several processes trying at once, on this machine or others sharing the medium, exactly
-    /// one gets `Ok(true)`; the others get `Ok(false)`. Not made durable (a crash may lose it).
-    /// A reader may briefly see the file empty where the medium has no hard links (FAT). Serves
-    /// the mirror lease (`briefcase::reconcile::lease`): state files are written by one machine
-    /// at a time.
-    ///
-    /// # Errors
-    /// I/O errors; [`MirrorError::Offline`]; [`MirrorError::Unsupported`] by default (a medium
-    /// that is used by one machine at a time, such as the stick).
-    async fn create_meta_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
-        let _ = bytes;
-        Err(MirrorError::Unsupported {
-            location: self.location(),
-            what: format!("creating state files exclusively ({name})"),
-        })
-    }
-
-    /// Lists the whole data tree (not the state directory nor temp files), parents before children.
-    ///
-    /// # Errors
-    /// I/O errors; [`MirrorError::InvalidPath`] for a name that cannot be a [`RelPath`].
-    async fn list(&self) -> MirrorResult<Vec<RemoteStat>>;
-
-    /// Lists what is below the directory `dir` (not `dir` itself), parents before children, like
-    /// [`Mirror::list`]; empty when `dir` is absent or not a directory. Lets a watcher's hint
-    /// cost the size of a subtree, not of the mirror. The default filters [`Mirror::list`].
-    ///
-    /// # Errors
-    /// As [`Mirror::list`]; [`MirrorError::Unsafe`] when a parent of `dir` is a symlink.
-    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
-        Ok(self
-            .list()
-            .await?
-            .into_iter()
-            .filter(|s| s.path != *dir && s.path.starts_with(dir))
-            .collect())
-    }
-
-    /// Paths of the files below the directory `dir`, names only, *including* temp files (a
-    /// layer sweeping what an interrupted write left); empty when `dir` is absent. Cheaper than
-    /// [`Mirror::list_under`] where the backend can skip a stat per entry (`dir` reads the
-    /// directory entries' types). The default takes the files of `list_under`.
-    ///
-    /// # Errors
-    /// As [`Mirror::list_under`].
-    async fn list_file_names_under(&self, dir: &RelPath) -> MirrorResult<Vec<RelPath>> {
-        Ok(self
-            .list_under(dir)
-            .await?
-            .into_iter()
-            .filter(|s| s.kind == EntryKind::File)
-            .map(|s| s.path)
-            .collect())
-    }
+    /// I/O errors; [`MirrorError::InvalidPath`] for a name that cannot be a [`RelPath`];
+    /// [`MirrorError::Unsafe`] when a parent of `under` is a symlink.
+    async fn walk(&self, under: Option<&RelPath>, detail: Detail) -> MirrorResult<Vec<RemoteStat>>;
 
     /// Stats one path without following a final symlink. `Ok(None)` when absent.
     ///
@@ -384,58 +414,10 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// [`MirrorError::NotFound`]; I/O errors on either side.
     async fn get(&self, path: &RelPath, dest: &Path) -> MirrorResult<RemoteStat>;
 
-    /// Atomically replaces (or creates) the file at `path` with the content of the local file
-    /// `source`, then sets `meta`. Parent directories must exist.
-    ///
-    /// # Errors
-    /// [`MirrorError::Refused`] when the medium cannot hold it; [`MirrorError::Unsafe`]; I/O errors.
-    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat>;
-
-    /// [`Mirror::put`] for many files, with the same guarantee for each (a reader and a crash see
-    /// a file's old or new content, never a mix); returns one result per item, in order, once
-    /// all written ones are durable. A backend may amortise durability over the batch (`dir`
-    /// flushes the temp files with one `syncfs(2)` and each directory once, instead of two
-    /// fsyncs per file); the default calls `put` for each item.
-    ///
-    /// [`PutSource::Bytes`] items are written to a local temp file first by the default; a
-    /// backend that can write bytes directly should override this.
-    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
-        let mut out = Vec::with_capacity(items.len());
-        for it in items {
-            out.push(match &it.source {
-                PutSource::File(source) => match it.expect {
-                    None => self.put(&it.path, source, it.meta).await,
-                    Some(want) => match spill_checked(source, want) {
-                        Ok(Some(tmp)) => self.put(&it.path, tmp.path(), it.meta).await,
-                        Ok(None) => Err(MirrorError::SourceChanged {
-                            location: self.location(),
-                            path: it.path.to_string(),
-                        }),
-                        Err(e) => Err(MirrorError::Io {
-                            location: self.location(),
-                            op: "read local source",
-                            path: source.display().to_string(),
-                            source: e,
-                        }),
-                    },
-                },
-                PutSource::Bytes(bytes) | PutSource::Blob(bytes) => match spill(bytes) {
-                    Ok(tmp) => self.put(&it.path, tmp.path(), it.meta).await,
-                    Err(e) => Err(MirrorError::Io {
-                        location: self.location(),
-                        op: "stage in a local temp file",
-                        path: it.path.to_string(),
-                        source: e,
-                    }),
-                },
-            });
-        }
-        out
-    }
-
     /// Reads the whole file at `path` into memory. Files larger than `limit` bytes are refused
     /// with [`MirrorError::Corrupt`] (a layer reading its own small files: state, chunks). The
-    /// default goes through [`Mirror::get`] and a local temp file.
+    /// default goes through [`Mirror::get`] and a local temp file; a backend that can read
+    /// directly should override it.
     ///
     /// # Errors
     /// [`MirrorError::NotFound`]; [`MirrorError::Corrupt`] over `limit`; I/O errors.
@@ -459,68 +441,325 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
         std::fs::read(tmp.path()).map_err(|e| local_err("read back the local copy of", e))
     }
 
-    /// Creates a directory (parents must exist); succeeds if it already is one.
+    /// Applies `ops` in order and returns one result per operation, once every change made is
+    /// durable. Each operation is atomic on its own (a reader and a crash see a file's old or
+    /// new content, never a mix) and a failed one does not stop the next. A backend amortises
+    /// durability over the batch ([`split_runs`]): `dir` flushes the temp files of a run of
+    /// puts with one `syncfs(2)` and each directory once, instead of two fsyncs per file.
     ///
-    /// # Errors
-    /// I/O errors; [`MirrorError::Unsafe`].
-    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat>;
+    /// A [`PutSource::File`] item with [`PutItem::expect`] is hashed as it is read; when that
+    /// differs, nothing is stored for it and it answers [`MirrorError::SourceChanged`].
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteResult>;
 
-    /// Creates (or atomically replaces) a symlink with the given target bytes. Never follows it.
-    ///
-    /// # Errors
-    /// [`MirrorError::Unsupported`] where `capabilities().symlinks` is false; I/O errors.
-    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
-        let _ = target;
-        Err(MirrorError::Unsupported {
-            location: self.location(),
-            what: format!("symlinks ({path})"),
-        })
-    }
-
-    /// Renames `from` to `to`, replacing a file at `to`.
-    ///
-    /// # Errors
-    /// [`MirrorError::Unsupported`] where `capabilities().rename` is false; I/O errors.
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
-        let _ = to;
-        Err(MirrorError::Unsupported {
-            location: self.location(),
-            what: format!("rename ({from})"),
-        })
-    }
-
-    /// Removes a file, symlink or empty directory. Succeeds when already absent.
-    ///
-    /// # Errors
-    /// I/O errors (a non-empty directory is an error).
-    async fn remove(&self, path: &RelPath) -> MirrorResult<()>;
-
-    /// [`Mirror::remove`] for many paths, in order (children before their directory), with one
-    /// result per path; returns once the removals are durable. A backend may amortise that (`dir`
-    /// fsyncs each directory once, not once per removed file: ~6.6 ms each on ext4 here). The
-    /// default calls `remove` for each.
-    async fn remove_batch(&self, paths: Vec<RelPath>) -> Vec<MirrorResult<()>> {
-        let mut out = Vec::with_capacity(paths.len());
-        for p in &paths {
-            out.push(self.remove(p).await);
-        }
-        out
-    }
-
-    /// Sets mode and mtime of an existing path.
-    ///
-    /// # Errors
-    /// [`MirrorError::NotFound`]; I/O errors.
-    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat>;
-
-    /// Removes the `.briefcase-tmp-*` files an interrupted write left behind (a process killed
-    /// between writing a temp file and renaming it, invariant 2), in the data tree and the state
-    /// directory, and returns how many were removed. Called at the start of every sync. Backends
-    /// whose writes leave nothing behind keep the default (nothing to do).
+    /// Removes what interrupted writes left behind (a process killed between writing a temp
+    /// file and renaming it, invariant 2), in the data tree and the state directory, and
+    /// returns how many files were removed; a layer also drops what no commit refers to (the
+    /// stick's unreferenced chunks). Called at the start of every full sync.
     ///
     /// # Errors
     /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
-    async fn remove_temp_files(&self) -> MirrorResult<usize> {
-        Ok(0)
+    async fn sweep(&self) -> MirrorResult<usize>;
+}
+
+/// The result of every operation of `ops` when one failure stopped the whole batch before any
+/// was tried (the mirror went offline, a worker thread failed): the same error for each, naming
+/// each operation's path ([`MirrorError::duplicate_for`]).
+pub fn fan_out(ops: &[WriteOp], e: &MirrorError) -> Vec<WriteResult> {
+    ops.iter()
+        .map(|op| Err(e.duplicate_for(&op.path().to_string())))
+        .collect()
+}
+
+/// The one result of a one-operation [`Mirror::write`].
+fn only(location: impl FnOnce() -> String, mut r: Vec<WriteResult>) -> WriteResult {
+    match (r.pop(), r.is_empty()) {
+        (Some(one), true) => one,
+        _ => Err(MirrorError::Corrupt {
+            location: location(),
+            what: "write".into(),
+            reason: "the backend answered a different number of results than operations (a bug)"
+                .into(),
+        }),
+    }
+}
+
+/// The stat of a write that must answer one.
+fn stat_of(
+    location: impl FnOnce() -> String,
+    what: &RelPath,
+    r: WriteResult,
+) -> MirrorResult<RemoteStat> {
+    match r? {
+        Some(st) => Ok(st),
+        None => Err(MirrorError::Corrupt {
+            location: location(),
+            what: what.to_string(),
+            reason: "the backend answered no stat for a write (a bug)".into(),
+        }),
+    }
+}
+
+/// One change at a time, and the older names of the listing and state calls, over
+/// [`Mirror::write`], [`Mirror::walk`] and [`StateStore`]: implemented for every mirror, so a
+/// layer never forwards them.
+#[async_trait::async_trait]
+pub trait MirrorExt: Mirror {
+    /// The whole data tree with stats ([`Mirror::walk`] of everything).
+    ///
+    /// # Errors
+    /// As [`Mirror::walk`].
+    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
+        self.walk(None, Detail::Stats).await
+    }
+
+    /// What is below `dir`, with stats.
+    ///
+    /// # Errors
+    /// As [`Mirror::walk`].
+    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
+        self.walk(Some(dir), Detail::Stats).await
+    }
+
+    /// Paths of the files below `dir`, temp files included ([`Detail::FileNames`]).
+    ///
+    /// # Errors
+    /// As [`Mirror::walk`].
+    async fn list_file_names_under(&self, dir: &RelPath) -> MirrorResult<Vec<RelPath>> {
+        Ok(self
+            .walk(Some(dir), Detail::FileNames)
+            .await?
+            .into_iter()
+            .map(|s| s.path)
+            .collect())
+    }
+
+    /// [`WriteOp::Put`] of the local file `source`, unchecked.
+    ///
+    /// # Errors
+    /// As [`Mirror::write`].
+    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let op = WriteOp::Put(PutItem {
+            path: path.clone(),
+            source: PutSource::File(source.to_path_buf()),
+            meta,
+            expect: None,
+        });
+        let r = only(|| self.location(), self.write(vec![op]).await);
+        stat_of(|| self.location(), path, r)
+    }
+
+    /// [`WriteOp::Put`] of each item, one result per item.
+    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
+        let paths: Vec<RelPath> = items.iter().map(|i| i.path.clone()).collect();
+        let mut out = self
+            .write(items.into_iter().map(WriteOp::Put).collect())
+            .await;
+        out.resize_with(paths.len(), || {
+            Err(MirrorError::Corrupt {
+                location: self.location(),
+                what: "write".into(),
+                reason: "the backend answered fewer results than operations (a bug)".into(),
+            })
+        });
+        out.into_iter()
+            .zip(&paths)
+            .map(|(r, p)| stat_of(|| self.location(), p, r))
+            .collect()
+    }
+
+    /// [`WriteOp::Mkdir`].
+    ///
+    /// # Errors
+    /// As [`Mirror::write`].
+    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let op = WriteOp::Mkdir {
+            path: path.clone(),
+            meta,
+        };
+        let r = only(|| self.location(), self.write(vec![op]).await);
+        stat_of(|| self.location(), path, r)
+    }
+
+    /// [`WriteOp::Symlink`].
+    ///
+    /// # Errors
+    /// As [`Mirror::write`].
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+        let op = WriteOp::Symlink {
+            path: path.clone(),
+            target: target.to_vec(),
+        };
+        let r = only(|| self.location(), self.write(vec![op]).await);
+        stat_of(|| self.location(), path, r)
+    }
+
+    /// [`WriteOp::Rename`].
+    ///
+    /// # Errors
+    /// As [`Mirror::write`].
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+        let op = WriteOp::Rename {
+            from: from.clone(),
+            to: to.clone(),
+        };
+        let r = only(|| self.location(), self.write(vec![op]).await);
+        stat_of(|| self.location(), to, r)
+    }
+
+    /// [`WriteOp::Remove`].
+    ///
+    /// # Errors
+    /// As [`Mirror::write`].
+    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
+        only(
+            || self.location(),
+            self.write(vec![WriteOp::Remove(path.clone())]).await,
+        )
+        .map(|_| ())
+    }
+
+    /// [`WriteOp::Remove`] of each path, in order (children before their directory), one
+    /// result per path.
+    async fn remove_batch(&self, paths: Vec<RelPath>) -> Vec<MirrorResult<()>> {
+        let n = paths.len();
+        let mut out: Vec<MirrorResult<()>> = self
+            .write(paths.into_iter().map(WriteOp::Remove).collect())
+            .await
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect();
+        out.resize_with(n, || {
+            Err(MirrorError::Corrupt {
+                location: self.location(),
+                what: "write".into(),
+                reason: "the backend answered fewer results than operations (a bug)".into(),
+            })
+        });
+        out
+    }
+
+    /// [`WriteOp::SetMeta`].
+    ///
+    /// # Errors
+    /// As [`Mirror::write`].
+    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+        let op = WriteOp::SetMeta {
+            path: path.clone(),
+            meta,
+        };
+        let r = only(|| self.location(), self.write(vec![op]).await);
+        stat_of(|| self.location(), path, r)
+    }
+
+    /// [`StateStore::commit_state`] of one file.
+    ///
+    /// # Errors
+    /// As [`StateStore::commit_state`].
+    async fn write_state(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
+        self.commit_state(&[(name, bytes)], &[]).await
+    }
+
+    /// [`StateStore::commit_state`] removing one file.
+    ///
+    /// # Errors
+    /// As [`StateStore::commit_state`].
+    async fn remove_state(&self, name: &str) -> MirrorResult<()> {
+        self.commit_state(&[], &[name]).await
+    }
+}
+
+impl<M: Mirror + ?Sized> MirrorExt for M {}
+
+/// [`StateStore`] over any [`Mirror`]'s data operations, for a backend without a better place:
+/// `files` is a mirror of the same backend rooted at the state directory (for `dir`, the root's
+/// `.briefcase/`; for an SFTP backend, the same connection with that base path), so each state
+/// file is a plain file there, written with [`WriteOp::Put`] (atomic and durable), read with
+/// [`Mirror::read_bytes`] and listed with [`Mirror::walk`]. The data side of a backend refuses
+/// `.briefcase/` paths (they are never replicated), which is why the state goes through a second
+/// root rather than through reserved paths of the first. Exclusive creation needs a primitive no
+/// data operation gives (`link(2)`, `O_EXCL`, SFTP's `SSH_FXF_EXCL`): it answers
+/// [`MirrorError::Unsupported`], so no lease is taken, unless the backend implements
+/// [`StateStore::create_state_exclusive`] itself.
+#[derive(Debug)]
+pub struct StateInTree<'a, M: Mirror + ?Sized> {
+    files: &'a M,
+}
+
+impl<'a, M: Mirror + ?Sized> StateInTree<'a, M> {
+    /// The state store whose files are the top-level files of `files`.
+    pub fn new(files: &'a M) -> Self {
+        StateInTree { files }
+    }
+
+    fn path(&self, name: &str) -> MirrorResult<RelPath> {
+        if name.contains('/') || name.starts_with(TMP_PREFIX) {
+            return Err(MirrorError::Unsafe {
+                location: self.files.location(),
+                path: name.to_string(),
+                reason: "not a state file name".into(),
+            });
+        }
+        RelPath::new(name).map_err(|source| MirrorError::InvalidPath {
+            location: self.files.location(),
+            path: name.to_string(),
+            source,
+        })
+    }
+
+    /// [`StateStore::read_state`].
+    ///
+    /// # Errors
+    /// As [`StateStore::read_state`].
+    pub async fn read(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        let p = self.path(name)?;
+        let limit = (state::MAX_STATE_BYTES as u64).saturating_add(64);
+        match self.files.read_bytes(&p, limit).await {
+            Ok(b) => Ok(Some(b)),
+            Err(MirrorError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`StateStore::commit_state`]: one durable write per file, in order, then the removals.
+    ///
+    /// # Errors
+    /// As [`StateStore::commit_state`].
+    pub async fn commit(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()> {
+        for (name, bytes) in write {
+            let op = WriteOp::Put(PutItem {
+                path: self.path(name)?,
+                source: PutSource::Bytes(bytes.to_vec()),
+                meta: FileMeta {
+                    mode: 0o600,
+                    mtime_ns: 0,
+                },
+                expect: None,
+            });
+            only(|| self.files.location(), self.files.write(vec![op]).await)?;
+        }
+        let mut ops = Vec::with_capacity(remove.len());
+        for name in remove {
+            ops.push(WriteOp::Remove(self.path(name)?));
+        }
+        for r in self.files.write(ops).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// [`StateStore::list_state`].
+    ///
+    /// # Errors
+    /// As [`StateStore::list_state`].
+    pub async fn list(&self) -> MirrorResult<Vec<String>> {
+        Ok(self
+            .files
+            .walk(None, Detail::FileNames)
+            .await?
+            .into_iter()
+            .filter(|s| s.path.parent().is_none())
+            .map(|s| String::from_utf8_lossy(s.path.file_name()).into_owned())
+            .filter(|n| !n.starts_with(TMP_PREFIX))
+            .collect())
     }
 }

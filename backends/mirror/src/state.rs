@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MirrorError, MirrorResult};
 use crate::model::{Entry, FolderId, KnowledgeVector, MirrorState, Osn, ReplicaId};
 use crate::path::RelPath;
-use crate::Mirror;
+use crate::{Mirror, MirrorExt};
 
 const MAGIC_V1: &[u8; 8] = b"BCSTATE1";
 const MAGIC_ROOT: &[u8; 8] = b"BCSTATE2";
@@ -212,7 +212,7 @@ pub async fn load_unless(
     let mut problems = Vec::new();
     let mut seen = 0;
     for slot in SLOTS {
-        let Some(bytes) = mirror.read_meta(slot).await? else {
+        let Some(bytes) = mirror.read_state(slot).await? else {
             continue;
         };
         seen += 1;
@@ -310,7 +310,7 @@ async fn read_parts(mirror: &dyn Mirror, root: &Root) -> MirrorResult<Result<Mir
         if !is_part_name(&part.name) || part.len > (MAX_STATE_BYTES + HEADER) as u64 {
             return Ok(Err(format!("part {:?} is not a state part", part.name)));
         }
-        let Some(bytes) = mirror.read_meta(&part.name).await? else {
+        let Some(bytes) = mirror.read_state(&part.name).await? else {
             return Ok(Err(format!("part {} is missing", part.name)));
         };
         if bytes.len() as u64 != part.len || blake3::hash(&bytes).as_bytes() != &part.hash {
@@ -442,7 +442,10 @@ pub async fn store(
     sum.copy_from_slice(&sealed[24..56]);
     // The part before the root that lists it.
     mirror
-        .write_meta_many(&[(&name, &bytes), (SLOTS[(generation % 2) as usize], &sealed)])
+        .commit_state(
+            &[(&name, &bytes), (SLOTS[(generation % 2) as usize], &sealed)],
+            &[],
+        )
         .await?;
     state.clear_changed();
     collect_parts(mirror, generation, &root, &previous.root).await;
@@ -474,8 +477,12 @@ fn rand_u32(bytes: &[u8]) -> u32 {
 /// Removes the parts of generations before `generation` that neither `root` nor `previous` (the
 /// other slot) refers to. Best effort: a part left behind is removed by a later store.
 async fn collect_parts(mirror: &dyn Mirror, generation: u64, root: &Root, previous: &Root) {
-    let Ok(names) = mirror.list_meta().await else {
-        return;
+    let names = match mirror.list_state().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(mirror = %mirror.location(), error = %e, "old state parts not listed; a later store removes them");
+            return;
+        }
     };
     let keep: BTreeSet<&str> = root
         .parts
@@ -483,15 +490,22 @@ async fn collect_parts(mirror: &dyn Mirror, generation: u64, root: &Root, previo
         .chain(&previous.parts)
         .map(|p| p.name.as_str())
         .collect();
-    for n in names {
+    let mut drop = Vec::new();
+    for n in &names {
         let Some(rest) = n.strip_prefix(PART_PREFIX) else {
             continue;
         };
         let gen_of = rest.split('.').next().and_then(|g| g.parse::<u64>().ok());
         // Parts of later generations may be another machine's store in progress.
         if gen_of.is_some_and(|g| g < generation) && !keep.contains(n.as_str()) {
-            let _ = mirror.remove_meta(&n).await;
+            drop.push(n.as_str());
         }
+    }
+    if drop.is_empty() {
+        return;
+    }
+    if let Err(e) = mirror.commit_state(&[], &drop).await {
+        tracing::debug!(mirror = %mirror.location(), error = %e, "old state parts not removed; a later store removes them");
     }
 }
 
@@ -519,7 +533,7 @@ pub async fn store_intents(
         reason: format!("cannot encode: {e}"),
     })?;
     mirror
-        .write_meta(INTENTS, &seal(generation, &payload))
+        .write_state(INTENTS, &seal(generation, &payload))
         .await
 }
 
@@ -530,7 +544,7 @@ pub async fn store_intents(
 /// # Errors
 /// I/O errors from the mirror.
 pub async fn load_intents(mirror: &dyn Mirror, generation: u64) -> MirrorResult<Vec<Entry>> {
-    let Some(bytes) = mirror.read_meta(INTENTS).await? else {
+    let Some(bytes) = mirror.read_state(INTENTS).await? else {
         return Ok(Vec::new());
     };
     if bytes.len() > MAX_STATE_BYTES + HEADER {
@@ -552,7 +566,7 @@ pub async fn load_intents(mirror: &dyn Mirror, generation: u64) -> MirrorResult<
 /// # Errors
 /// Errors from the mirror's [`Mirror::write_meta`].
 pub async fn clear_intents(mirror: &dyn Mirror) -> MirrorResult<()> {
-    mirror.write_meta(INTENTS, &seal(0, &[])).await
+    mirror.write_state(INTENTS, &seal(0, &[])).await
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! names) are declared by the fixture ([`Fixture::ascii_only_names`]) and turn the case into a
 //! check that the backend refuses cleanly with [`MirrorError::Refused`].
 
+use crate::MirrorExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -396,20 +397,20 @@ pub mod cases {
     /// State files round trip, overwrite, and names that could escape are refused.
     pub async fn meta_round_trip_overwrite_and_bad_names(fx: &dyn Fixture) {
         let c = ready(fx).await;
-        assert_eq!(c.m.read_meta("state.0").await.unwrap(), None);
-        c.m.write_meta("state.0", b"first").await.unwrap();
+        assert_eq!(c.m.read_state("state.0").await.unwrap(), None);
+        c.m.write_state("state.0", b"first").await.unwrap();
         assert_eq!(
-            c.m.read_meta("state.0").await.unwrap().as_deref(),
+            c.m.read_state("state.0").await.unwrap().as_deref(),
             Some(&b"first"[..])
         );
-        c.m.write_meta("state.0", b"second, longer").await.unwrap();
+        c.m.write_state("state.0", b"second, longer").await.unwrap();
         assert_eq!(
-            c.m.read_meta("state.0").await.unwrap().as_deref(),
+            c.m.read_state("state.0").await.unwrap().as_deref(),
             Some(&b"second, longer"[..])
         );
-        c.m.write_meta("state.0", b"").await.unwrap();
+        c.m.write_state("state.0", b"").await.unwrap();
         assert_eq!(
-            c.m.read_meta("state.0").await.unwrap().as_deref(),
+            c.m.read_state("state.0").await.unwrap().as_deref(),
             Some(&b""[..])
         );
         for bad in [
@@ -422,15 +423,15 @@ pub mod cases {
             "sp ace",
         ] {
             assert!(
-                c.m.write_meta(bad, b"x").await.is_err(),
+                c.m.write_state(bad, b"x").await.is_err(),
                 "write_meta({bad:?}) must be refused"
             );
             assert!(
-                c.m.read_meta(bad).await.is_err(),
+                c.m.read_state(bad).await.is_err(),
                 "read_meta({bad:?}) must be refused"
             );
         }
-        c.m.write_meta("state.1", b"state").await.unwrap();
+        c.m.write_state("state.1", b"state").await.unwrap();
         for reserved in [
             ".briefcase/state.1",
             ".briefcase-tmp-1",
@@ -445,7 +446,7 @@ pub mod cases {
         }
         assert!(c.m.remove(&rp(b".briefcase/state.1")).await.is_err());
         assert_eq!(
-            c.m.read_meta("state.1").await.unwrap().as_deref(),
+            c.m.read_state("state.1").await.unwrap().as_deref(),
             Some(&b"state"[..])
         );
         assert!(
@@ -473,14 +474,14 @@ pub mod cases {
             );
         };
         offline(&c.m.list().await.map(|_| ()), "list");
-        offline(&c.m.read_meta("state.0").await.map(|_| ()), "read_meta");
-        offline(&c.m.write_meta("state.0", b"x").await, "write_meta");
+        offline(&c.m.read_state("state.0").await.map(|_| ()), "read_meta");
+        offline(&c.m.write_state("state.0", b"x").await, "write_meta");
         if let Some(root) = fx.root() {
             std::fs::create_dir(root).unwrap(); // an empty mount point
             assert_eq!(c.m.probe().await.unwrap(), Presence::Empty);
             offline(&c.m.list().await.map(|_| ()), "list");
-            offline(&c.m.read_meta("state.0").await.map(|_| ()), "read_meta");
-            offline(&c.m.write_meta("state.0", b"x").await, "write_meta");
+            offline(&c.m.read_state("state.0").await.map(|_| ()), "read_meta");
+            offline(&c.m.write_state("state.0", b"x").await, "write_meta");
             offline(&c.put("b.txt", b"b").await.map(|_| ()), "put");
             offline(&c.m.mkdir(&rp(b"d"), META).await.map(|_| ()), "mkdir");
             offline(&c.m.remove(&rp(b"a.txt")).await, "remove");
@@ -583,7 +584,7 @@ pub mod cases {
             assert_eq!((&l.stored, &l.state), (&stored, &s), "round {round}");
         }
         assert!(saw_segment && saw_rebase, "segments, then a new base");
-        if let Ok(names) = c.m.list_meta().await {
+        if let Ok(names) = c.m.list_state().await {
             let parts = names
                 .iter()
                 .filter(|n| n.starts_with(state::PART_PREFIX))
@@ -614,8 +615,8 @@ pub mod cases {
         s2.insert_entry(sample_entry("new", 9));
         let g2 = state::store(c.m, &g1, &mut s2).await.unwrap();
         let newer = state::SLOTS[(g2.generation % 2) as usize];
-        let good = c.m.read_meta(newer).await.unwrap().unwrap();
-        c.m.write_meta(newer, b"garbage from a yanked stick")
+        let good = c.m.read_state(newer).await.unwrap().unwrap();
+        c.m.write_state(newer, b"garbage from a yanked stick")
             .await
             .unwrap();
         let l = state::load(c.m).await.unwrap().unwrap();
@@ -625,20 +626,20 @@ pub mod cases {
             "older valid generation wins"
         );
         // A truncated newer slot is just as invalid.
-        c.m.write_meta(newer, &good[..good.len() - 1])
+        c.m.write_state(newer, &good[..good.len() - 1])
             .await
             .unwrap();
         assert_eq!(state::load(c.m).await.unwrap().unwrap().stored, g1);
         // So is an intact root whose newest part is damaged.
-        c.m.write_meta(newer, &good).await.unwrap();
+        c.m.write_state(newer, &good).await.unwrap();
         assert_eq!(state::load(c.m).await.unwrap().unwrap().stored, g2);
         let part = &g2.root.parts.last().unwrap().name;
-        let mut bytes = c.m.read_meta(part).await.unwrap().unwrap();
+        let mut bytes = c.m.read_state(part).await.unwrap().unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 1;
-        c.m.write_meta(part, &bytes).await.unwrap();
+        c.m.write_state(part, &bytes).await.unwrap();
         assert_eq!(state::load(c.m).await.unwrap().unwrap().stored, g1);
-        c.m.write_meta(state::SLOTS[(g1.generation % 2) as usize], b"also garbage")
+        c.m.write_state(state::SLOTS[(g1.generation % 2) as usize], b"also garbage")
             .await
             .unwrap();
         assert!(matches!(
@@ -650,9 +651,9 @@ pub mod cases {
     /// State files can be listed and removed (removing an absent one succeeds).
     pub async fn meta_list_and_remove(fx: &dyn Fixture) {
         let c = ready(fx).await;
-        c.m.write_meta("part.1.aa", b"a").await.unwrap();
-        c.m.write_meta("part.2.bb", b"b").await.unwrap();
-        let mut names = c.m.list_meta().await.unwrap();
+        c.m.write_state("part.1.aa", b"a").await.unwrap();
+        c.m.write_state("part.2.bb", b"b").await.unwrap();
+        let mut names = c.m.list_state().await.unwrap();
         names.sort();
         assert!(
             names.contains(&"part.1.aa".to_string()) && names.contains(&"part.2.bb".to_string()),
@@ -662,12 +663,12 @@ pub mod cases {
             names.iter().all(|n| !n.starts_with(crate::TMP_PREFIX)),
             "{names:?}"
         );
-        c.m.remove_meta("part.1.aa").await.unwrap();
-        c.m.remove_meta("part.1.aa").await.unwrap();
-        assert_eq!(c.m.read_meta("part.1.aa").await.unwrap(), None);
-        assert!(c.m.remove_meta("../escape").await.is_err());
+        c.m.remove_state("part.1.aa").await.unwrap();
+        c.m.remove_state("part.1.aa").await.unwrap();
+        assert_eq!(c.m.read_state("part.1.aa").await.unwrap(), None);
+        assert!(c.m.remove_state("../escape").await.is_err());
         assert_eq!(
-            c.m.read_meta("part.2.bb").await.unwrap().as_deref(),
+            c.m.read_state("part.2.bb").await.unwrap().as_deref(),
             Some(&b"b"[..])
         );
     }
@@ -945,7 +946,7 @@ pub mod cases {
         c.put("top.txt", b"top").await.unwrap();
         c.put("d0", b"sorts after d/").await.unwrap();
         c.mkdir("z").await;
-        c.m.write_meta("state.0", b"s").await.unwrap();
+        c.m.write_state("state.0", b"s").await.unwrap();
         let mut want = vec!["d", "d/e", "d/e/f.txt", "d/g.txt", "d0", "top.txt", "z"];
         if c.caps.symlinks {
             c.m.symlink(&rp(b"z/ln"), b"../d/g.txt").await.unwrap();

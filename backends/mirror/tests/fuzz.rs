@@ -18,6 +18,8 @@
 //! Needs the `testkit` feature (corpora, allocation watch), which `cargo test --workspace` enables.
 #![allow(clippy::unwrap_used)]
 
+use briefcase_mirror::MirrorExt;
+use briefcase_mirror::StateStore;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -77,7 +79,7 @@ fn real_mirror() -> MemoryMirror {
                 name.starts_with(state::PART_PREFIX) || dir != "state_part",
                 "{name}"
             );
-            now(m.write_meta(&name, &bytes)).unwrap();
+            now(m.write_state(&name, &bytes)).unwrap();
         }
     }
     m
@@ -151,10 +153,10 @@ fn state_root() {
         now(m.init(FolderId(1))).unwrap();
         for (name, p) in &parts {
             if name.starts_with(state::PART_PREFIX) {
-                now(m.write_meta(name, p)).unwrap();
+                now(m.write_state(name, p)).unwrap();
             }
         }
-        now(m.write_meta(state::SLOTS[0], bytes)).unwrap();
+        now(m.write_state(state::SLOTS[0], bytes)).unwrap();
         if bounded(bytes.len(), || load_both(&m)) {
             ROOTS_LOADED.fetch_add(1, Ordering::Relaxed);
         }
@@ -192,9 +194,9 @@ fn state_part() {
             files.push(state::reseal(&part_template, payload).unwrap());
         }
         for file in files {
-            now(m.write_meta(name, &file)).unwrap();
+            now(m.write_state(name, &file)).unwrap();
             let root = root_listing(&root_template, &[(name, &file)]);
-            now(m.write_meta(state::SLOTS[0], &root)).unwrap();
+            now(m.write_state(state::SLOTS[0], &root)).unwrap();
             if bounded(bytes.len(), || load_both(&m)) {
                 PARTS_LOADED.fetch_add(1, Ordering::Relaxed);
             }
@@ -223,7 +225,7 @@ fn intents() {
             files.push(state::seal(generation, payload));
         }
         for file in files {
-            now(m.write_meta(state::INTENTS, &file)).unwrap();
+            now(m.write_state(state::INTENTS, &file)).unwrap();
             let got = bounded(bytes.len(), || now(state::load_intents(&m, generation)));
             if !got.unwrap().is_empty() {
                 INTENTS_LOADED.fetch_add(1, Ordering::Relaxed);
@@ -291,14 +293,14 @@ fn apply(bytes: &mut Vec<u8>, edits: &[Edit]) {
 #[test]
 fn state_edits() {
     let base = real_mirror();
-    let names: Vec<String> = now(base.list_meta())
+    let names: Vec<String> = now(base.list_state())
         .unwrap()
         .into_iter()
         .filter(|n| n != "folder-id")
         .collect();
     let originals: BTreeMap<String, Vec<u8>> = names
         .iter()
-        .map(|n| (n.clone(), now(base.read_meta(n)).unwrap().unwrap()))
+        .map(|n| (n.clone(), now(base.read_state(n)).unwrap().unwrap()))
         .collect();
     check!().with_type::<Edits>().for_each(|e: &Edits| {
         let m = real_mirror();
@@ -324,11 +326,11 @@ fn state_edits() {
                     }
                     let fixed =
                         state::reseal(sealed, &postcard::to_stdvec(&root).unwrap()).unwrap();
-                    now(m.write_meta(slot, &fixed)).unwrap();
+                    now(m.write_state(slot, &fixed)).unwrap();
                 }
             }
         }
-        now(m.write_meta(name, &bytes)).unwrap();
+        now(m.write_state(name, &bytes)).unwrap();
         let len = originals.values().map(Vec::len).sum::<usize>() + e.edits.len();
         bounded(len, || {
             load_both(&m);
@@ -670,14 +672,14 @@ fn regression_root_listing_a_part_many_times() {
     }
     let stored = now(state::store(&m, &Stored::default(), &mut st)).unwrap();
     let base = &stored.root.parts[0];
-    let base_bytes = now(m.read_meta(&base.name)).unwrap().unwrap();
-    let template = now(m.read_meta(state::SLOTS[1])).unwrap().unwrap();
+    let base_bytes = now(m.read_state(&base.name)).unwrap().unwrap();
+    let template = now(m.read_state(state::SLOTS[1])).unwrap().unwrap();
     let times: usize = std::env::var("REGRESSION_PARTS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(state::MAX_SEGMENTS + 2);
     let listing: Vec<(&str, &[u8])> = vec![(base.name.as_str(), &base_bytes); times];
-    now(m.write_meta(state::SLOTS[1], &root_listing(&template, &listing))).unwrap();
+    now(m.write_state(state::SLOTS[1], &root_listing(&template, &listing))).unwrap();
     let start = std::time::Instant::now();
     let r = now(state::load(&m));
     eprintln!(

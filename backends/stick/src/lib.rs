@@ -41,8 +41,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use briefcase_mirror::{
-    Capabilities, ChunkRef, ContentHash, EntryKind, FileMeta, FolderId, Mirror, MirrorError,
-    MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat,
+    split_runs, Capabilities, ChunkRef, ContentHash, Detail, EntryKind, FileMeta, FolderId, Mirror,
+    MirrorError, MirrorExt, MirrorResult, Presence, PutItem, PutSource, RelPath, RemoteStat, Run,
+    StateStore, WriteOp, WriteResult,
 };
 use serde::{Deserialize, Serialize};
 
@@ -2055,72 +2056,73 @@ impl Mirror for StickMirror {
         Ok(())
     }
 
-    async fn read_meta(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
-        check_meta_name(&self.location, name)?;
-        let g = self.lock().await?;
-        Ok(g.as_ref().and_then(|o| o.cat.meta(name).cloned()))
-    }
-
-    async fn write_meta(&self, name: &str, bytes: &[u8]) -> MirrorResult<()> {
-        check_meta_name(&self.location, name)?;
-        let mut g = self.lock().await?;
-        let o = self.opened(&mut g)?;
-        o.cat.set_meta(name, bytes.to_vec());
-        let r = self.commit(o, false).await;
-        if r.is_err() {
-            // What is committed is unknown now: read it again next time.
-            *g = None;
-        }
-        r.map_err(|e| self.no_space_hint(e))
-    }
-
-    /// All in one catalog commit: none or all of them.
-    async fn write_meta_many(&self, files: &[(&str, &[u8])]) -> MirrorResult<()> {
-        for (name, _) in files {
-            check_meta_name(&self.location, name)?;
-        }
-        let mut g = self.lock().await?;
-        let o = self.opened(&mut g)?;
-        for (name, bytes) in files {
-            o.cat.set_meta(name, bytes.to_vec());
-        }
-        let r = self.commit(o, false).await;
-        if r.is_err() {
-            *g = None;
-        }
-        r.map_err(|e| self.no_space_hint(e))
-    }
-
-    async fn remove_meta(&self, name: &str) -> MirrorResult<()> {
-        check_meta_name(&self.location, name)?;
-        let mut g = self.lock().await?;
-        if let Some(o) = g.as_mut() {
-            o.cat.remove_meta(name);
-        }
-        Ok(())
-    }
-
-    async fn list_meta(&self) -> MirrorResult<Vec<String>> {
-        let g = self.lock().await?;
-        Ok(g.as_ref()
-            .map(|o| o.cat.meta_names().cloned().collect())
-            .unwrap_or_default())
-    }
-
-    async fn list(&self) -> MirrorResult<Vec<RemoteStat>> {
-        let g = self.lock().await?;
-        Ok(g.as_ref()
-            .map(|o| o.cat.tree().iter().map(|(p, n)| stat_of(p, n)).collect())
-            .unwrap_or_default())
-    }
-
-    async fn list_under(&self, dir: &RelPath) -> MirrorResult<Vec<RemoteStat>> {
+    async fn walk(&self, under: Option<&RelPath>, detail: Detail) -> MirrorResult<Vec<RemoteStat>> {
         let g = self.lock().await?;
         let Some(o) = g.as_ref() else {
             return Ok(Vec::new());
         };
-        self.check_ancestors(o, dir)?;
-        Ok(o.cat.below(dir).map(|(p, n)| stat_of(p, n)).collect())
+        if let Some(dir) = under {
+            self.check_ancestors(o, dir)?;
+        }
+        let keep = |n: &Node| detail == Detail::Stats || n.kind == EntryKind::File;
+        let name_only = |p: &RelPath| RemoteStat {
+            path: p.clone(),
+            kind: EntryKind::File,
+            size: 0,
+            mode: 0,
+            mtime_ns: 0,
+            inode: 0,
+            symlink_target: None,
+        };
+        let one = |(p, n): (&RelPath, &Node)| match detail {
+            Detail::Stats => stat_of(p, n),
+            Detail::FileNames => name_only(p),
+        };
+        Ok(match under {
+            None => o
+                .cat
+                .tree()
+                .iter()
+                .filter(|(_, n)| keep(n))
+                .map(one)
+                .collect(),
+            Some(dir) => o.cat.below(dir).filter(|(_, n)| keep(n)).map(one).collect(),
+        })
+    }
+
+    /// Runs of puts write their chunks together ([`StickMirror::put_items`]); every other
+    /// change is a change of the catalog in memory, committed with the state
+    /// ([`StateStore::commit_state`]).
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+        let mut out = Vec::with_capacity(ops.len());
+        for run in split_runs(ops) {
+            match run {
+                Run::Puts(_, items) => {
+                    out.extend(self.put_many(items).await.into_iter().map(|r| r.map(Some)));
+                }
+                Run::Removes(_, paths) => {
+                    for p in paths {
+                        out.push(self.remove_one(&p).await.map(|()| None));
+                    }
+                }
+                Run::One(_, op) => out.push(match op {
+                    WriteOp::Mkdir { path, meta } => self.mkdir_one(&path, meta).await.map(Some),
+                    WriteOp::Symlink { path, target } => {
+                        self.symlink_one(&path, &target).await.map(Some)
+                    }
+                    WriteOp::Rename { from, to } => self.rename_one(&from, &to).await.map(Some),
+                    WriteOp::SetMeta { path, meta } => {
+                        self.set_meta_one(&path, meta).await.map(Some)
+                    }
+                    WriteOp::Put(it) => match self.put_many(vec![it]).await.pop() {
+                        Some(r) => r.map(Some),
+                        None => Ok(None),
+                    },
+                    WriteOp::Remove(path) => self.remove_one(&path).await.map(|()| None),
+                }),
+            }
+        }
+        out
     }
 
     async fn stat(&self, path: &RelPath) -> MirrorResult<Option<RemoteStat>> {
@@ -2207,20 +2209,131 @@ impl Mirror for StickMirror {
         Ok(stat_of(path, &node))
     }
 
-    async fn put(&self, path: &RelPath, source: &Path, meta: FileMeta) -> MirrorResult<RemoteStat> {
-        let item = PutItem {
-            path: path.clone(),
-            source: PutSource::File(source.to_path_buf()),
-            meta,
-            expect: None,
+    /// Once per opening of the stick: removes the temp files and the chunk files no catalog
+    /// refers to that a sync which died left in this folder's directory (names only: one
+    /// directory read per `chunks/xx`, no stat per chunk; other files on the medium are never
+    /// touched).
+    async fn sweep(&self) -> MirrorResult<usize> {
+        let mut g = self.lock().await?;
+        let Some(o) = g.as_mut() else {
+            return Ok(0);
         };
-        match self.put_batch(vec![item]).await.pop() {
-            Some(r) => r,
-            None => Err(self.corrupt(path, "the batch returned no result")),
+        // A STICK someone edited is put back as the authenticated root says (a stick still in
+        // format 1 gets its new STICK with the migrating commit).
+        if !o.legacy {
+            if let Err(e) = self.fix_stick_file(o).await {
+                tracing::warn!(stick = %self.location, "cannot rewrite its STICK file ({e}); it is tried again at the next sync");
+            }
         }
+        // A daemon syncs a stick (which has no watcher) on every change: once is enough.
+        if o.swept {
+            return Ok(0);
+        }
+        o.swept = true;
+        let known: HashSet<String> = o
+            .cat
+            .known_chunks()
+            .map(|h| format::chunk_name(&o.secret.name_key, h))
+            .collect();
+        let prefix = format!("{}/", format::folder_dir(o.folder));
+        let names = self
+            .storage
+            .list_file_names_under(&format::fixed(&format::folder_dir(o.folder)))
+            .await?;
+        let is_temp = |p: &RelPath| {
+            p.file_name()
+                .starts_with(briefcase_mirror::TMP_PREFIX.as_bytes())
+        };
+        // Temp files are rare (a commit cut short); the storage sweeps them itself.
+        let mut removed = if names.iter().any(is_temp) {
+            self.storage.sweep().await?
+        } else {
+            0
+        };
+        let strays: Vec<RelPath> = names
+            .into_iter()
+            .filter(|p| {
+                let name = p.display();
+                let local = name.strip_prefix(&prefix).unwrap_or(&name);
+                !is_temp(p) && local.starts_with("chunks/") && !known.contains(local)
+            })
+            .collect();
+        let n = strays.len() + removed;
+        if n == 0 {
+            return Ok(0);
+        }
+        removed += self
+            .storage
+            .remove_batch(strays)
+            .await
+            .into_iter()
+            .filter(Result::is_ok)
+            .count();
+        tracing::info!(stick = %self.location, removed, of = n, "removed what an interrupted sync left on the stick");
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl StateStore for StickMirror {
+    async fn read_state(&self, name: &str) -> MirrorResult<Option<Vec<u8>>> {
+        check_meta_name(&self.location, name)?;
+        let g = self.lock().await?;
+        Ok(g.as_ref().and_then(|o| o.cat.meta(name).cloned()))
     }
 
-    async fn put_batch(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
+    /// All in one catalog commit with the data written since the last one: none or all of
+    /// them. Removals alone are not committed: they land with the next commit (a part no root
+    /// refers to is garbage either way).
+    async fn commit_state(&self, write: &[(&str, &[u8])], remove: &[&str]) -> MirrorResult<()> {
+        for name in write.iter().map(|(n, _)| *n).chain(remove.iter().copied()) {
+            check_meta_name(&self.location, name)?;
+        }
+        let mut g = self.lock().await?;
+        if write.is_empty() {
+            if let Some(o) = g.as_mut() {
+                for name in remove {
+                    o.cat.remove_meta(name);
+                }
+            }
+            return Ok(());
+        }
+        let o = self.opened(&mut g)?;
+        for (name, bytes) in write {
+            o.cat.set_meta(name, bytes.to_vec());
+        }
+        for name in remove {
+            o.cat.remove_meta(name);
+        }
+        let r = self.commit(o, false).await;
+        if r.is_err() {
+            // What is committed is unknown now: read it again next time.
+            *g = None;
+        }
+        r.map_err(|e| self.no_space_hint(e))
+    }
+
+    async fn list_state(&self) -> MirrorResult<Vec<String>> {
+        let g = self.lock().await?;
+        Ok(g.as_ref()
+            .map(|o| o.cat.meta_names().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// A stick is used by one machine at a time: no lease is taken on it.
+    async fn create_state_exclusive(&self, name: &str, bytes: &[u8]) -> MirrorResult<bool> {
+        let _ = bytes;
+        Err(MirrorError::Unsupported {
+            location: self.location.clone(),
+            what: format!("creating state files exclusively ({name}): a stick is used by one machine at a time"),
+        })
+    }
+}
+
+/// The changes [`Mirror::write`] applies: chunks written for puts, the catalog changed in memory
+/// for the rest.
+impl StickMirror {
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<MirrorResult<RemoteStat>> {
         let n = items.len();
         let mut g = match self.lock().await {
             Ok(g) => g,
@@ -2234,7 +2347,7 @@ impl Mirror for StickMirror {
         self.put_items(o, items).await
     }
 
-    async fn mkdir(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+    async fn mkdir_one(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
         let o = self.opened(&mut g)?;
         self.check_parent(o, path)?;
@@ -2273,7 +2386,7 @@ impl Mirror for StickMirror {
             .ok_or_else(|| self.corrupt(path, "vanished"))
     }
 
-    async fn symlink(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
+    async fn symlink_one(&self, path: &RelPath, target: &[u8]) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
         let o = self.opened(&mut g)?;
         self.check_new_file(o, path)?;
@@ -2291,7 +2404,7 @@ impl Mirror for StickMirror {
         Ok(st)
     }
 
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
+    async fn rename_one(&self, from: &RelPath, to: &RelPath) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
         let o = self.opened(&mut g)?;
         self.check_ancestors(o, from)?;
@@ -2330,7 +2443,7 @@ impl Mirror for StickMirror {
             .ok_or_else(|| self.corrupt(to, "vanished"))
     }
 
-    async fn remove(&self, path: &RelPath) -> MirrorResult<()> {
+    async fn remove_one(&self, path: &RelPath) -> MirrorResult<()> {
         let mut g = self.lock().await?;
         let o = self.opened(&mut g)?;
         if path.is_reserved() {
@@ -2356,7 +2469,7 @@ impl Mirror for StickMirror {
         Ok(())
     }
 
-    async fn set_meta(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
+    async fn set_meta_one(&self, path: &RelPath, meta: FileMeta) -> MirrorResult<RemoteStat> {
         let mut g = self.lock().await?;
         let o = self.opened(&mut g)?;
         self.check_ancestors(o, path)?;
@@ -2367,70 +2480,6 @@ impl Mirror for StickMirror {
                 location: self.location.clone(),
                 path: path.to_string(),
             })
-    }
-
-    /// Once per opening of the stick: removes the temp files and the chunk files no catalog
-    /// refers to that a sync which died left in this folder's directory (names only: one
-    /// directory read per `chunks/xx`, no stat per chunk; other files on the medium are never
-    /// touched).
-    async fn remove_temp_files(&self) -> MirrorResult<usize> {
-        let mut g = self.lock().await?;
-        let Some(o) = g.as_mut() else {
-            return Ok(0);
-        };
-        // A STICK someone edited is put back as the authenticated root says (a stick still in
-        // format 1 gets its new STICK with the migrating commit).
-        if !o.legacy {
-            if let Err(e) = self.fix_stick_file(o).await {
-                tracing::warn!(stick = %self.location, "cannot rewrite its STICK file ({e}); it is tried again at the next sync");
-            }
-        }
-        // A daemon syncs a stick (which has no watcher) on every change: once is enough.
-        if o.swept {
-            return Ok(0);
-        }
-        o.swept = true;
-        let known: HashSet<String> = o
-            .cat
-            .known_chunks()
-            .map(|h| format::chunk_name(&o.secret.name_key, h))
-            .collect();
-        let prefix = format!("{}/", format::folder_dir(o.folder));
-        let names = self
-            .storage
-            .list_file_names_under(&format::fixed(&format::folder_dir(o.folder)))
-            .await?;
-        let is_temp = |p: &RelPath| {
-            p.file_name()
-                .starts_with(briefcase_mirror::TMP_PREFIX.as_bytes())
-        };
-        // Temp files are rare (a commit cut short); the storage sweeps them itself.
-        let mut removed = if names.iter().any(is_temp) {
-            self.storage.remove_temp_files().await?
-        } else {
-            0
-        };
-        let strays: Vec<RelPath> = names
-            .into_iter()
-            .filter(|p| {
-                let name = p.display();
-                let local = name.strip_prefix(&prefix).unwrap_or(&name);
-                !is_temp(p) && local.starts_with("chunks/") && !known.contains(local)
-            })
-            .collect();
-        let n = strays.len() + removed;
-        if n == 0 {
-            return Ok(0);
-        }
-        removed += self
-            .storage
-            .remove_batch(strays)
-            .await
-            .into_iter()
-            .filter(Result::is_ok)
-            .count();
-        tracing::info!(stick = %self.location, removed, of = n, "removed what an interrupted sync left on the stick");
-        Ok(removed)
     }
 }
 
@@ -2634,6 +2683,7 @@ pub mod fuzz {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use briefcase_mirror::MirrorExt;
 
     const FOLDER: FolderId = FolderId(0x5eed);
 
@@ -2717,7 +2767,7 @@ mod tests {
         };
         let f = RelPath::try_from("f.txt").unwrap();
         s.put(&f, &src, meta).await.unwrap();
-        s.write_meta("state.0", b"one").await.unwrap();
+        s.write_state("state.0", b"one").await.unwrap();
         let id = s.stick_id().await.unwrap();
         downgrade_to_format_1(&s, &mount, &[me(&office, "office"), me(&home, "home")]).await;
         drop(s);
@@ -2726,14 +2776,14 @@ mod tests {
 
         // Read as it is, pinned to the same ID.
         let s = stick(&mount, &office, false).with_pin(Some(id));
-        assert_eq!(s.read_meta("state.0").await.unwrap().unwrap(), b"one");
+        assert_eq!(s.read_state("state.0").await.unwrap().unwrap(), b"one");
         assert_eq!(s.list().await.unwrap().len(), 1);
         assert_eq!(s.recipients().await.unwrap(), vec![me(&office, "")]);
         let out = d.path().join("out");
         s.get(&f, &out).await.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"hello from format 1");
         // Migrated by the next commit.
-        s.write_meta("state.0", b"two").await.unwrap();
+        s.write_state("state.0", b"two").await.unwrap();
         let stick_text = std::fs::read_to_string(dir.join(STICK_FILE)).unwrap();
         assert!(stick_text.contains("format = 2"), "{stick_text}");
         assert!(
@@ -2754,7 +2804,7 @@ mod tests {
         for (who, key) in [("home", &home), ("newpc", &newpc), ("office", &office)] {
             let s = stick(&mount, key, false).with_pin(Some(id));
             assert_eq!(
-                s.read_meta("state.0").await.unwrap().unwrap(),
+                s.read_state("state.0").await.unwrap().unwrap(),
                 b"two",
                 "{who} opens the migrated stick"
             );
@@ -2779,7 +2829,7 @@ mod tests {
             .unwrap();
         std::fs::write(dir.join(ROOTS[1 - newest]), &v1_root).unwrap();
         let s = stick(&mount, &office, false).with_pin(Some(id));
-        assert_eq!(s.read_meta("state.0").await.unwrap().unwrap(), b"two");
+        assert_eq!(s.read_state("state.0").await.unwrap().unwrap(), b"two");
     }
 
     /// A format 2 root or segment sealed with another key (made by someone who knows the stick's

@@ -20,6 +20,7 @@
 //! run longer (`BOLERO_RANDOM_TEST_TIME_MS`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use briefcase_mirror::MirrorExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -501,7 +502,7 @@ fn write_seed_corpus() {
         .unwrap();
         std::fs::write(&src, b"hello stick\n").unwrap();
         s.put(&path("docs/a.txt"), &src, meta).await.unwrap();
-        s.write_meta("state.0", b"first state").await.unwrap();
+        s.write_state("state.0", b"first state").await.unwrap();
         // A file of ~100 small chunks: its chunk list is paged.
         let big: Vec<u8> = (0..400_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -509,9 +510,9 @@ fn write_seed_corpus() {
         std::fs::write(&src, &big).unwrap();
         s.put(&path("docs/big.bin"), &src, meta).await.unwrap();
         s.symlink(&path("link"), b"docs/a.txt").await.unwrap();
-        s.write_meta("intents", b"some intents").await.unwrap();
+        s.write_state("intents", b"some intents").await.unwrap();
         s.remove(&path("docs/a.txt")).await.unwrap();
-        s.write_meta("state.1", b"second state").await.unwrap();
+        s.write_state("state.1", b"second state").await.unwrap();
         drop(s);
 
         let fdir = mount.join(format::folder_dir(folder));

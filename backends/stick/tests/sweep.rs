@@ -2,6 +2,7 @@
 //! is removed at the next full sync; the chunks the catalog uses are kept.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use briefcase_mirror::MirrorExt;
 use briefcase_mirror::{FileMeta, FolderId, Mirror, RelPath};
 use briefcase_stick::{MachineKey, Recipient, Recipients, StickMirror, Unlock};
 
@@ -39,7 +40,7 @@ async fn strays_of_a_dead_sync_are_swept_and_live_chunks_kept() {
     s.put(&RelPath::try_from("f").unwrap(), &src, meta)
         .await
         .unwrap();
-    s.write_meta("state.0", b"commit").await.unwrap();
+    s.write_state("state.0", b"commit").await.unwrap();
     let folder = mount.join("briefcase").join(FolderId(9).to_string());
     let chunk_files = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
         let mut v = Vec::new();
@@ -61,7 +62,7 @@ async fn strays_of_a_dead_sync_are_swept_and_live_chunks_kept() {
     drop(s);
 
     let s = open(false);
-    let removed = s.remove_temp_files().await.unwrap();
+    let removed = s.sweep().await.unwrap();
     assert_eq!(removed, 2, "the stray chunk and the temp file");
     assert!(!stray.exists() && !temp.exists());
     for c in &live {
@@ -70,5 +71,5 @@ async fn strays_of_a_dead_sync_are_swept_and_live_chunks_kept() {
     let out = d.path().join("out");
     s.get(&RelPath::try_from("f").unwrap(), &out).await.unwrap();
     assert_eq!(std::fs::read(out).unwrap(), vec![7u8; 300_000]);
-    assert_eq!(s.remove_temp_files().await.unwrap(), 0, "once per opening");
+    assert_eq!(s.sweep().await.unwrap(), 0, "once per opening");
 }

@@ -8,6 +8,7 @@
 //! pulled file is journaled only once it has landed (after the invariant 1 re-check); local
 //! removals are durable before the journal records them.
 
+use briefcase_mirror::MirrorExt;
 use std::io;
 
 use briefcase_mirror::beneath::ParentDir;

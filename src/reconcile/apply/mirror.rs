@@ -5,6 +5,7 @@
 //! What it keeps: a path is written only while the mirror still holds what its state says
 //! (changed there during the sync: deferred), and every write is recorded in the mirror's state.
 
+use briefcase_mirror::MirrorExt;
 use briefcase_mirror::{Entry, EntryKind, FileMeta, RelPath, RemoteStat};
 
 use super::batch::send_removals;
