@@ -3,85 +3,24 @@
 //! failure (for a caller to decide on: wait for a full disk to be cleared, retry once a mirror
 //! is back, ask a person about a refusal) and the message users read.
 //!
-//! The kinds come from the errors in one place each: [`FailureKind::of_mirror`] for a
-//! [`MirrorError`], [`FailureKind::of_io`] for a local [`io::Error`].
+//! The kinds come from the errors in one place each: [`MirrorError::kind`] for a mirror's
+//! error, [`ErrorKind::of_io`] for a local [`std::io::Error`] (both in the contract crate).
 
 use std::fmt;
+#[cfg(test)]
 use std::io;
 
-use briefcase_mirror::{MirrorError, RelPath};
+#[cfg(test)]
+use briefcase_mirror::MirrorError;
+use briefcase_mirror::{ErrorKind, RelPath};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::plan::Side;
 
-/// What kind of failure, for a caller to decide on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FailureKind {
-    /// The mirror or the medium could not be reached (offline, timed out, connection lost).
-    Offline,
-    /// The path, or a directory on the way to it, is not there.
-    NotFound,
-    /// A directory to remove or replace still holds entries.
-    NotEmpty,
-    /// Something is in the way: the name is taken (every conflict copy name, too).
-    Exists,
-    /// The disk or the quota is full.
-    NoSpace,
-    /// Not allowed: permissions, a read-only file system, a mirror this machine holds no key for.
-    Permission,
-    /// The medium cannot hold the item (too big for it, a name it cannot store, an operation it
-    /// lacks).
-    Refused,
-    /// Refused for safety: the path is invalid, or writing it would follow a symlink or leave
-    /// the root (invariant 6).
-    Unsafe,
-    /// What was to be copied changed during the sync (it no longer matches what was recorded).
-    Changed,
-    /// Anything else; also every failure read back from a report's JSON (see [`PathFailure`]).
-    Other,
-}
-
-impl FailureKind {
-    /// The kind of a mirror error. Every variant is named: a new variant of [`MirrorError`] gets
-    /// its kind here.
-    pub fn of_mirror(e: &MirrorError) -> FailureKind {
-        match e {
-            MirrorError::Offline { .. } => FailureKind::Offline,
-            MirrorError::NotFound { .. } => FailureKind::NotFound,
-            MirrorError::InvalidPath { .. } | MirrorError::Unsafe { .. } => FailureKind::Unsafe,
-            MirrorError::Refused { .. } | MirrorError::Unsupported { .. } => FailureKind::Refused,
-            MirrorError::Locked { .. } => FailureKind::Permission,
-            MirrorError::SourceChanged { .. } => FailureKind::Changed,
-            // Stops the whole sync (never one path's failure); named for completeness.
-            MirrorError::Corrupt { .. } => FailureKind::Other,
-            MirrorError::Io { source, .. } => FailureKind::of_io(source),
-        }
-    }
-
-    /// The kind of an I/O error, by its [`io::ErrorKind`] or, where the standard library has no
-    /// kind for it, its OS error number.
-    pub fn of_io(e: &io::Error) -> FailureKind {
-        use io::ErrorKind as K;
-        match (e.kind(), e.raw_os_error()) {
-            (K::NotFound, _) => FailureKind::NotFound,
-            (K::DirectoryNotEmpty, _) | (_, Some(libc::ENOTEMPTY)) => FailureKind::NotEmpty,
-            (K::AlreadyExists, _) => FailureKind::Exists,
-            (K::StorageFull, _) | (_, Some(libc::ENOSPC | libc::EDQUOT)) => FailureKind::NoSpace,
-            (K::PermissionDenied | K::ReadOnlyFilesystem, _)
-            | (_, Some(libc::EACCES | libc::EPERM | libc::EROFS)) => FailureKind::Permission,
-            (
-                K::TimedOut
-                | K::ConnectionReset
-                | K::ConnectionAborted
-                | K::BrokenPipe
-                | K::NotConnected,
-                _,
-            )
-            | (_, Some(libc::ENOTCONN)) => FailureKind::Offline,
-            _ => FailureKind::Other,
-        }
-    }
-}
+/// What kind of failure, for a caller to decide on: the contract's [`ErrorKind`], which every
+/// backend's errors map to ([`MirrorError::kind`]); local I/O errors map with
+/// [`ErrorKind::of_io`].
+pub type FailureKind = ErrorKind;
 
 /// A step that failed for one path only; the rest of the sync went ahead, and the path is tried
 /// again at the next sync. Its [`Display`](fmt::Display) is the message users read.

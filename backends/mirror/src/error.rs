@@ -204,6 +204,11 @@ impl MirrorError {
         e
     }
 
+    /// What kind of failure this is, for a caller to decide on ([`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::of(self)
+    }
+
     /// Whether retrying later may succeed without anyone acting (timeouts, lost connections,
     /// a mirror going offline). A transient error never discards sync state (invariant 7).
     pub fn is_transient(&self) -> bool {
@@ -230,9 +235,9 @@ impl MirrorError {
     /// directory's unseen contents mean (the engine keeps it: edit beats delete).
     pub fn is_dir_not_empty(&self) -> bool {
         match self {
+            // EEXIST is also what POSIX allows rmdir(2) to answer for a directory with entries.
             MirrorError::Io { source, .. } => {
-                source.kind() == io::ErrorKind::DirectoryNotEmpty
-                    || matches!(source.raw_os_error(), Some(39 | 17)) // ENOTEMPTY, EEXIST
+                self.kind() == ErrorKind::NotEmpty || source.raw_os_error() == Some(libc::EEXIST)
             }
             _ => false,
         }
@@ -305,6 +310,84 @@ mod tests {
             assert_eq!(d.is_transient(), e.is_transient());
             assert_eq!(d.is_dir_not_empty(), e.is_dir_not_empty());
             assert_eq!(std::mem::discriminant(&d), std::mem::discriminant(e), "{e}");
+        }
+    }
+}
+
+/// What kind of failure a [`MirrorError`] (or a local I/O error) is, for a caller to decide on:
+/// wait for a full disk to be cleared, retry once a mirror is back, ask a person about a
+/// refusal. A backend whose protocol has no errno (SFTP status codes, FTP replies) gives its
+/// I/O errors the matching [`io::ErrorKind`] (`DirectoryNotEmpty`, `AlreadyExists`,
+/// `StorageFull`, `PermissionDenied`, …) and the kind follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The mirror or the medium could not be reached (offline, timed out, connection lost).
+    Offline,
+    /// The path, or a directory on the way to it, is not there.
+    NotFound,
+    /// A directory to remove or replace still holds entries.
+    NotEmpty,
+    /// Something is in the way: the name is taken (every conflict copy name, too).
+    Exists,
+    /// The disk or the quota is full.
+    NoSpace,
+    /// Not allowed: permissions, a read-only file system, a mirror this machine holds no key for.
+    Permission,
+    /// The medium cannot hold the item (too big for it, a name it cannot store, an operation it
+    /// lacks).
+    Refused,
+    /// Refused for safety: the path is invalid, or writing it would follow a symlink or leave
+    /// the root (invariant 6).
+    Unsafe,
+    /// What was to be copied changed during the sync (it no longer matches what was recorded).
+    Changed,
+    /// Anything else (also every failure read back from a sync report's JSON).
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of a mirror error ([`MirrorError::kind`]).
+    pub fn of_mirror(e: &MirrorError) -> ErrorKind {
+        e.kind()
+    }
+
+    /// [`MirrorError::kind`]. Every variant is named: a new variant of [`MirrorError`] gets its
+    /// kind here.
+    fn of(e: &MirrorError) -> ErrorKind {
+        match e {
+            MirrorError::Offline { .. } => ErrorKind::Offline,
+            MirrorError::NotFound { .. } => ErrorKind::NotFound,
+            MirrorError::InvalidPath { .. } | MirrorError::Unsafe { .. } => ErrorKind::Unsafe,
+            MirrorError::Refused { .. } | MirrorError::Unsupported { .. } => ErrorKind::Refused,
+            MirrorError::Locked { .. } => ErrorKind::Permission,
+            MirrorError::SourceChanged { .. } => ErrorKind::Changed,
+            // Stops the whole sync (never one path's failure); named for completeness.
+            MirrorError::Corrupt { .. } => ErrorKind::Other,
+            MirrorError::Io { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+
+    /// The kind of an I/O error, by its [`io::ErrorKind`] or, where the standard library has no
+    /// kind for it, its OS error number.
+    pub fn of_io(e: &io::Error) -> ErrorKind {
+        use io::ErrorKind as K;
+        match (e.kind(), e.raw_os_error()) {
+            (K::NotFound, _) => ErrorKind::NotFound,
+            (K::DirectoryNotEmpty, _) | (_, Some(libc::ENOTEMPTY)) => ErrorKind::NotEmpty,
+            (K::AlreadyExists, _) => ErrorKind::Exists,
+            (K::StorageFull, _) | (_, Some(libc::ENOSPC | libc::EDQUOT)) => ErrorKind::NoSpace,
+            (K::PermissionDenied | K::ReadOnlyFilesystem, _)
+            | (_, Some(libc::EACCES | libc::EPERM | libc::EROFS)) => ErrorKind::Permission,
+            (
+                K::TimedOut
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe
+                | K::NotConnected,
+                _,
+            )
+            | (_, Some(libc::ENOTCONN)) => ErrorKind::Offline,
+            _ => ErrorKind::Other,
         }
     }
 }

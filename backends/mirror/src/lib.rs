@@ -36,7 +36,7 @@ pub mod usb;
 
 use std::path::{Path, PathBuf};
 
-pub use error::{MirrorError, MirrorResult};
+pub use error::{ErrorKind, MirrorError, MirrorResult};
 pub use model::{
     ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn,
     ReplicaId, Stamp, VectorOrdering, VersionVector,

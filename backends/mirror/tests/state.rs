@@ -120,7 +120,9 @@ struct InTree {
 #[async_trait::async_trait]
 impl briefcase_mirror::StateStore for InTree {
     async fn read_state(&self, name: &str) -> briefcase_mirror::MirrorResult<Option<Vec<u8>>> {
-        briefcase_mirror::StateInTree::new(&self.state).read(name).await
+        briefcase_mirror::StateInTree::new(&self.state)
+            .read(name)
+            .await
     }
     async fn commit_state(
         &self,
