@@ -227,14 +227,29 @@ pub async fn ensure_initialised(
             .into())
         }
     }
-    match state::load(mirror).await? {
-        Some(l) => Ok(l.state),
-        None => {
-            let mut st = MirrorState::new(folder, ReplicaId(crate::replica::random_u64()), name);
-            state::store(mirror, &state::Stored::default(), &mut st).await?;
-            Ok(st)
+    // Two machines adding the same new mirror at once must not both store a first state (the
+    // second would replace the first's, and the first's mirror replica would vanish): the first
+    // state is stored under the lease, like every later one.
+    let lease = lease::acquire(
+        mirror,
+        name,
+        local.journal.replica_id(),
+        local.journal.name(),
+        lease::LeaseOptions::default(),
+    )
+    .await?;
+    let first = async {
+        match state::load(mirror).await? {
+            Some(l) => Ok(l.state),
+            None => {
+                let mut st =
+                    MirrorState::new(folder, ReplicaId(crate::replica::random_u64()), name);
+                state::store(mirror, &state::Stored::default(), &mut st).await?;
+                Ok(st)
+            }
         }
-    }
+    };
+    lease::hold(mirror, name, lease, first).await
 }
 
 fn foreign(
