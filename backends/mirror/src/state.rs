@@ -140,6 +140,20 @@ struct Delta {
     removed: Vec<RelPath>,
 }
 
+/// [`Delta`] as written: the same fields in the same order, so the same bytes (serde writes a
+/// reference as what it refers to), over borrowed entries: a base of 100,000 entries is encoded
+/// without a second copy of the state in memory (it doubled the peak of a first sync).
+#[derive(Serialize)]
+struct DeltaOut<'a> {
+    folder_id: FolderId,
+    replica_id: ReplicaId,
+    osn: Osn,
+    knowledge: &'a KnowledgeVector,
+    replica_names: &'a BTreeMap<ReplicaId, String>,
+    upserts: Vec<&'a Entry>,
+    removed: Vec<&'a RelPath>,
+}
+
 /// What is stored on the mirror for one generation: enough to tell whether the mirror still
 /// holds it ([`load_unless`]) and to write the next one incrementally ([`store`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -396,26 +410,32 @@ pub async fn store(
         what: "state".into(),
         reason: format!("cannot encode: {e}"),
     };
-    let header = |upserts: Vec<Entry>, removed: Vec<RelPath>| Delta {
-        folder_id: state.folder_id,
-        replica_id: state.replica_id,
-        osn: state.osn,
-        knowledge: state.knowledge.clone(),
-        replica_names: state.replica_names.clone(),
-        upserts,
-        removed,
-    };
+    fn header<'a>(
+        state: &'a MirrorState,
+        upserts: Vec<&'a Entry>,
+        removed: Vec<&'a RelPath>,
+    ) -> DeltaOut<'a> {
+        DeltaOut {
+            folder_id: state.folder_id,
+            replica_id: state.replica_id,
+            osn: state.osn,
+            knowledge: &state.knowledge,
+            replica_names: &state.replica_names,
+            upserts,
+            removed,
+        }
+    }
     let mut parts = previous.root.parts.clone();
     let mut payload = None;
     if !parts.is_empty() && parts.len() <= MAX_SEGMENTS {
         let (mut upserts, mut removed) = (Vec::new(), Vec::new());
         for p in state.changed() {
             match state.entry(p) {
-                Some(e) => upserts.push(e.clone()),
-                None => removed.push(p.clone()),
+                Some(e) => upserts.push(e),
+                None => removed.push(p),
             }
         }
-        let seg = postcard::to_stdvec(&header(upserts, removed)).map_err(encode_err)?;
+        let seg = postcard::to_stdvec(&header(state, upserts, removed)).map_err(encode_err)?;
         if previous.segments_len() + seg.len() as u64 <= previous.base_len() / 2 + SEGMENT_SLACK {
             payload = Some(seg);
         }
@@ -424,8 +444,8 @@ pub async fn store(
         Some(seg) => seg,
         None => {
             parts.clear();
-            let all = state.entries().values().cloned().collect();
-            postcard::to_stdvec(&header(all, Vec::new())).map_err(encode_err)?
+            let all = state.entries().values().collect();
+            postcard::to_stdvec(&header(state, all, Vec::new())).map_err(encode_err)?
         }
     };
     let bytes = seal_with(MAGIC_PART, generation, &payload);
@@ -606,5 +626,55 @@ mod tests {
         }
         assert!(open(&s[..s.len() - 1]).is_err());
         assert!(open(b"").is_err());
+    }
+
+    /// A part written from borrowed entries has the bytes of the owned [`Delta`] readers decode.
+    #[test]
+    fn delta_written_from_borrows_is_the_delta_read() {
+        use crate::model::{ContentHash, EntryKind, Stamp, VersionVector};
+        let mut st = MirrorState::new(FolderId(3), ReplicaId(4), "m");
+        let osn = st.next_osn();
+        let e = Entry {
+            path: RelPath::new("d/f").expect("path"),
+            kind: EntryKind::File,
+            deleted: false,
+            size: 3,
+            mode: 0o644,
+            mtime_ns: 7,
+            hash: Some(ContentHash::of(b"abc")),
+            symlink_target: None,
+            chunks: vec![],
+            version: VersionVector::single(ReplicaId(4), osn),
+            stamp: Stamp {
+                replica: ReplicaId(4),
+                osn,
+            },
+            inode: 9,
+            observed_mtime_ns: 7,
+        };
+        st.insert_entry(e.clone());
+        let gone = RelPath::new("x").expect("path");
+        let owned = Delta {
+            folder_id: st.folder_id,
+            replica_id: st.replica_id,
+            osn: st.osn,
+            knowledge: st.knowledge.clone(),
+            replica_names: st.replica_names.clone(),
+            upserts: vec![e.clone()],
+            removed: vec![gone.clone()],
+        };
+        let borrowed = DeltaOut {
+            folder_id: st.folder_id,
+            replica_id: st.replica_id,
+            osn: st.osn,
+            knowledge: &st.knowledge,
+            replica_names: &st.replica_names,
+            upserts: vec![&e],
+            removed: vec![&gone],
+        };
+        assert_eq!(
+            postcard::to_stdvec(&owned).expect("encode"),
+            postcard::to_stdvec(&borrowed).expect("encode")
+        );
     }
 }
