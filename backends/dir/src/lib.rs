@@ -717,9 +717,19 @@ impl Inner {
         let written = fsutil::create_private(tmp.path())
             .and_then(|mut f| f.write_all(bytes))
             .map_err(|e| self.io("write", &shown, e));
-        let linked = written.and_then(|()| {
+        let mut linked = written.and_then(|()| {
             fs::hard_link(tmp.path(), target.path()).map_err(|e| self.io("write", &shown, e))
         });
+        // NFS: a LINK whose reply was lost is sent again, and the retry answers EEXIST although
+        // the first one made the link. The temp file's link count tells (open(2), O_EXCL).
+        if linked.is_err()
+            && fs::symlink_metadata(tmp.path()).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.nlink() == 2
+            })
+        {
+            linked = Ok(());
+        }
         let _ = fs::remove_file(tmp.path());
         match linked {
             Ok(()) => Ok(true),
