@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{MirrorError, MirrorResult};
 pub use model::{
-    ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn,
-    ReplicaId, Stamp, VectorOrdering, VersionVector,
+    ChunkParams, ChunkRef, Chunking, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector,
+    MirrorState, Osn, ReplicaId, Stamp, VectorOrdering, VersionVector,
 };
 pub use path::{PathError, RelPath};
 
@@ -157,6 +157,13 @@ pub struct PutItem {
     /// (a file saved again while it was sent would otherwise land unrecorded, and be taken for
     /// an edit made on the mirror). `None`: not checked.
     pub expect: Option<ContentHash>,
+    /// The content's chunk list as the caller already cut it (the engine: the scanner's, from
+    /// its journal entry), for a backend that stores chunks (the stick): when it cuts with the
+    /// same [`ChunkParams`], it takes these boundaries instead of cutting the file again, still
+    /// hashing each chunk as it reads it; a chunk that differs means the file changed since,
+    /// and the item answers [`MirrorError::SourceChanged`] with nothing stored. Backends that
+    /// store whole files ignore it. `None`: not known.
+    pub chunks: Option<Chunking>,
 }
 
 /// A reader that hashes (blake3) what passes through it, for [`PutItem::expect`].
@@ -543,6 +550,7 @@ pub trait MirrorExt: Mirror {
             source: PutSource::File(source.to_path_buf()),
             meta,
             expect: None,
+            chunks: None,
         });
         let r = only(|| self.location(), self.write(vec![op]).await);
         stat_of(|| self.location(), path, r)
@@ -734,6 +742,7 @@ impl<'a, M: Mirror + ?Sized> StateInTree<'a, M> {
                     mtime_ns: 0,
                 },
                 expect: None,
+                chunks: None,
             });
             only(|| self.files.location(), self.files.write(vec![op]).await)?;
         }

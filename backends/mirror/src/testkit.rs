@@ -742,6 +742,7 @@ pub mod cases {
             },
             meta,
             expect: Some(crate::ContentHash::of(bytes)),
+            chunks: None,
         };
         let items = vec![
             item("a", b"alpha", META),
@@ -783,6 +784,14 @@ pub mod cases {
                 source: crate::PutSource::File(c.src(b"what the file holds now")),
                 meta: META,
                 expect: Some(crate::ContentHash::of(b"what the journal recorded")),
+                // The journal's chunk list of what it recorded: stale as well.
+                chunks: Some(crate::Chunking {
+                    params: crate::ChunkParams::default(),
+                    chunks: vec![crate::ChunkRef {
+                        hash: crate::ContentHash::of(b"what the journal recorded"),
+                        len: 25,
+                    }],
+                }),
             }];
             for i in 0..others {
                 let name = format!("g{i}");
@@ -791,6 +800,7 @@ pub mod cases {
                     source: crate::PutSource::File(c.src(name.as_bytes())),
                     meta: META,
                     expect: Some(crate::ContentHash::of(name.as_bytes())),
+                    chunks: None,
                 });
             }
             let r = c.m.put_batch(items).await;

@@ -55,27 +55,9 @@ use crate::keys::{decrypt_with, encrypt_to, StickSecret};
 pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, StickId, Unlock};
 pub use crate::kind::{StickKind, KIND};
 pub use age::secrecy::{ExposeSecret, SecretString};
-
-/// FastCDC sizes, in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkParams {
-    /// Smallest chunk (but the last of a file).
-    pub min: u32,
-    /// Average chunk.
-    pub avg: u32,
-    /// Largest chunk.
-    pub max: u32,
-}
-
-impl Default for ChunkParams {
-    fn default() -> Self {
-        ChunkParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-        }
-    }
-}
+/// FastCDC sizes (the contract's type; the stick cuts with [`ChunkParams::default`] unless
+/// [`StickMirror::with_chunk_params`] says otherwise).
+pub use briefcase_mirror::ChunkParams;
 
 /// Largest encrypted chunk file accepted, in bytes (a max chunk plus age's overhead).
 const MAX_CHUNK_FILE: u64 = 1 << 20;
@@ -1022,6 +1004,7 @@ impl StickMirror {
                 mtime_ns: now_ns(),
             },
             expect: None,
+            chunks: None,
         };
         match self.storage.put_batch(vec![item]).await.pop() {
             Some(r) => r.map(|_| ()),
@@ -1348,7 +1331,11 @@ impl StickMirror {
             tokio::sync::mpsc::channel::<std::io::Result<Vec<(ChunkRef, Vec<u8>)>>>(2);
         let params = self.params;
         let source = it.source.clone();
-        let reader = tokio::task::spawn_blocking(move || cut(source, params, &tx));
+        let given = given_chunks(it, params);
+        let reader = tokio::task::spawn_blocking(move || match given {
+            Some(list) => read_given(source, list, &tx),
+            None => cut(source, params, &tx),
+        });
         let mut chunks = Vec::new();
         let mut size = 0u64;
         let mut fail = None;
@@ -1386,6 +1373,14 @@ impl StickMirror {
         let _ = reader.await;
         if let Some(e) = &pending.failed {
             return Err(e.duplicate());
+        }
+        if fail.as_ref().is_some_and(is_changed) {
+            // The file no longer holds the chunks its list names: it changed since it was
+            // cut. The chunks queued meanwhile are referenced by nothing; the sweep takes them.
+            return Err(MirrorError::SourceChanged {
+                location: self.location.clone(),
+                path: it.path.to_string(),
+            });
         }
         if let Some(e) = fail {
             let path = match &it.source {
@@ -1510,6 +1505,7 @@ impl StickMirror {
                     source: PutSource::Blob(cipher),
                     meta,
                     expect: None,
+                    chunks: None,
                 })
                 .collect();
             let results = storage.put_batch(items).await;
@@ -1753,6 +1749,96 @@ impl Pending {
 
 /// A slice of a file's chunks: each one's reference and bytes.
 type Slice = std::io::Result<Vec<(ChunkRef, Vec<u8>)>>;
+
+/// The chunk list of `it` if the stick can take it instead of cutting the file itself: a local
+/// file's list cut with the stick's own sizes, every chunk of a length FastCDC makes with them
+/// (1 to `max` bytes). Otherwise (another caller's sizes, a stick with sizes of its own) the
+/// stick cuts the file as always.
+fn given_chunks(it: &PutItem, params: ChunkParams) -> Option<Vec<ChunkRef>> {
+    let c = it.chunks.as_ref()?;
+    let usable = matches!(it.source, PutSource::File(_))
+        && c.params == params
+        && c.chunks.iter().all(|r| r.len > 0 && r.len <= params.max);
+    usable.then(|| c.chunks.clone())
+}
+
+/// The error [`read_given`] ends with when the file does not hold the chunks of its list.
+#[derive(Debug)]
+struct Changed;
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file no longer holds the chunks of its list")
+    }
+}
+
+impl std::error::Error for Changed {}
+
+/// Whether `e` is [`read_given`]'s "the file changed".
+fn is_changed(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<Changed>())
+}
+
+/// Reads `source` along the chunk list `list` (the caller's FastCDC cut, not computed again),
+/// hashing each chunk as it is read, and sends them as [`cut`] does. A chunk that does not hash
+/// to its entry, a file that ends early or goes on after the last chunk: the error [`Changed`]
+/// (nothing sent after it; what was sent is referenced by nothing).
+fn read_given(source: PutSource, list: Vec<ChunkRef>, tx: &tokio::sync::mpsc::Sender<Slice>) {
+    let changed = || std::io::Error::new(std::io::ErrorKind::InvalidData, Changed);
+    let PutSource::File(path) = source else {
+        let _ = tx.blocking_send(Err(changed()));
+        return;
+    };
+    let mut reader = match std::fs::File::open(&path) {
+        Ok(f) => std::io::BufReader::with_capacity(1 << 20, f),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    let mut slice = Vec::new();
+    let mut bytes = 0usize;
+    for want in list {
+        let mut data = vec![0u8; want.len as usize];
+        match reader.read_exact(&mut data) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                let _ = tx.blocking_send(Err(changed()));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+        if ContentHash::of(&data) != want.hash {
+            let _ = tx.blocking_send(Err(changed()));
+            return;
+        }
+        bytes += data.len();
+        slice.push((want, data));
+        if bytes >= 8 << 20 {
+            if tx.blocking_send(Ok(std::mem::take(&mut slice))).is_err() {
+                return;
+            }
+            bytes = 0;
+        }
+    }
+    match reader.read(&mut [0u8; 1]) {
+        Ok(0) => {}
+        Ok(_) => {
+            let _ = tx.blocking_send(Err(changed()));
+            return;
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    }
+    if !slice.is_empty() {
+        let _ = tx.blocking_send(Ok(slice));
+    }
+}
 
 /// Cuts `source` into FastCDC chunks, sending them in slices of ~8 MiB.
 fn cut(source: PutSource, p: ChunkParams, tx: &tokio::sync::mpsc::Sender<Slice>) {
@@ -2830,6 +2916,92 @@ mod tests {
         std::fs::write(dir.join(ROOTS[1 - newest]), &v1_root).unwrap();
         let s = stick(&mount, &office, false).with_pin(Some(id));
         assert_eq!(s.read_state("state.0").await.unwrap().unwrap(), b"two");
+    }
+
+    /// The chunks of the file at `path` as the open catalog lists them.
+    async fn chunks_at(s: &StickMirror, path: &RelPath) -> Vec<ChunkRef> {
+        let g = s.open.lock().await;
+        let o = g.as_ref().unwrap();
+        o.cat.chunks_of(&o.cat.node(path).unwrap().content).unwrap()
+    }
+
+    /// A pushed file's chunk list is taken as given when it was cut with the stick's sizes (a
+    /// cut FastCDC would never make proves it was not cut again), each chunk still hashed as it
+    /// is read: a list the file no longer matches stores nothing (`SourceChanged`); a list cut
+    /// with other sizes is ignored and the stick cuts the file itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_given_chunk_list_is_taken_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let mount = d.path().join("usb");
+        std::fs::create_dir(&mount).unwrap();
+        let key = MachineKey::generate();
+        let s = stick(&mount, &key, true);
+        s.init(FOLDER).await.unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let src = d.path().join("src");
+        std::fs::write(&src, &content).unwrap();
+        // Cut at 1,000 and 200,000 bytes: below FastCDC's 16 KiB minimum.
+        let list: Vec<ChunkRef> = [0..1_000, 1_000..200_000, 200_000..300_000]
+            .into_iter()
+            .map(|r| ChunkRef {
+                hash: ContentHash::of(&content[r.clone()]),
+                len: r.len() as u32,
+            })
+            .collect();
+        let item = |path: &str, chunks: Vec<ChunkRef>, params: ChunkParams| PutItem {
+            path: RelPath::try_from(path).unwrap(),
+            source: PutSource::File(src.clone()),
+            meta: FileMeta {
+                mode: 0o644,
+                mtime_ns: 1,
+            },
+            expect: Some(ContentHash::of(&content)),
+            chunks: Some(briefcase_mirror::Chunking { params, chunks }),
+        };
+        let taken = RelPath::try_from("taken").unwrap();
+        let r = s
+            .put_batch(vec![item("taken", list.clone(), ChunkParams::default())])
+            .await;
+        assert_eq!(r[0].as_ref().unwrap().size, 300_000);
+        assert_eq!(chunks_at(&s, &taken).await, list, "the given cut is kept");
+        let out = d.path().join("out");
+        s.get(&taken, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), content);
+
+        // Another cut of the same sizes: each chunk is hashed as read, so a stale list (the
+        // file was saved again since it was cut) stores nothing.
+        let mut stale = list.clone();
+        stale[1].hash = ContentHash::of(b"what the file held when it was cut");
+        let mut longer = list.clone();
+        longer.push(list[0]);
+        let mut shorter = list.clone();
+        shorter.pop();
+        for (name, bad) in [("stale", stale), ("longer", longer), ("shorter", shorter)] {
+            let r = s
+                .put_batch(vec![item(name, bad, ChunkParams::default())])
+                .await;
+            assert!(
+                matches!(r[0], Err(MirrorError::SourceChanged { .. })),
+                "{name}: {:?}",
+                r[0]
+            );
+            let p = RelPath::try_from(name).unwrap();
+            assert!(
+                s.stat(&p).await.unwrap().is_none(),
+                "{name}: nothing stored"
+            );
+        }
+
+        // Cut with other sizes: ignored, the stick cuts the file itself.
+        let other = ChunkParams {
+            min: 1 << 10,
+            ..ChunkParams::default()
+        };
+        let r = s.put_batch(vec![item("own", list.clone(), other)]).await;
+        assert!(r[0].is_ok(), "{:?}", r[0]);
+        let own = chunks_at(&s, &RelPath::try_from("own").unwrap()).await;
+        assert_ne!(own, list);
+        assert_eq!(own.iter().map(|c| c.len as usize).sum::<usize>(), 300_000);
     }
 
     /// A format 2 root or segment sealed with another key (made by someone who knows the stick's
