@@ -1074,8 +1074,7 @@ impl StickMirror {
         self.ensure_dir(&mut o, SEGMENTS).await?;
         self.ensure_dir(&mut o, CHUNKS).await?;
         // An empty catalog, committed (the marker below must never precede a root).
-        o.cat.set_meta("created", now_ns().to_le_bytes().to_vec());
-        self.commit(&mut o, false).await?;
+        self.commit(&mut o, true).await?;
         self.write_file(folder, STICK_FILE, stick.render().into_bytes())
             .await?;
         *self
@@ -2048,10 +2047,12 @@ impl Mirror for StickMirror {
         self.location.clone()
     }
 
-    /// A virtual tree in an encrypted catalog: everything is kept, whatever the medium.
+    /// A virtual tree in an encrypted catalog: everything is kept, whatever the medium; changes
+    /// are kept by the next catalog commit, with the state (one log).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             removable: true,
+            atomic_commit: true,
             ..Capabilities::default()
         }
     }
