@@ -740,3 +740,242 @@ fn a_full_stick_stops_cleanly_with_its_last_state_intact() {
     home.ok(&["sync", hw.to_str().unwrap()]);
     assert_eq!(files(&hw), files(&ow));
 }
+
+/// What a stick writes to its storage: every file put (the stick's chunks, segments, roots,
+/// `STICK`), with its length. All changes go through `Mirror::write`, so wrapping the storage
+/// sees them all.
+#[derive(Debug)]
+struct WrittenTo {
+    inner: std::sync::Arc<dyn briefcase_mirror::Mirror>,
+    puts: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+#[async_trait::async_trait]
+impl briefcase_mirror::StateStore for WrittenTo {
+    async fn read_state(&self, name: &str) -> briefcase_mirror::MirrorResult<Option<Vec<u8>>> {
+        self.inner.read_state(name).await
+    }
+    async fn commit_state(
+        &self,
+        write: &[(&str, &[u8])],
+        remove: &[&str],
+    ) -> briefcase_mirror::MirrorResult<()> {
+        self.inner.commit_state(write, remove).await
+    }
+    async fn list_state(&self) -> briefcase_mirror::MirrorResult<Vec<String>> {
+        self.inner.list_state().await
+    }
+    async fn create_state_exclusive(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> briefcase_mirror::MirrorResult<bool> {
+        self.inner.create_state_exclusive(name, bytes).await
+    }
+}
+
+#[async_trait::async_trait]
+impl briefcase_mirror::Mirror for WrittenTo {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn capabilities(&self) -> briefcase_mirror::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn probe(&self) -> briefcase_mirror::MirrorResult<briefcase_mirror::Presence> {
+        self.inner.probe().await
+    }
+    async fn init(&self, folder: briefcase_mirror::FolderId) -> briefcase_mirror::MirrorResult<()> {
+        self.inner.init(folder).await
+    }
+    async fn walk(
+        &self,
+        under: Option<&briefcase_mirror::RelPath>,
+        detail: briefcase_mirror::Detail,
+    ) -> briefcase_mirror::MirrorResult<Vec<briefcase_mirror::RemoteStat>> {
+        self.inner.walk(under, detail).await
+    }
+    async fn stat(
+        &self,
+        path: &briefcase_mirror::RelPath,
+    ) -> briefcase_mirror::MirrorResult<Option<briefcase_mirror::RemoteStat>> {
+        self.inner.stat(path).await
+    }
+    async fn get(
+        &self,
+        path: &briefcase_mirror::RelPath,
+        dest: &Path,
+    ) -> briefcase_mirror::MirrorResult<briefcase_mirror::RemoteStat> {
+        self.inner.get(path, dest).await
+    }
+    async fn read_bytes(
+        &self,
+        path: &briefcase_mirror::RelPath,
+        limit: u64,
+    ) -> briefcase_mirror::MirrorResult<Vec<u8>> {
+        self.inner.read_bytes(path, limit).await
+    }
+    async fn write(
+        &self,
+        ops: Vec<briefcase_mirror::WriteOp>,
+    ) -> Vec<briefcase_mirror::WriteResult> {
+        use briefcase_mirror::{PutSource, WriteOp};
+        let seen: Vec<(String, u64)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Put(it) => Some((
+                    it.path.to_string(),
+                    match &it.source {
+                        PutSource::Bytes(b) | PutSource::Blob(b) => b.len() as u64,
+                        PutSource::File(f) => fs::metadata(f).unwrap().len(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        self.puts.lock().unwrap().extend(seen);
+        self.inner.write(ops).await
+    }
+    async fn sweep(&self) -> briefcase_mirror::MirrorResult<usize> {
+        self.inner.sweep().await
+    }
+}
+
+/// Issue 10: a 4 KiB change in a big file writes the chunks it touched and one commit of the
+/// catalog (one segment, one root), whatever the file's size: the engine's state rides in the
+/// stick's own log (no intents record, no roots of its own), and the segment records the
+/// file's chunk list as a splice (a page or two), not the whole list. Counted at the stick's
+/// storage. The budget: each new chunk the scanner's cut has (encrypted: the chunk, at most
+/// 1 KiB of age header and its 16 bytes a 64 KiB), plus one segment holding at most two pages of four times
+/// the average size (~16 chunk references of 35 bytes) and 2 KiB of records and root.
+#[test]
+fn issue_10_a_4_kib_change_in_a_big_file_writes_its_chunks_and_one_small_commit() {
+    use briefcase::reconcile::{ensure_initialised, sync, SyncOptions};
+    use briefcase::replica::LocalReplica;
+    use briefcase_stick::{MachineKey, Recipient, Recipients, StickMirror, Unlock};
+    use std::os::unix::fs::FileExt;
+
+    const MIB: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("work");
+    let mut a = LocalReplica::init(&root, &tmp.path().join("data"), "office", None).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    let big = root.join("disk.img");
+    fs::write(&big, random(32 * MIB)).unwrap();
+    fs::write(root.join("notes.txt"), b"a small file beside it\n").unwrap();
+
+    let mount = tmp.path().join("usb");
+    fs::create_dir(&mount).unwrap();
+    let storage = std::sync::Arc::new(WrittenTo {
+        inner: std::sync::Arc::new(briefcase_dir::DirMirror::storage(mount.clone())),
+        puts: std::sync::Mutex::new(Vec::new()),
+    });
+    let key = MachineKey::generate();
+    let stick = StickMirror::over(
+        storage.clone(),
+        mount,
+        Some(a.journal.folder_id()),
+        Unlock {
+            machine: Some(key.clone()),
+            passphrase: None,
+        },
+        Some(Recipients {
+            machines: vec![Recipient {
+                key: key.recipient(),
+                label: "office".into(),
+            }],
+            passphrase: None,
+        }),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(ensure_initialised(&a, &stick, "s", false))
+        .unwrap();
+    let r = rt
+        .block_on(sync(&mut a, &stick, "s", &SyncOptions::default()))
+        .unwrap();
+    assert_eq!(r.pushed, 2, "{r:?}");
+
+    let (_, before) = briefcase::scan::hash_file(&big).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.write_all_at(&random(4096), 16 * MIB as u64 + 3 * 4096)
+        .unwrap();
+    drop(f);
+    let (_, after) = briefcase::scan::hash_file(&big).unwrap();
+    let old: std::collections::HashSet<_> = before.iter().map(|c| c.hash).collect();
+    let mut new: Vec<_> = after.iter().filter(|c| !old.contains(&c.hash)).collect();
+    new.dedup_by_key(|c| c.hash);
+    assert!(
+        (1..=3).contains(&new.len()),
+        "{} new chunks for a 4 KiB change",
+        new.len()
+    );
+
+    storage.puts.lock().unwrap().clear();
+    let r = rt
+        .block_on(sync(&mut a, &stick, "s", &SyncOptions::default()))
+        .unwrap();
+    assert_eq!((r.pushed, r.complete), (1, true), "{r:?}");
+    let puts = storage.puts.lock().unwrap().clone();
+    let of = |what: &str| -> Vec<u64> {
+        puts.iter()
+            .filter(|(p, _)| p.contains(what))
+            .map(|(_, n)| *n)
+            .collect()
+    };
+    let (chunks, segments, roots) = (of("/chunks/"), of("/segments/"), of("/state."));
+    let total: u64 = puts.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "a 4 KiB change in 32 MiB: {total} bytes on the stick: {} chunk file(s) {:?}, segment(s) {:?}, root(s) {:?}; all: {puts:?}",
+        chunks.len(),
+        chunks,
+        segments,
+        roots
+    );
+    assert_eq!(
+        chunks.len(),
+        new.len(),
+        "only the chunks the change touched"
+    );
+    assert_eq!(
+        (segments.len(), roots.len(), puts.len()),
+        (1, 1, new.len() + 2),
+        "one commit of the catalog, nothing else: {puts:?}"
+    );
+    let chunk_budget: u64 = new
+        .iter()
+        // age's header (~170 bytes, plus a random "grease" stanza of up to a few hundred)
+        // and its 16-byte tag per 64 KiB.
+        .map(|c| u64::from(c.len) + 1024 + u64::from(c.len) / 4096)
+        .sum();
+    let page = 4 * 16 * 35;
+    let catalog_budget = 2 * page + 2048;
+    assert!(
+        chunks.iter().sum::<u64>() <= chunk_budget,
+        "chunks {chunks:?}, budget {chunk_budget}"
+    );
+    assert!(
+        segments.iter().chain(&roots).sum::<u64>() <= catalog_budget,
+        "segment {segments:?} and root {roots:?}, budget {catalog_budget}"
+    );
+    assert!(total <= chunk_budget + catalog_budget);
+
+    // And what was written is what the folder holds.
+    let out = tmp.path().join("out");
+    rt.block_on(briefcase_mirror::Mirror::get(
+        &stick,
+        &briefcase_mirror::RelPath::try_from("disk.img").unwrap(),
+        &out,
+    ))
+    .unwrap();
+    assert!(fs::read(&out).unwrap() == fs::read(&big).unwrap());
+}

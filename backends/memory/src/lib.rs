@@ -102,6 +102,7 @@ pub const FAT_LIKE: Capabilities = Capabilities {
     mtime_dst_shift: true,
     maps_names: false,
     removable: true,
+    atomic_commit: false,
 };
 
 #[derive(Debug, Default)]
@@ -134,6 +135,15 @@ impl MemoryMirror {
             name: name.to_string(),
             caps,
             mem: Arc::default(),
+        }
+    }
+
+    /// This mirror's content (shared, not copied) behaving like a medium with `caps`: a test
+    /// of what a backend's new capability does to what an older one wrote.
+    pub fn sharing(&self, caps: Capabilities) -> Self {
+        MemoryMirror {
+            caps,
+            ..self.clone()
         }
     }
 

@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ErrorKind, MirrorError, MirrorResult};
 pub use model::{
-    ChunkRef, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector, MirrorState, Osn,
-    ReplicaId, Stamp, VectorOrdering, VersionVector,
+    ChunkParams, ChunkRef, Chunking, ContentHash, Entry, EntryKind, FolderId, KnowledgeVector,
+    MirrorState, Osn, ReplicaId, Stamp, VectorOrdering, VersionVector,
 };
 pub use path::{PathError, RelPath};
 
@@ -77,6 +77,13 @@ pub struct Capabilities {
     /// A medium carried from machine to machine (a stick): it comes and goes, and messages say
     /// when it is safe to unplug.
     pub removable: bool,
+    /// The mirror keeps one log of its own (the stick's catalog): what [`Mirror::write`]
+    /// changes is kept only by the next [`StateStore::commit_state`], which commits it with the
+    /// state files written and removed, all or nothing, so a crash or yank before it loses the
+    /// writes and leaves the last commit whole. The engine then keeps its state there as parts
+    /// only ([`state`]: each commit is a consistent generation, no root slots), and writes no
+    /// intents record (a write that a crash cut off is gone with its record).
+    pub atomic_commit: bool,
 }
 
 impl Capabilities {
@@ -97,6 +104,7 @@ impl Default for Capabilities {
             mtime_dst_shift: false,
             maps_names: false,
             removable: false,
+            atomic_commit: false,
         }
     }
 }
@@ -157,6 +165,13 @@ pub struct PutItem {
     /// (a file saved again while it was sent would otherwise land unrecorded, and be taken for
     /// an edit made on the mirror). `None`: not checked.
     pub expect: Option<ContentHash>,
+    /// The content's chunk list as the caller already cut it (the engine: the scanner's, from
+    /// its journal entry), for a backend that stores chunks (the stick): when it cuts with the
+    /// same [`ChunkParams`], it takes these boundaries instead of cutting the file again, still
+    /// hashing each chunk as it reads it; a chunk that differs means the file changed since,
+    /// and the item answers [`MirrorError::SourceChanged`] with nothing stored. Backends that
+    /// store whole files ignore it. `None`: not known.
+    pub chunks: Option<Chunking>,
 }
 
 /// A reader that hashes (blake3) what passes through it, for [`PutItem::expect`].
@@ -325,8 +340,10 @@ pub trait StateStore: Send + Sync {
     /// **The commit point.** Writes the files `write` in order, each atomically and durably,
     /// then removes the files `remove` (absent ones are no error). A crash leaves a prefix of
     /// the writes done; a backend may make the whole call durable at once (the stick commits
-    /// its catalog once: none or all). [`state::store`] writes a segment and then the root that
-    /// refers to it with one call, and drops parts no generation needs in the next.
+    /// its catalog once: none or all, with its data: [`Capabilities::atomic_commit`]).
+    /// [`state::store`] writes a segment and then the root that refers to it with one call, and
+    /// drops parts no generation needs in the next (on an atomic mirror: the segment, and the
+    /// parts a new base replaces, in one call).
     ///
     /// # Errors
     /// I/O errors; [`MirrorError::Offline`] when the root or marker vanished.
@@ -442,7 +459,7 @@ pub trait Mirror: StateStore + Send + Sync + std::fmt::Debug {
     }
 
     /// Applies `ops` in order and returns one result per operation, once every change made is
-    /// durable. Each operation is atomic on its own (a reader and a crash see a file's old or
+    /// durable (with [`Capabilities::atomic_commit`], once the next commit of the state is). Each operation is atomic on its own (a reader and a crash see a file's old or
     /// new content, never a mix) and a failed one does not stop the next. A backend amortises
     /// durability over the batch ([`split_runs`]): `dir` flushes the temp files of a run of
     /// puts with one `syncfs(2)` and each directory once, instead of two fsyncs per file.
@@ -543,6 +560,7 @@ pub trait MirrorExt: Mirror {
             source: PutSource::File(source.to_path_buf()),
             meta,
             expect: None,
+            chunks: None,
         });
         let r = only(|| self.location(), self.write(vec![op]).await);
         stat_of(|| self.location(), path, r)
@@ -734,6 +752,7 @@ impl<'a, M: Mirror + ?Sized> StateInTree<'a, M> {
                     mtime_ns: 0,
                 },
                 expect: None,
+                chunks: None,
             });
             only(|| self.files.location(), self.files.write(vec![op]).await)?;
         }

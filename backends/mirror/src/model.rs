@@ -242,6 +242,38 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
+/// FastCDC sizes a file is cut with, in bytes (the `fastcdc` crate's v2020 variant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkParams {
+    /// Smallest chunk (but the last of a file).
+    pub min: u32,
+    /// Average chunk.
+    pub avg: u32,
+    /// Largest chunk.
+    pub max: u32,
+}
+
+impl Default for ChunkParams {
+    /// 16 KiB min / 64 KiB average / 256 KiB max (DESIGN.md: ~64 KiB).
+    fn default() -> Self {
+        ChunkParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        }
+    }
+}
+
+/// A file's chunk list as whoever computed it cut the file, and the sizes it cut with: what a
+/// [`crate::PutItem`] may carry so that a backend storing chunks need not cut the file again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunking {
+    /// The sizes the list was cut with.
+    pub params: ChunkParams,
+    /// The chunks, in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
 /// What a manifest entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EntryKind {

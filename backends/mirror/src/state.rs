@@ -17,6 +17,16 @@
 //! length u64 LE (8) | blake3(generation ‖ payload) (32) | payload. Root payload: postcard
 //! [`Root`]; part payload: postcard `Delta`. Slots in the whole-state format of version 0.1
 //! (`BCSTATE1`) are still read; the next store replaces them with a base.
+//!
+//! **On a mirror with one log of its own** ([`Capabilities::atomic_commit`](crate::Capabilities),
+//! the stick), each [`StateStore::commit_state`](crate::StateStore::commit_state) is already a
+//! whole generation, made durable with the data it records, none or all: the parts are written
+//! without roots. A store writes its segment, or a base together with the removal of every
+//! other part, in one commit, so the parts present are always a base and its segments; a load
+//! lists them and applies them in generation order. The state then rides in the mirror's own
+//! log (one root, the mirror's) instead of being a second log inside it. Roots left by the
+//! layout above (a stick written before) are read, and the next store replaces them and their
+//! parts with a base.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -220,6 +230,11 @@ pub async fn load_unless(
     mirror: &dyn Mirror,
     known: Option<(u64, [u8; 32])>,
 ) -> MirrorResult<Reload> {
+    if mirror.capabilities().atomic_commit {
+        if let Some(r) = load_committed(mirror, known).await? {
+            return Ok(r);
+        }
+    }
     // (generation, checksum, magic, bytes, slot) of each valid envelope.
     type Slot = (u64, [u8; 32], &'static [u8; 8], Vec<u8>, &'static str);
     let mut valid: Vec<Slot> = Vec::new();
@@ -295,6 +310,101 @@ pub async fn load_unless(
         });
     }
     Ok(Reload::Absent)
+}
+
+/// The parts among state file `names`, as `(generation, name)` in the order they apply.
+fn parts_in(names: &[String]) -> Vec<(u64, String)> {
+    let mut parts: Vec<(u64, String)> = names
+        .iter()
+        .filter(|n| is_part_name(n))
+        .filter_map(|n| Some((part_generation(n)?, n.clone())))
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// The generation in a part's name (`part.GEN.RAND`).
+fn part_generation(name: &str) -> Option<u64> {
+    name.strip_prefix(PART_PREFIX)?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What identifies the parts of a root-less generation (for [`load_unless`]'s `known`): blake3
+/// of their names in order (a name holds its generation and a random suffix).
+fn names_checksum<'a>(names: impl Iterator<Item = &'a str>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for n in names {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    *h.finalize().as_bytes()
+}
+
+/// [`load_unless`] on a mirror with [`Capabilities::atomic_commit`](crate::Capabilities): the
+/// parts present, in generation order, are the state (see the module docs). `Ok(None)` when the
+/// mirror still holds root slots (written before it committed atomically): the caller reads
+/// them, and the next [`store`] replaces them.
+///
+/// # Errors
+/// [`MirrorError::Corrupt`] when a part is damaged (every commit is whole, so there is no older
+/// generation to fall back to here; the mirror's own log has one); as [`load`].
+async fn load_committed(
+    mirror: &dyn Mirror,
+    known: Option<(u64, [u8; 32])>,
+) -> MirrorResult<Option<Reload>> {
+    let names = mirror.list_state().await?;
+    if names.iter().any(|n| SLOTS.contains(&n.as_str())) {
+        return Ok(None);
+    }
+    let parts = parts_in(&names);
+    let Some((generation, _)) = parts.last() else {
+        return Ok(Some(Reload::Absent));
+    };
+    let generation = *generation;
+    let checksum = names_checksum(parts.iter().map(|(_, n)| n.as_str()));
+    if known == Some((generation, checksum)) {
+        return Ok(Some(Reload::Unchanged));
+    }
+    let corrupt = |reason: String| {
+        MirrorError::Corrupt {
+        location: mirror.location(),
+        what: "state parts".into(),
+        reason: format!(
+            "{reason}. Move the mirror's state away and run `briefcase mirror add` again to rebuild it from the data"
+        ),
+    }
+    };
+    if parts.len() > MAX_SEGMENTS + 1 {
+        return Err(corrupt(format!(
+            "{} parts, more than a base and {MAX_SEGMENTS} segments",
+            parts.len()
+        )));
+    }
+    let mut root = Root::default();
+    for (_, name) in &parts {
+        let Some(bytes) = mirror.read_state(name).await? else {
+            return Err(corrupt(format!("part {name} is listed but cannot be read")));
+        };
+        root.parts.push(PartRef {
+            name: name.clone(),
+            len: bytes.len() as u64,
+            hash: *blake3::hash(&bytes).as_bytes(),
+        });
+    }
+    match read_parts(mirror, &root).await? {
+        Ok(state) => Ok(Some(Reload::Loaded(Loaded {
+            stored: Stored {
+                generation,
+                checksum,
+                root,
+            },
+            state,
+        }))),
+        Err(e) => Err(corrupt(e)),
+    }
 }
 
 /// Decodes postcard; `Err(InvalidPath)` for an unsafe path inside (invariant 6), `Ok(Err(why))`
@@ -396,14 +506,40 @@ fn is_part_name(name: &str) -> bool {
 /// `previous` must be what this `state` was loaded from or last stored as
 /// ([`Stored::default`] for a new mirror).
 ///
+/// On a mirror with [`Capabilities::atomic_commit`](crate::Capabilities) no root is written:
+/// the segment alone, or a base and the removal of every other part (and of roots and intents
+/// an earlier layout left), in one commit.
+///
 /// # Errors
-/// Errors from the mirror's [`Mirror::write_meta`]; then nothing is forgotten, and storing again
-/// writes the same changes.
+/// Errors from the mirror's [`StateStore::commit_state`](crate::StateStore::commit_state); then
+/// nothing is forgotten, and storing again writes the same changes.
 pub async fn store(
     mirror: &dyn Mirror,
     previous: &Stored,
     state: &mut MirrorState,
 ) -> MirrorResult<Stored> {
+    let atomic = mirror.capabilities().atomic_commit;
+    // On an atomic mirror, a segment only extends exactly the parts `previous` lists: anything
+    // else there (roots of the earlier layout, another process's parts) is replaced by a base.
+    let present = if atomic {
+        Some(mirror.list_state().await?)
+    } else {
+        None
+    };
+    let extends = present.as_ref().is_none_or(|names| {
+        let listed: BTreeSet<&str> = previous
+            .root
+            .parts
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let here: BTreeSet<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| is_part_name(n) || SLOTS.contains(n))
+            .collect();
+        here == listed
+    });
     let generation = previous.generation + 1;
     let encode_err = |e: postcard::Error| MirrorError::Corrupt {
         location: mirror.location(),
@@ -427,7 +563,7 @@ pub async fn store(
     }
     let mut parts = previous.root.parts.clone();
     let mut payload = None;
-    if !parts.is_empty() && parts.len() <= MAX_SEGMENTS {
+    if extends && !parts.is_empty() && parts.len() <= MAX_SEGMENTS {
         let (mut upserts, mut removed) = (Vec::new(), Vec::new());
         for p in state.changed() {
             match state.entry(p) {
@@ -456,6 +592,25 @@ pub async fn store(
         hash: *blake3::hash(&bytes).as_bytes(),
     });
     let root = Root { parts };
+    if let Some(names) = present {
+        // One commit: the part, and (with a base) the removal of everything it replaces.
+        let drop: Vec<&str> = if root.parts.len() == 1 {
+            names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != name && (is_part_name(n) || SLOTS.contains(n) || *n == INTENTS))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        mirror.commit_state(&[(&name, &bytes)], &drop).await?;
+        state.clear_changed();
+        return Ok(Stored {
+            generation,
+            checksum: names_checksum(root.parts.iter().map(|p| p.name.as_str())),
+            root,
+        });
+    }
     let root_payload = postcard::to_stdvec(&root).map_err(encode_err)?;
     let sealed = seal_with(MAGIC_ROOT, generation, &root_payload);
     let mut sum = [0u8; 32];
@@ -540,13 +695,19 @@ pub const INTENTS: &str = "intents";
 /// briefcase's back (which would get new mirror OSNs and turn the next local edit of the same
 /// file into a conflict with itself).
 ///
+/// Nothing is written on a mirror with [`Capabilities::atomic_commit`](crate::Capabilities):
+/// there the writes are kept only by the commit that stores the state recording them.
+///
 /// # Errors
-/// Errors from the mirror's [`Mirror::write_meta`].
+/// Errors from the mirror's [`StateStore::commit_state`](crate::StateStore::commit_state).
 pub async fn store_intents(
     mirror: &dyn Mirror,
     generation: u64,
     entries: &[Entry],
 ) -> MirrorResult<()> {
+    if mirror.capabilities().atomic_commit {
+        return Ok(());
+    }
     let payload = postcard::to_stdvec(entries).map_err(|e| MirrorError::Corrupt {
         location: mirror.location(),
         what: INTENTS.to_string(),
@@ -564,6 +725,10 @@ pub async fn store_intents(
 /// # Errors
 /// I/O errors from the mirror.
 pub async fn load_intents(mirror: &dyn Mirror, generation: u64) -> MirrorResult<Vec<Entry>> {
+    if mirror.capabilities().atomic_commit {
+        // A record an earlier layout left describes writes no commit kept.
+        return Ok(Vec::new());
+    }
     let Some(bytes) = mirror.read_state(INTENTS).await? else {
         return Ok(Vec::new());
     };
@@ -584,8 +749,11 @@ pub async fn load_intents(mirror: &dyn Mirror, generation: u64) -> MirrorResult<
 /// Empties the intent record once the state recording the writes is stored.
 ///
 /// # Errors
-/// Errors from the mirror's [`Mirror::write_meta`].
+/// Errors from the mirror's [`StateStore::commit_state`](crate::StateStore::commit_state).
 pub async fn clear_intents(mirror: &dyn Mirror) -> MirrorResult<()> {
+    if mirror.capabilities().atomic_commit {
+        return Ok(());
+    }
     mirror.write_state(INTENTS, &seal(0, &[])).await
 }
 

@@ -603,9 +603,13 @@ pub mod cases {
     }
 
     /// When the newer slot is damaged, or a part it lists is, the older valid generation is
-    /// loaded; when both are damaged, `load` says Corrupt.
+    /// loaded; when both are damaged, `load` says Corrupt. A mirror that commits atomically
+    /// keeps no slots (its own log falls back): there, a damaged part is Corrupt.
     pub async fn state_newest_valid_generation_wins(fx: &dyn Fixture) {
         let c = ready(fx).await;
+        if c.caps.atomic_commit {
+            return state_damaged_part_is_corrupt(&c).await;
+        }
         let mut s1 = sample_state();
         let g1 = state::store(c.m, &state::Stored::default(), &mut s1)
             .await
@@ -642,6 +646,39 @@ pub mod cases {
         c.m.write_state(state::SLOTS[(g1.generation % 2) as usize], b"also garbage")
             .await
             .unwrap();
+        assert!(matches!(
+            state::load(c.m).await,
+            Err(MirrorError::Corrupt { .. })
+        ));
+    }
+
+    /// On a mirror with `atomic_commit`: stores write parts only (no slots, no intents), a new
+    /// base replaces every other part in its commit, and a damaged part is Corrupt.
+    async fn state_damaged_part_is_corrupt(c: &Ctx<'_>) {
+        let mut s = sample_state();
+        let mut stored = state::store(c.m, &state::Stored::default(), &mut s)
+            .await
+            .unwrap();
+        for i in 0..3 {
+            s.insert_entry(sample_entry(&format!("f{i}"), i));
+            s.next_osn();
+            state::store_intents(c.m, stored.generation, &[sample_entry("x", 1)])
+                .await
+                .unwrap();
+            stored = state::store(c.m, &stored, &mut s).await.unwrap();
+        }
+        let mut names = c.m.list_state().await.unwrap();
+        names.sort();
+        let mut parts: Vec<String> = stored.root.parts.iter().map(|p| p.name.clone()).collect();
+        parts.sort();
+        assert_eq!(names, parts, "parts only, the base and its segments");
+        let l = state::load(c.m).await.unwrap().unwrap();
+        assert_eq!((&l.stored, &l.state), (&stored, &s));
+        let part = &stored.root.parts.last().unwrap().name;
+        let mut bytes = c.m.read_state(part).await.unwrap().unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        c.m.write_state(part, &bytes).await.unwrap();
         assert!(matches!(
             state::load(c.m).await,
             Err(MirrorError::Corrupt { .. })
@@ -742,6 +779,7 @@ pub mod cases {
             },
             meta,
             expect: Some(crate::ContentHash::of(bytes)),
+            chunks: None,
         };
         let items = vec![
             item("a", b"alpha", META),
@@ -783,6 +821,14 @@ pub mod cases {
                 source: crate::PutSource::File(c.src(b"what the file holds now")),
                 meta: META,
                 expect: Some(crate::ContentHash::of(b"what the journal recorded")),
+                // The journal's chunk list of what it recorded: stale as well.
+                chunks: Some(crate::Chunking {
+                    params: crate::ChunkParams::default(),
+                    chunks: vec![crate::ChunkRef {
+                        hash: crate::ContentHash::of(b"what the journal recorded"),
+                        len: 25,
+                    }],
+                }),
             }];
             for i in 0..others {
                 let name = format!("g{i}");
@@ -791,6 +837,7 @@ pub mod cases {
                     source: crate::PutSource::File(c.src(name.as_bytes())),
                     meta: META,
                     expect: Some(crate::ContentHash::of(name.as_bytes())),
+                    chunks: None,
                 });
             }
             let r = c.m.put_batch(items).await;

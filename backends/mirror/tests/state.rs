@@ -1,12 +1,14 @@
-//! The intent record of `state` (what a sync is about to write) on the in-memory backend.
+//! The intent record of `state` (what a sync is about to write), the state store over any
+//! mirror's data operations, and the root-less layout of a mirror that commits atomically, on
+//! the in-memory backend.
 #![allow(clippy::unwrap_used)]
 
 use briefcase_memory::MemoryMirror;
 use briefcase_mirror::state::{clear_intents, load_intents, store_intents, INTENTS};
-use briefcase_mirror::MirrorExt;
 use briefcase_mirror::{
     ContentHash, Entry, EntryKind, FolderId, Mirror, Osn, RelPath, ReplicaId, Stamp, VersionVector,
 };
+use briefcase_mirror::{MirrorExt, StateStore};
 
 #[tokio::test]
 async fn intents_hold_only_for_their_generation() {
@@ -191,4 +193,97 @@ impl Mirror for InTree {
     async fn sweep(&self) -> briefcase_mirror::MirrorResult<usize> {
         self.data.sweep().await
     }
+}
+
+/// A mirror with `atomic_commit` (the stick) reads the root slots and intents an older
+/// briefcase left; its first store replaces them all with a base in one commit; from then on
+/// its state is parts only, loaded in generation order, and an unchanged one is recognised
+/// without reading them.
+#[tokio::test]
+async fn an_atomic_mirror_replaces_root_slots_with_parts() {
+    use briefcase_mirror::{state, Capabilities, MirrorState};
+    let old = MemoryMirror::new("m");
+    old.init(FolderId(7)).await.unwrap();
+    let mut s = MirrorState::new(FolderId(7), ReplicaId(3), "m");
+    let mut stored = state::store(&old, &state::Stored::default(), &mut s)
+        .await
+        .unwrap();
+    for i in 0..3u64 {
+        s.next_osn();
+        s.insert_entry(Entry {
+            path: RelPath::try_from(format!("f{i}").as_str()).unwrap(),
+            kind: EntryKind::Dir,
+            deleted: false,
+            size: 0,
+            mode: 0o755,
+            mtime_ns: 1,
+            hash: None,
+            symlink_target: None,
+            chunks: vec![],
+            version: VersionVector::single(ReplicaId(3), s.osn),
+            stamp: Stamp {
+                replica: ReplicaId(3),
+                osn: s.osn,
+            },
+            inode: 0,
+            observed_mtime_ns: 1,
+        });
+        store_intents(&old, stored.generation, &[]).await.unwrap();
+        stored = state::store(&old, &stored, &mut s).await.unwrap();
+    }
+    let listed = |names: Vec<String>| {
+        let mut n = names;
+        n.sort();
+        n
+    };
+    assert!(
+        old.list_state().await.unwrap().len() > 3,
+        "slots, parts, intents"
+    );
+
+    let m = old.sharing(Capabilities {
+        atomic_commit: true,
+        ..Capabilities::default()
+    });
+    let l = state::load(&m).await.unwrap().unwrap();
+    assert_eq!(
+        (&l.stored, &l.state),
+        (&stored, &s),
+        "the old layout is read"
+    );
+    assert!(load_intents(&m, l.stored.generation)
+        .await
+        .unwrap()
+        .is_empty());
+    s.next_osn();
+    let base = state::store(&m, &l.stored, &mut s).await.unwrap();
+    assert_eq!(base.root.parts.len(), 1, "a base");
+    assert_eq!(
+        listed(m.list_state().await.unwrap()),
+        vec![base.root.parts[0].name.clone()],
+        "slots, older parts and intents are gone with the same commit"
+    );
+    s.next_osn();
+    store_intents(&m, base.generation, &[]).await.unwrap();
+    let seg = state::store(&m, &base, &mut s).await.unwrap();
+    assert_eq!(seg.root.parts.len(), 2, "a segment");
+    assert_eq!(
+        m.list_state().await.unwrap().len(),
+        2,
+        "no intents, no root"
+    );
+    let l = state::load(&m).await.unwrap().unwrap();
+    assert_eq!((&l.stored, &l.state), (&seg, &s));
+    assert!(matches!(
+        state::load_unless(&m, Some((seg.generation, seg.checksum)))
+            .await
+            .unwrap(),
+        state::Reload::Unchanged
+    ));
+    assert!(matches!(
+        state::load_unless(&m, Some((base.generation, base.checksum)))
+            .await
+            .unwrap(),
+        state::Reload::Loaded(_)
+    ));
 }

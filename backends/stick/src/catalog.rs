@@ -1,14 +1,17 @@
 //! The stick's catalog: its data tree (path → node with chunk list), the chunk-list pages of big
-//! files, and the state files the engine stores through `write_meta`, with reference counts of
-//! chunks for de-duplication and collection. Persisted as a base plus incremental segments
-//! ([`Delta`]); no I/O here.
+//! files, and the engine's state files, with reference counts of chunks for de-duplication and
+//! collection. Persisted as a base plus incremental segments ([`Delta`]); no I/O here.
 //!
 //! A file of up to [`INLINE_CHUNKS`] chunks lists its chunks in its node. A bigger file's chunk
-//! list is cut into *pages* at content-defined boundaries (after a chunk whose hash ends in six
-//! zero bits, so ~64 chunks, ~4 MiB of file, per page; at most [`PAGE_MAX`]), each page stored
-//! once under the blake3 hash of its encoding, and the node lists page hashes. An edit inside a
-//! 200 MiB file then changes one or two pages (~2 KiB each) and the node's page list (~2 KiB),
-//! not a list of 3,200 chunks: the idea of bup's hashsplit trees and of Merkle search trees.
+//! list is cut into *pages* at content-defined boundaries (after a chunk whose hash ends in
+//! [`PAGE_BITS`] zero bits, so ~16 chunks, ~1 MiB of file, per page; at most [`PAGE_MAX`]), each
+//! page stored once under the blake3 hash of its encoding, and the node lists page hashes: the
+//! idea of bup's hashsplit trees and of Merkle search trees. An edit re-cuts only the pages it
+//! touches ([`Catalog::content_replacing`]), and a segment records a changed list as a *splice*
+//! of the list the path (or, after a rename, the path it came from) had at the previous commit
+//! ([`ContentRec`]): an edit inside a 200 MiB file then writes its one or two new pages (~1 KiB
+//! each) and a splice of a few page IDs, not the node's list of 200 page IDs (format 3; format 2
+//! wrote the whole list and pages of ~64 chunks).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -19,6 +22,9 @@ use serde::{Deserialize, Serialize};
 pub const INLINE_CHUNKS: usize = 64;
 /// Most chunks in one page.
 pub const PAGE_MAX: usize = 256;
+/// A page ends after a chunk whose hash ends in this many zero bits (~2^bits chunks a page).
+/// Format 2 cut after six bits; its pages are kept as they are until an edit touches them.
+pub const PAGE_BITS: u32 = 4;
 
 /// Largest next inode number a loaded catalog may hold (one write hands out one; 2^62 writes
 /// never happen, so a larger one is a damaged or forged catalog).
@@ -57,7 +63,95 @@ pub struct Node {
     pub content: Content,
 }
 
-/// A base or segment of the catalog.
+/// A node as a base or segment records it: [`Node`], its content possibly as a splice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRec {
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Bytes (files).
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, ns since the epoch, as given by the writer.
+    pub mtime_ns: i64,
+    /// A number unique to this version of the path (reported as its inode).
+    pub ino: u64,
+    /// Target of a symlink.
+    pub target: Option<Vec<u8>>,
+    /// Chunks of a file.
+    pub content: ContentRec,
+}
+
+/// A file's content as recorded. The first three variants are [`Content`]'s, encoded alike (a
+/// format 2 segment decodes as a format 3 one); the splices are format 3's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentRec {
+    /// Not a file (or an empty one).
+    None,
+    /// The chunks, in order.
+    Inline(Vec<ChunkRef>),
+    /// Pages of chunks, in order.
+    Paged(Vec<PageId>),
+    /// An [`Content::Inline`] list made from one the catalog held at the previous commit.
+    InlineSplice(Splice<ChunkRef>),
+    /// A [`Content::Paged`] list made from one the catalog held at the previous commit.
+    PagedSplice(Splice<PageId>),
+}
+
+/// A list made from the list of the same kind that `from` (`None`: the node's own path) held at
+/// the previous commit, its items `at..at + remove` replaced by `insert`. A segment uses each
+/// path as a base at most once, and a `from` other than the node's own path is a path the same
+/// segment removes or records again (a rename moved it): content is moved, never copied, so a
+/// catalog stays linear in its encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Splice<T> {
+    /// Whose list: `None` for the node's own path.
+    pub from: Option<RelPath>,
+    /// First item replaced.
+    pub at: u32,
+    /// Items replaced.
+    pub remove: u32,
+    /// Items put in their place.
+    pub insert: Vec<T>,
+}
+
+impl ContentRec {
+    /// Whether this is a splice (format 3 only).
+    pub fn is_splice(&self) -> bool {
+        matches!(
+            self,
+            ContentRec::InlineSplice(_) | ContentRec::PagedSplice(_)
+        )
+    }
+}
+
+impl From<&Content> for ContentRec {
+    fn from(c: &Content) -> ContentRec {
+        match c {
+            Content::None => ContentRec::None,
+            Content::Inline(v) => ContentRec::Inline(v.clone()),
+            Content::Paged(v) => ContentRec::Paged(v.clone()),
+        }
+    }
+}
+
+impl NodeRec {
+    /// `n` with its content in full.
+    pub fn full(n: &Node) -> NodeRec {
+        NodeRec {
+            kind: n.kind,
+            size: n.size,
+            mode: n.mode,
+            mtime_ns: n.mtime_ns,
+            ino: n.ino,
+            target: n.target.clone(),
+            content: ContentRec::from(&n.content),
+        }
+    }
+}
+
+/// A base or segment of the catalog (formats 1 to 3 share this encoding; splices are format
+/// 3's).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Delta {
     /// The folder, checked against the root and `STICK`.
@@ -65,7 +159,7 @@ pub struct Delta {
     /// Next inode number to hand out.
     pub next_ino: u64,
     /// Nodes added or replaced.
-    pub nodes: Vec<(RelPath, Node)>,
+    pub nodes: Vec<(RelPath, NodeRec)>,
     /// Nodes removed.
     pub gone: Vec<RelPath>,
     /// Pages added.
@@ -76,6 +170,13 @@ pub struct Delta {
     pub meta: Vec<(String, Vec<u8>)>,
     /// State files removed.
     pub meta_gone: Vec<String>,
+}
+
+impl Delta {
+    /// Whether a node is recorded as a splice (which only format 3 writes).
+    pub fn has_splices(&self) -> bool {
+        self.nodes.iter().any(|(_, n)| n.content.is_splice())
+    }
 }
 
 /// The catalog in memory.
@@ -98,6 +199,11 @@ pub struct Catalog {
     new_pages: BTreeSet<PageId>,
     gone_pages: BTreeSet<PageId>,
     changed_meta: BTreeSet<String>,
+    /// The content each changed path had at the last commit (`None`: no node, or not a
+    /// file's), noted before its first change since: what the next segment splices.
+    before: HashMap<RelPath, Option<Content>>,
+    /// For a path a rename filled since the last commit, the path its content had then.
+    origin: HashMap<RelPath, RelPath>,
 }
 
 impl Catalog {
@@ -116,16 +222,66 @@ impl Catalog {
             new_pages: BTreeSet::new(),
             gone_pages: BTreeSet::new(),
             changed_meta: BTreeSet::new(),
+            before: HashMap::new(),
+            origin: HashMap::new(),
         }
     }
 
-    /// Applies a decoded base or segment (loading: nothing is noted as changed).
+    /// Applies a decoded base or segment (loading: nothing is noted as changed). Splices are
+    /// made from the catalog as it was before this segment.
     ///
     /// # Errors
-    /// When it refers to a page it does not carry and the catalog lacks.
+    /// Another folder's; a splice whose base is missing, of another kind or out of range, a
+    /// path used twice as a base, or a `from` the segment neither removes nor records again
+    /// (see [`Splice`]). A page it refers to but does not carry is found by
+    /// [`Catalog::finish_load`].
     pub fn apply(&mut self, d: Delta) -> Result<(), String> {
         if d.folder != self.folder {
             return Err(format!("it belongs to folder {}", d.folder));
+        }
+        let touched: HashSet<&RelPath> = d
+            .gone
+            .iter()
+            .chain(d.nodes.iter().map(|(p, _)| p))
+            .collect();
+        let mut used: HashSet<&RelPath> = HashSet::new();
+        let mut nodes = Vec::with_capacity(d.nodes.len());
+        for (p, rec) in &d.nodes {
+            let content = match &rec.content {
+                ContentRec::None => Content::None,
+                ContentRec::Inline(c) => Content::Inline(c.clone()),
+                ContentRec::Paged(c) => Content::Paged(c.clone()),
+                ContentRec::InlineSplice(sp) => {
+                    let base = self.splice_base(p, sp, &touched, &mut used)?;
+                    let Content::Inline(list) = base else {
+                        return Err(format!(
+                            "{p}: a splice of a chunk list whose base is not one"
+                        ));
+                    };
+                    Content::Inline(spliced(p, list, sp)?)
+                }
+                ContentRec::PagedSplice(sp) => {
+                    let base = self.splice_base(p, sp, &touched, &mut used)?;
+                    let Content::Paged(list) = base else {
+                        return Err(format!(
+                            "{p}: a splice of a page list whose base is not one"
+                        ));
+                    };
+                    Content::Paged(spliced(p, list, sp)?)
+                }
+            };
+            nodes.push((
+                p.clone(),
+                Node {
+                    kind: rec.kind,
+                    size: rec.size,
+                    mode: rec.mode,
+                    mtime_ns: rec.mtime_ns,
+                    ino: rec.ino,
+                    target: rec.target.clone(),
+                    content,
+                },
+            ));
         }
         self.next_ino = self.next_ino.max(d.next_ino);
         for (id, chunks) in d.pages {
@@ -134,7 +290,7 @@ impl Catalog {
         for p in d.gone {
             self.tree.remove(&p);
         }
-        for (p, n) in d.nodes {
+        for (p, n) in nodes {
             self.tree.insert(p, n);
         }
         for id in d.pages_gone {
@@ -147,6 +303,31 @@ impl Catalog {
             self.meta.remove(&k);
         }
         Ok(())
+    }
+
+    /// The content a splice of node `p` starts from: `sp.from`'s (or `p`'s) in the catalog as
+    /// it is before the segment is applied, each path at most once, a `from` only where the
+    /// segment moves it away.
+    fn splice_base<'a, T>(
+        &self,
+        p: &'a RelPath,
+        sp: &'a Splice<T>,
+        touched: &HashSet<&RelPath>,
+        used: &mut HashSet<&'a RelPath>,
+    ) -> Result<&Content, String> {
+        let from = sp.from.as_ref().unwrap_or(p);
+        if sp.from.is_some() && !touched.contains(from) {
+            return Err(format!(
+                "{p}: a splice from {from}, which the segment keeps (a copy)"
+            ));
+        }
+        if !used.insert(from) {
+            return Err(format!("{p}: {from} is the base of two splices"));
+        }
+        self.tree
+            .get(from)
+            .map(|n| &n.content)
+            .ok_or_else(|| format!("{p}: a splice from {from}, which the catalog does not hold"))
     }
 
     /// Recounts references after loading; fails when a node refers to a missing page.
@@ -220,8 +401,17 @@ impl Catalog {
         i
     }
 
+    /// Notes what `path` held at the last commit, before its first change since.
+    fn note_before(&mut self, path: &RelPath) {
+        if !self.before.contains_key(path) {
+            let c = self.tree.get(path).map(|n| n.content.clone());
+            self.before.insert(path.clone(), c);
+        }
+    }
+
     /// Inserts or replaces the node at `path`, keeping reference counts.
     pub fn set_node(&mut self, path: RelPath, node: Node) {
+        self.note_before(&path);
         self.add_refs(&node.content);
         if let Some(old) = self.tree.insert(path.clone(), node) {
             self.drop_refs(&old.content);
@@ -231,6 +421,7 @@ impl Catalog {
 
     /// Removes the node at `path`; returns it.
     pub fn remove_node(&mut self, path: &RelPath) -> Option<Node> {
+        self.note_before(path);
         let old = self.tree.remove(path)?;
         self.drop_refs(&old.content);
         self.changed_nodes.insert(path.clone());
@@ -240,22 +431,36 @@ impl Catalog {
     /// Moves the node at `from` (and, for a directory, everything below) to `to`, replacing
     /// what was at `to`. Content references do not change.
     pub fn rename(&mut self, from: &RelPath, to: &RelPath) {
-        let mut moved: Vec<(RelPath, Node)> = Vec::new();
-        if let Some(n) = self.tree.remove(from) {
-            moved.push((to.clone(), n));
+        let mut pairs: Vec<(RelPath, RelPath)> = Vec::new();
+        if self.tree.contains_key(from) {
+            pairs.push((from.clone(), to.clone()));
         }
-        let below: Vec<RelPath> = self.below(from).map(|(p, _)| p.clone()).collect();
-        for p in below {
-            if let (Some(n), Some(np)) = (self.tree.remove(&p), p.rebase(from, to)) {
+        for p in self.below(from).map(|(p, _)| p.clone()).collect::<Vec<_>>() {
+            if let Some(np) = p.rebase(from, to) {
+                pairs.push((p, np));
+            }
+        }
+        // What every path involved held at the last commit, and where each moved content came
+        // from then, before anything moves.
+        for (p, np) in &pairs {
+            self.note_before(p);
+            self.note_before(np);
+        }
+        self.note_before(from);
+        let mut moved: Vec<(RelPath, Node, RelPath)> = Vec::new();
+        for (p, np) in pairs {
+            if let Some(n) = self.tree.remove(&p) {
+                let origin = self.origin.remove(&p).unwrap_or_else(|| p.clone());
                 self.changed_nodes.insert(p);
-                moved.push((np, n));
+                moved.push((np, n, origin));
             }
         }
         self.changed_nodes.insert(from.clone());
-        for (p, n) in moved {
+        for (p, n, origin) in moved {
             if let Some(old) = self.tree.insert(p.clone(), n) {
                 self.drop_refs(&old.content);
             }
+            self.origin.insert(p.clone(), origin);
             self.changed_nodes.insert(p);
         }
     }
@@ -296,19 +501,70 @@ impl Catalog {
         if chunks.len() <= INLINE_CHUNKS {
             return Content::Inline(chunks);
         }
+        Content::Paged(self.cut_pages(&chunks))
+    }
+
+    /// [`Catalog::content_for`] for new content of the file at `path`: the pages of its present
+    /// list that the new list starts or ends with are kept, and only the chunks between are cut
+    /// into new pages, so an edit adds a page or two however the file was paged before.
+    pub fn content_replacing(&mut self, path: &RelPath, chunks: Vec<ChunkRef>) -> Content {
+        if chunks.len() <= INLINE_CHUNKS {
+            return self.content_for(chunks);
+        }
+        let old_ids = match self.tree.get(path).map(|n| &n.content) {
+            Some(Content::Paged(ids)) => ids.clone(),
+            _ => return self.content_for(chunks),
+        };
+        let Some(old) = old_ids
+            .iter()
+            .map(|id| self.pages.get(id))
+            .collect::<Option<Vec<&Vec<ChunkRef>>>>()
+        else {
+            return self.content_for(chunks);
+        };
+        let (mut i, mut start) = (0, 0);
+        while let Some(page) = old.get(i) {
+            match chunks.get(start..start + page.len()) {
+                Some(c) if c == page.as_slice() => {
+                    start += page.len();
+                    i += 1;
+                }
+                _ => break,
+            }
+        }
+        let (mut j, mut end) = (old.len(), chunks.len());
+        while j > i {
+            let page = old[j - 1];
+            match end.checked_sub(page.len()).filter(|b| *b >= start) {
+                Some(b) if chunks[b..end] == page[..] => {
+                    end = b;
+                    j -= 1;
+                }
+                _ => break,
+            }
+        }
+        let mut ids = old_ids[..i].to_vec();
+        ids.extend(self.cut_pages(&chunks[start..end]));
+        ids.extend_from_slice(&old_ids[j..]);
+        Content::Paged(ids)
+    }
+
+    /// Cuts `chunks` into pages (after a chunk whose hash ends in [`PAGE_BITS`] zero bits, at
+    /// most [`PAGE_MAX`] a page, the last one where the list ends), adding them.
+    fn cut_pages(&mut self, chunks: &[ChunkRef]) -> Vec<PageId> {
+        let mask = (1u8 << PAGE_BITS) - 1;
         let mut ids = Vec::new();
         let mut page: Vec<ChunkRef> = Vec::new();
         for c in chunks {
-            let boundary = c.hash.0[31] & 0x3f == 0;
-            page.push(c);
-            if boundary || page.len() >= PAGE_MAX {
+            page.push(*c);
+            if c.hash.0[31] & mask == 0 || page.len() >= PAGE_MAX {
                 ids.push(self.add_page(std::mem::take(&mut page)));
             }
         }
         if !page.is_empty() {
             ids.push(self.add_page(page));
         }
-        Content::Paged(ids)
+        ids
     }
 
     fn add_page(&mut self, chunks: Vec<ChunkRef>) -> PageId {
@@ -452,7 +708,8 @@ impl Catalog {
             && self.changed_meta.is_empty())
     }
 
-    /// The changes since the last commit, as a segment.
+    /// The changes since the last commit, as a segment: a changed file's list as a splice of
+    /// what its path (or the path a rename took it from) held at the last commit.
     pub fn segment(&self) -> Delta {
         let mut d = Delta {
             folder: self.folder,
@@ -464,11 +721,30 @@ impl Catalog {
             meta: Vec::new(),
             meta_gone: Vec::new(),
         };
+        let mut used: HashSet<&RelPath> = HashSet::new();
         for p in &self.changed_nodes {
-            match self.tree.get(p) {
-                Some(n) => d.nodes.push((p.clone(), n.clone())),
-                None => d.gone.push(p.clone()),
+            let Some(n) = self.tree.get(p) else {
+                d.gone.push(p.clone());
+                continue;
+            };
+            let mut rec = NodeRec::full(n);
+            let from = self.origin.get(p).unwrap_or(p);
+            // Not noted: the path's content did not change since the commit.
+            let base = match self.before.get(from) {
+                Some(b) => b.as_ref(),
+                None => Some(&n.content),
+            };
+            let from_rec = (from != p).then(|| from.clone());
+            match (base, &n.content) {
+                (Some(Content::Inline(b)), Content::Inline(c)) if used.insert(from) => {
+                    rec.content = ContentRec::InlineSplice(splice_between(from_rec, b, c));
+                }
+                (Some(Content::Paged(b)), Content::Paged(c)) if used.insert(from) => {
+                    rec.content = ContentRec::PagedSplice(splice_between(from_rec, b, c));
+                }
+                _ => {}
             }
+            d.nodes.push((p.clone(), rec));
         }
         for id in &self.new_pages {
             if let Some(c) = self.pages.get(id) {
@@ -493,7 +769,7 @@ impl Catalog {
             nodes: self
                 .tree
                 .iter()
-                .map(|(p, n)| (p.clone(), n.clone()))
+                .map(|(p, n)| (p.clone(), NodeRec::full(n)))
                 .collect(),
             gone: Vec::new(),
             pages: self.pages.iter().map(|(id, c)| (*id, c.clone())).collect(),
@@ -513,7 +789,46 @@ impl Catalog {
         self.new_pages.clear();
         self.gone_pages.clear();
         self.changed_meta.clear();
+        self.before.clear();
+        self.origin.clear();
     }
+}
+
+/// The splice that makes `new` from `old`: the items between their common start and end.
+fn splice_between<T: Clone + PartialEq>(from: Option<RelPath>, old: &[T], new: &[T]) -> Splice<T> {
+    let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let tail = old[head..]
+        .iter()
+        .rev()
+        .zip(new[head..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    Splice {
+        from,
+        at: head as u32,
+        remove: (old.len() - head - tail) as u32,
+        insert: new[head..new.len() - tail].to_vec(),
+    }
+}
+
+/// `base` with the splice `sp` of node `p` applied.
+fn spliced<T: Clone>(p: &RelPath, base: &[T], sp: &Splice<T>) -> Result<Vec<T>, String> {
+    let at = sp.at as usize;
+    let end = at
+        .checked_add(sp.remove as usize)
+        .filter(|e| *e <= base.len())
+        .ok_or_else(|| {
+            format!(
+                "{p}: a splice of items {at}..+{} of a list of {}",
+                sp.remove,
+                base.len()
+            )
+        })?;
+    let mut out = Vec::with_capacity(base.len() - (end - at) + sp.insert.len());
+    out.extend_from_slice(&base[..at]);
+    out.extend_from_slice(&sp.insert);
+    out.extend_from_slice(&base[end..]);
+    Ok(out)
 }
 
 /// Lowercase hex.
@@ -559,27 +874,323 @@ mod tests {
         r
     }
 
+    /// What a reader sees of a catalog: every node with its chunks, the state files, the
+    /// number of referenced chunks.
+    type View = (
+        Vec<(String, Node, Vec<ChunkRef>)>,
+        Vec<(String, Vec<u8>)>,
+        usize,
+    );
+
+    fn view(c: &Catalog) -> View {
+        let nodes = c
+            .tree()
+            .iter()
+            .map(|(p, n)| (p.to_string(), n.clone(), c.chunks_of(&n.content).unwrap()))
+            .collect();
+        let meta = c
+            .meta_names()
+            .map(|k| (k.clone(), c.meta(k).unwrap().clone()))
+            .collect();
+        (nodes, meta, c.chunk_count())
+    }
+
+    /// Commits `c` into `log` (its changes as a segment, through postcard) and checks that the
+    /// log reloads to what `c` holds.
+    fn commit(c: &mut Catalog, log: &mut Vec<Vec<u8>>) -> usize {
+        let bytes = postcard::to_stdvec(&c.segment()).unwrap();
+        c.clear_changes();
+        log.push(bytes.clone());
+        let mut r = Catalog::new(c.folder);
+        for part in log.iter() {
+            r.apply(postcard::from_bytes(part).unwrap()).unwrap();
+        }
+        r.finish_load().unwrap();
+        assert_eq!(view(&r), view(c), "the log reloads to the catalog");
+        bytes.len()
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::try_from(s).unwrap()
+    }
+
+    fn big(c: &mut Catalog, path: &str, chunks: Vec<ChunkRef>) -> Node {
+        let content = c.content_replacing(&p(path), chunks);
+        Node {
+            kind: EntryKind::File,
+            size: 0,
+            mode: 0o644,
+            mtime_ns: 0,
+            ino: c.next_ino(),
+            target: None,
+            content,
+        }
+    }
+
     #[test]
-    fn big_files_are_paged_and_an_edit_touches_few_pages() {
+    fn big_files_are_paged_and_an_edit_writes_a_splice_and_a_page_or_two() {
         let mut c = Catalog::new(FolderId(1));
+        let mut log = Vec::new();
         let chunks: Vec<ChunkRef> = (0..3200).map(chunk).collect();
-        let n = file(&mut c, chunks.clone());
+        let n = big(&mut c, "big", chunks.clone());
         let Content::Paged(ids) = &n.content else {
             panic!("paged")
         };
-        assert!(ids.len() > 20 && ids.len() < 200, "{} pages", ids.len());
-        c.set_node(RelPath::try_from("big").unwrap(), n);
+        assert!(ids.len() > 100 && ids.len() < 400, "{} pages", ids.len());
+        c.set_node(p("big"), n);
         assert_eq!(c.chunk_count(), 3200);
-        c.clear_changes();
-        let mut edited = chunks.clone();
-        edited[1600] = chunk(99_999);
-        let n2 = file(&mut c, edited);
-        c.set_node(RelPath::try_from("big").unwrap(), n2);
-        let seg = c.segment();
-        assert!(seg.pages.len() <= 2, "{} new pages", seg.pages.len());
-        let bytes = postcard::to_stdvec(&seg).unwrap().len();
-        assert!(bytes < 10_000, "segment {bytes} bytes");
-        assert_eq!(c.take_orphans(), vec![chunk(1600).hash.0]);
+        commit(&mut c, &mut log);
+        for (round, at) in [1600usize, 17, 3199, 1601].into_iter().enumerate() {
+            let mut edited = c.chunks_of(&c.node(&p("big")).unwrap().content).unwrap();
+            edited[at] = chunk(100_000 + round as u32);
+            let n = big(&mut c, "big", edited);
+            c.set_node(p("big"), n);
+            let seg = c.segment();
+            assert!(seg.pages.len() <= 3, "{} new pages", seg.pages.len());
+            let ContentRec::PagedSplice(sp) = &seg.nodes[0].1.content else {
+                panic!("a splice: {:?}", seg.nodes[0].1.content)
+            };
+            assert!(
+                sp.from.is_none() && sp.insert.len() <= 3 && sp.remove <= 3,
+                "{sp:?}"
+            );
+            let bytes = commit(&mut c, &mut log);
+            assert!(bytes < 3_000, "segment {bytes} bytes");
+        }
+        // Growing at the end and cutting the head keep the pages between.
+        let mut grown = c.chunks_of(&c.node(&p("big")).unwrap().content).unwrap();
+        grown.extend((0..40).map(|i| chunk(200_000 + i)));
+        grown.drain(..30);
+        let n = big(&mut c, "big", grown);
+        c.set_node(p("big"), n);
+        assert!(c.segment().pages.len() <= 8);
+        commit(&mut c, &mut log);
+        assert_eq!(
+            c.take_orphans().len(),
+            4 + 30,
+            "the replaced and cut chunks"
+        );
+    }
+
+    /// A rename records the moved content as a splice of where it was (no list is written
+    /// again), also with an edit on top; the path moved away may get new content at once.
+    #[test]
+    fn a_rename_moves_lists_without_writing_them() {
+        let mut c = Catalog::new(FolderId(1));
+        let mut log = Vec::new();
+        let list: Vec<ChunkRef> = (0..1000).map(chunk).collect();
+        for name in ["a", "b"] {
+            let n = big(&mut c, name, list.clone());
+            c.set_node(p(name), n);
+        }
+        let small = file(&mut c, (0..10).map(chunk).collect());
+        c.set_node(p("s"), small);
+        commit(&mut c, &mut log);
+        c.rename(&p("a"), &p("a2"));
+        c.rename(&p("s"), &p("s2"));
+        let bytes = commit(&mut c, &mut log);
+        assert!(bytes < 300, "two renames: {bytes} bytes");
+        // Moved and edited; the old path filled again; moved back and forth.
+        c.rename(&p("a2"), &p("a3"));
+        let mut edited = list.clone();
+        edited[500] = chunk(5_000);
+        let n = big(&mut c, "a3", edited);
+        c.set_node(p("a3"), n);
+        let n = big(&mut c, "a2", (2000..2100).map(chunk).collect());
+        c.set_node(p("a2"), n);
+        c.rename(&p("b"), &p("b2"));
+        c.rename(&p("b2"), &p("b"));
+        c.touch(&p("s2"), 0o600, 5);
+        commit(&mut c, &mut log);
+        // Replaced by a rename, then removed.
+        c.rename(&p("a3"), &p("b"));
+        c.remove_node(&p("a2"));
+        commit(&mut c, &mut log);
+    }
+
+    /// A segment's splices are refused when they could copy content (a base the segment keeps,
+    /// or one base for two splices: a catalog quadratic in its encoding) or do not fit.
+    #[test]
+    fn hostile_splices_are_refused() {
+        let mut c = Catalog::new(FolderId(1));
+        let n = big(&mut c, "a", (0..1000).map(chunk).collect());
+        c.set_node(p("a"), n);
+        let small = file(&mut c, (0..3).map(chunk).collect());
+        c.set_node(p("s"), small);
+        let base = postcard::to_stdvec(&c.base()).unwrap();
+        let load = |d: Delta| {
+            let mut r = Catalog::new(FolderId(1));
+            r.apply(postcard::from_bytes(&base).unwrap()).unwrap();
+            r.apply(d).and_then(|()| r.finish_load())
+        };
+        let rec = |content| NodeRec {
+            kind: EntryKind::File,
+            size: 0,
+            mode: 0o644,
+            mtime_ns: 0,
+            ino: 9,
+            target: None,
+            content,
+        };
+        let splice = |from: Option<&str>, at, remove| Splice::<PageId> {
+            from: from.map(p),
+            at,
+            remove,
+            insert: Vec::new(),
+        };
+        let seg = |nodes: Vec<(&str, NodeRec)>, gone: Vec<&str>| Delta {
+            nodes: nodes.into_iter().map(|(k, v)| (p(k), v)).collect(),
+            gone: gone.into_iter().map(p).collect(),
+            ..c.segment()
+        };
+        let ok = seg(
+            vec![("b", rec(ContentRec::PagedSplice(splice(Some("a"), 0, 0))))],
+            vec!["a"],
+        );
+        assert!(load(ok).is_ok(), "a rename");
+        for (why, d) in [
+            (
+                "copy",
+                seg(
+                    vec![("b", rec(ContentRec::PagedSplice(splice(Some("a"), 0, 0))))],
+                    vec![],
+                ),
+            ),
+            (
+                "twice",
+                seg(
+                    vec![
+                        ("b", rec(ContentRec::PagedSplice(splice(Some("a"), 0, 0)))),
+                        ("a", rec(ContentRec::PagedSplice(splice(None, 0, 0)))),
+                    ],
+                    vec![],
+                ),
+            ),
+            (
+                "range",
+                seg(
+                    vec![("a", rec(ContentRec::PagedSplice(splice(None, 2, u32::MAX))))],
+                    vec![],
+                ),
+            ),
+            (
+                "missing",
+                seg(
+                    vec![("x", rec(ContentRec::PagedSplice(splice(None, 0, 0))))],
+                    vec![],
+                ),
+            ),
+            (
+                "kind",
+                seg(
+                    vec![("s", rec(ContentRec::PagedSplice(splice(None, 0, 0))))],
+                    vec![],
+                ),
+            ),
+        ] {
+            assert!(load(d).is_err(), "{why}");
+        }
+    }
+
+    /// A long pseudo-random history of writes, edits, renames (of files and directories),
+    /// touches and removals, committed every few steps: the log always reloads to the catalog.
+    #[test]
+    fn a_random_history_reloads_exactly() {
+        let mut c = Catalog::new(FolderId(1));
+        let mut log = vec![postcard::to_stdvec(&c.base()).unwrap()];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let names = ["a", "b", "c", "d", "d/e", "d/f", "g", "g/h"];
+        for step in 0..600u32 {
+            let name = names[rnd(names.len() as u64) as usize];
+            let path = p(name);
+            let parent_ok = path
+                .parent()
+                .is_none_or(|d| c.node(&d).is_some_and(|n| n.kind == EntryKind::Dir));
+            match rnd(6) {
+                0 | 1 if parent_ok && !["d", "g"].contains(&name) => {
+                    let old = c
+                        .node(&path)
+                        .map(|n| c.chunks_of(&n.content).unwrap())
+                        .unwrap_or_default();
+                    let mut list = if old.is_empty() || rnd(4) == 0 {
+                        let len = [0, 5, 70, 300, 900][rnd(5) as usize];
+                        (0..len).map(|i| chunk(step * 1000 + i)).collect()
+                    } else {
+                        old
+                    };
+                    if !list.is_empty() {
+                        let at = rnd(list.len() as u64) as usize;
+                        list[at] = chunk(1_000_000 + step);
+                    }
+                    let n = big(&mut c, name, list);
+                    c.set_node(path, n);
+                }
+                2 if parent_ok && ["d", "g"].contains(&name) && c.node(&path).is_none() => {
+                    c.set_node(
+                        path,
+                        Node {
+                            kind: EntryKind::Dir,
+                            size: 0,
+                            mode: 0o755,
+                            mtime_ns: 0,
+                            ino: 1,
+                            target: None,
+                            content: Content::None,
+                        },
+                    );
+                }
+                3 => {
+                    let to = p(names[rnd(names.len() as u64) as usize]);
+                    let fits = to.parent().is_none_or(|d| {
+                        d != path && c.node(&d).is_some_and(|n| n.kind == EntryKind::Dir)
+                    });
+                    if c.node(&path).is_some() && !to.starts_with(&path) && fits {
+                        if c.node(&to).is_some_and(|n| n.kind == EntryKind::Dir) {
+                            continue;
+                        }
+                        c.rename(&path, &to);
+                    }
+                }
+                4 => {
+                    c.touch(&path, 0o600, i64::from(step));
+                }
+                _ => {
+                    if c.below(&path).next().is_none() {
+                        c.remove_node(&path);
+                    }
+                }
+            }
+            if rnd(4) == 0 {
+                commit(&mut c, &mut log);
+            }
+        }
+        commit(&mut c, &mut log);
+        // The history went through every kind of record.
+        let (mut moved, mut own, mut full) = (0, 0, 0);
+        for part in &log {
+            let d: Delta = postcard::from_bytes(part).unwrap();
+            for (_, n) in d.nodes {
+                match n.content {
+                    ContentRec::InlineSplice(Splice { from, .. })
+                    | ContentRec::PagedSplice(Splice { from, .. }) => {
+                        if from.is_some() {
+                            moved += 1;
+                        } else {
+                            own += 1;
+                        }
+                    }
+                    ContentRec::Inline(_) | ContentRec::Paged(_) => full += 1,
+                    ContentRec::None => {}
+                }
+            }
+        }
+        assert!(moved > 5 && own > 20 && full > 20, "{moved} {own} {full}");
     }
 
     #[test]

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::keys::Recipient;
 
 /// Format version written in `STICK`: 2 since roots and segments carry a MAC and the list of
-/// recipients is kept encrypted (format 1 is still read, and migrated at the next commit).
-pub const FORMAT: u32 = 2;
+/// recipients is kept encrypted; 3 since segments record a changed chunk list as a splice of the
+/// one committed before and pages hold ~16 chunks (formats 1 and 2 are still read, and migrated
+/// at the next commit).
+pub const FORMAT: u32 = 3;
 /// The oldest format this version reads.
 pub const FORMAT_OLDEST: u32 = 1;
 /// Top directory on the medium.
@@ -249,6 +251,7 @@ mod tests {
         assert!(back.describe_recipients().contains("(office)"));
         assert!(StickFile::parse(b"format = 99\nfolder = \"x\"").is_err());
         assert!(StickFile::parse(b"format = 1\nfolder = \"x\"").is_ok());
+        assert!(StickFile::parse(b"format = 2\nfolder = \"x\"").is_ok());
     }
 
     #[test]

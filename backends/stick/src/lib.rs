@@ -14,11 +14,16 @@
 //!   keyed with a secret name key and stored once, whichever files and versions share it.
 //! - Each chunk, catalog segment and root is an age file encrypted to the stick's own X25519
 //!   recipient; that identity is wrapped for every machine ([`keys`]).
-//! - Writes go to chunks first; the catalog (tree, chunk-list pages, the engine's state files) is
-//!   committed by every [`Mirror::write_meta`]: a small encrypted segment, then the root into the
-//!   older of two generation slots. Until then nothing new is visible, so a stick yanked at any
-//!   instant shows the last committed catalog. Chunks nothing refers to are removed after the
-//!   commit that dropped them; any a crash left behind, by [`Mirror::remove_temp_files`].
+//! - A pushed file's chunk list comes with it from the engine's journal (`PutItem::chunks`, the
+//!   scanner's FastCDC cut): the stick reads the file along it, hashing each chunk, instead of
+//!   cutting it again (its own cut when the sizes differ).
+//! - Writes go to chunks first; the catalog (tree, chunk-list pages, the engine's state parts)
+//!   is committed by every [`StateStore::commit_state`]: one small encrypted segment (a changed
+//!   chunk list as a splice of the committed one, format 3), then the root into the older of two
+//!   generation slots. Until then nothing new is visible, so a stick yanked at any instant shows
+//!   the last committed catalog; the stick declares `atomic_commit`, so the engine's state rides
+//!   in that one log, without roots or intents of its own. Chunks nothing refers to are removed
+//!   after the commit that dropped them; any a crash left behind, by [`Mirror::sweep`].
 //! - Every chunk read is decrypted (age authenticates it) and checked against the blake3 hash the
 //!   catalog holds, so a swapped or altered chunk is refused (invariant 6).
 //! - age does not authenticate the sender, so roots and segments also end with a keyed blake3
@@ -55,27 +60,9 @@ use crate::keys::{decrypt_with, encrypt_to, StickSecret};
 pub use crate::keys::{KeyError, MachineKey, Recipient, Recipients, StickId, Unlock};
 pub use crate::kind::{StickKind, KIND};
 pub use age::secrecy::{ExposeSecret, SecretString};
-
-/// FastCDC sizes, in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkParams {
-    /// Smallest chunk (but the last of a file).
-    pub min: u32,
-    /// Average chunk.
-    pub avg: u32,
-    /// Largest chunk.
-    pub max: u32,
-}
-
-impl Default for ChunkParams {
-    fn default() -> Self {
-        ChunkParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-        }
-    }
-}
+/// FastCDC sizes (the contract's type; the stick cuts with [`ChunkParams::default`] unless
+/// [`StickMirror::with_chunk_params`] says otherwise).
+pub use briefcase_mirror::ChunkParams;
 
 /// Largest encrypted chunk file accepted, in bytes (a max chunk plus age's overhead).
 const MAX_CHUNK_FILE: u64 = 1 << 20;
@@ -91,11 +78,16 @@ const BATCH_BYTES: usize = 32 << 20;
 const ROOT_MAGIC_V1: &[u8; 8] = b"BCSTKRT1";
 /// A segment of format 1 (no MAC): read under a format 1 root only, never written.
 const SEGMENT_MAGIC_V1: &[u8; 8] = b"BCSTKSG1";
-/// A root of format 2: magic, postcard [`RootRec`], keyed blake3 MAC of both (32 bytes).
-const ROOT_MAGIC: &[u8; 8] = b"BCSTKRT2";
-/// A segment of format 2: magic, postcard [`Delta`], keyed blake3 MAC of both (32 bytes).
-const SEGMENT_MAGIC: &[u8; 8] = b"BCSTKSG2";
-/// Length of the MAC that ends a format 2 root or segment, bytes.
+/// A root of format 2 (segments of format 2 under it): read, never written.
+const ROOT_MAGIC_V2: &[u8; 8] = b"BCSTKRT2";
+/// A segment of format 2 (as format 3, without splices): read under a format 2 root only.
+const SEGMENT_MAGIC_V2: &[u8; 8] = b"BCSTKSG2";
+/// A root of format 3: magic, postcard [`RootRec`], keyed blake3 MAC of both (32 bytes).
+const ROOT_MAGIC: &[u8; 8] = b"BCSTKRT3";
+/// A segment of format 3: magic, postcard [`Delta`] (splices allowed), keyed blake3 MAC of both
+/// (32 bytes).
+const SEGMENT_MAGIC: &[u8; 8] = b"BCSTKSG3";
+/// Length of the MAC that ends a root or segment of format 2 or 3, bytes.
 const MAC_LEN: usize = 32;
 
 /// One catalog part a root lists.
@@ -134,11 +126,12 @@ struct RootRec {
     passphrase: bool,
 }
 
-/// A root as read: the record, and whether it was of format 1 (unauthenticated).
+/// A root as read: the record, and its format (1: unauthenticated; its segments are of the same
+/// format).
 #[derive(Debug)]
 struct ReadRoot {
     rec: RootRec,
-    legacy: bool,
+    format: u32,
 }
 
 /// An open stick: keys unlocked, catalog loaded.
@@ -157,9 +150,9 @@ struct Open {
     recipients: Vec<RecipientLine>,
     recipients_known: bool,
     passphrase: bool,
-    /// The catalog was read from a format 1 root: the next commit writes a new base and a
-    /// format 2 root, and rewrites `STICK` as format 2.
-    legacy: bool,
+    /// The format of the root the catalog was read from: below [`format::FORMAT`], the next
+    /// commit writes a new base and a root of the current format, and rewrites `STICK`.
+    format: u32,
     dirs_made: HashSet<String>,
     /// The stick was seen missing since: check it is still the same before going on.
     stale: bool,
@@ -477,7 +470,7 @@ impl StickMirror {
         let loaded = self.load_catalog(folder, &secret).await?;
         let mut recipients = loaded.root.recipients.clone();
         let mut passphrase = loaded.root.passphrase;
-        if loaded.legacy {
+        if loaded.format == 1 {
             // Format 1 kept the list in plain only: it is unknown, but for this machine, which
             // just opened the stick with its own key.
             passphrase = stick.passphrase;
@@ -519,7 +512,7 @@ impl StickMirror {
             recipients,
             recipients_known: loaded.root.recipients_known,
             passphrase,
-            legacy: loaded.legacy,
+            format: loaded.format,
             dirs_made: HashSet::new(),
             stale: false,
             swept: false,
@@ -663,9 +656,9 @@ impl StickMirror {
         })
     }
 
-    /// Reads both roots and loads the newest whose parts all verify. A format 2 root must carry
-    /// a valid MAC; a format 1 root (no MAC) is taken only while neither slot holds a valid
-    /// format 2 root, i.e. on a stick not migrated yet.
+    /// Reads both roots and loads the newest whose parts all verify. A root of format 2 or 3
+    /// must carry a valid MAC; a format 1 root (no MAC) is taken only while neither slot holds
+    /// an authenticated root, i.e. on a stick not migrated yet.
     async fn load_catalog(&self, folder: FolderId, secret: &StickSecret) -> MirrorResult<Loaded> {
         let mut roots: Vec<(ReadRoot, [u8; 32])> = Vec::new();
         let mut problems = Vec::new();
@@ -694,19 +687,20 @@ impl StickMirror {
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
-        if roots.iter().any(|(r, _)| !r.legacy) {
+        if roots.iter().any(|(r, _)| r.format > 1) {
             let before = roots.len();
-            roots.retain(|(r, _)| !r.legacy);
+            roots.retain(|(r, _)| r.format > 1);
             if roots.len() < before {
-                problems
-                    .push("a format 1 root (without MAC) beside a format 2 one was ignored".into());
+                problems.push(
+                    "a format 1 root (without MAC) beside an authenticated one was ignored".into(),
+                );
             }
         }
         roots.sort_by_key(|(r, _)| std::cmp::Reverse(r.rec.generation));
         let other: Vec<Vec<PartRef>> = roots.iter().map(|(r, _)| r.rec.parts.clone()).collect();
         for (i, (root, digest)) in roots.iter().enumerate() {
             match self
-                .load_parts(folder, secret, &root.rec.parts, root.legacy)
+                .load_parts(folder, secret, &root.rec.parts, root.format)
                 .await?
             {
                 Ok(cat) => {
@@ -727,7 +721,7 @@ impl StickMirror {
                         .unwrap_or_default();
                     return Ok(Loaded {
                         root: root.rec.clone(),
-                        legacy: root.legacy,
+                        format: root.format,
                         digest: *digest,
                         other_parts,
                         cat,
@@ -755,7 +749,7 @@ impl StickMirror {
         folder: FolderId,
         secret: &StickSecret,
         parts: &[PartRef],
-        legacy: bool,
+        root_format: u32,
     ) -> MirrorResult<Result<Catalog, String>> {
         let mut cat = Catalog::new(folder);
         for part in parts {
@@ -781,7 +775,7 @@ impl StickMirror {
                 format::MAX_SEGMENT,
             )
             .map_err(explain_decrypt)
-            .and_then(|plain| decode_segment(secret, &plain, legacy))
+            .and_then(|plain| decode_segment(secret, &plain, root_format))
             {
                 Ok(d) => d,
                 Err(e) => {
@@ -835,11 +829,12 @@ impl StickMirror {
     /// chunks and segments nothing refers to any more.
     ///
     /// `force` commits a new root even when the catalog did not change (its list of recipients
-    /// did). A stick read from format 1 gets a new base and a format 2 root, and its `STICK` is
-    /// rewritten as format 2. `STICK` is rewritten too whenever it differs from what the
-    /// authenticated root says (someone edited it).
+    /// did). A stick read from an older format gets a new base and a root of the current
+    /// format, and its `STICK` is rewritten with it. `STICK` is rewritten too whenever it
+    /// differs from what the authenticated root says (someone edited it).
     async fn commit(&self, o: &mut Open, force: bool) -> MirrorResult<()> {
-        if !o.cat.is_dirty() && !force && !o.legacy {
+        let migrate = o.format < format::FORMAT;
+        if !o.cat.is_dirty() && !force && !migrate {
             return Ok(());
         }
         let generation = o.generation + 1;
@@ -860,7 +855,7 @@ impl StickMirror {
             "stick segment"
         );
         if parts.is_empty()
-            || o.legacy
+            || migrate
             || parts.len() > MAX_SEGMENTS
             || segs_len + plain.len() as u64 > base_len / 2 + SEGMENT_SLACK
         {
@@ -906,9 +901,9 @@ impl StickMirror {
         o.generation = generation;
         o.root_digest = digest;
         o.cat.clear_changes();
-        if o.legacy {
-            tracing::info!(stick = %self.location, "migrated the stick to format {}", format::FORMAT);
-            o.legacy = false;
+        if migrate {
+            tracing::info!(stick = %self.location, from = o.format, "migrated the stick to format {}", format::FORMAT);
+            o.format = format::FORMAT;
         }
         self.collect(o).await;
         if let Err(e) = self.fix_stick_file(o).await {
@@ -965,7 +960,7 @@ impl StickMirror {
     }
 
     /// Removes chunks nothing refers to and segments neither root lists. Best effort: what is
-    /// left is removed by a later commit or [`Mirror::remove_temp_files`].
+    /// left is removed by a later commit or [`Mirror::sweep`].
     async fn collect(&self, o: &mut Open) {
         let orphans = o.cat.take_orphans();
         if !orphans.is_empty() {
@@ -1022,6 +1017,7 @@ impl StickMirror {
                 mtime_ns: now_ns(),
             },
             expect: None,
+            chunks: None,
         };
         match self.storage.put_batch(vec![item]).await.pop() {
             Some(r) => r.map(|_| ()),
@@ -1083,7 +1079,7 @@ impl StickMirror {
             recipients: stick.recipients.clone(),
             recipients_known: true,
             passphrase: rc.passphrase.is_some(),
-            legacy: false,
+            format: format::FORMAT,
             dirs_made: HashSet::new(),
             stale: false,
             swept: true,
@@ -1091,8 +1087,7 @@ impl StickMirror {
         self.ensure_dir(&mut o, SEGMENTS).await?;
         self.ensure_dir(&mut o, CHUNKS).await?;
         // An empty catalog, committed (the marker below must never precede a root).
-        o.cat.set_meta("created", now_ns().to_le_bytes().to_vec());
-        self.commit(&mut o, false).await?;
+        self.commit(&mut o, true).await?;
         self.write_file(folder, STICK_FILE, stick.render().into_bytes())
             .await?;
         *self
@@ -1252,7 +1247,7 @@ impl StickMirror {
     }
 
     /// Chunks `items`, writes the chunks the stick lacks, and records the files in the catalog
-    /// (committed by the next `write_meta`). Chunk writes are pipelined: while one batch is
+    /// (committed by the next `commit_state`). Chunk writes are pipelined: while one batch is
     /// encrypted and written, the next files are read and cut. A file is recorded once every
     /// batch holding its chunks is durable; after a failed batch (a full stick, a yank) the
     /// remaining files fail with its error.
@@ -1320,7 +1315,9 @@ impl StickMirror {
             ..
         } in now
         {
-            let content = o.cat.content_for(chunks);
+            // The pages this path's list shares with the new one are kept: an edit adds a page
+            // or two to the catalog, whatever the file's size.
+            let content = o.cat.content_replacing(&path, chunks);
             let node = Node {
                 kind: EntryKind::File,
                 size,
@@ -1348,7 +1345,11 @@ impl StickMirror {
             tokio::sync::mpsc::channel::<std::io::Result<Vec<(ChunkRef, Vec<u8>)>>>(2);
         let params = self.params;
         let source = it.source.clone();
-        let reader = tokio::task::spawn_blocking(move || cut(source, params, &tx));
+        let given = given_chunks(it, params);
+        let reader = tokio::task::spawn_blocking(move || match given {
+            Some(list) => read_given(source, list, &tx),
+            None => cut(source, params, &tx),
+        });
         let mut chunks = Vec::new();
         let mut size = 0u64;
         let mut fail = None;
@@ -1386,6 +1387,14 @@ impl StickMirror {
         let _ = reader.await;
         if let Some(e) = &pending.failed {
             return Err(e.duplicate());
+        }
+        if fail.as_ref().is_some_and(is_changed) {
+            // The file no longer holds the chunks its list names: it changed since it was
+            // cut. The chunks queued meanwhile are referenced by nothing; the sweep takes them.
+            return Err(MirrorError::SourceChanged {
+                location: self.location.clone(),
+                path: it.path.to_string(),
+            });
         }
         if let Some(e) = fail {
             let path = match &it.source {
@@ -1510,6 +1519,7 @@ impl StickMirror {
                     source: PutSource::Blob(cipher),
                     meta,
                     expect: None,
+                    chunks: None,
                 })
                 .collect();
             let results = storage.put_batch(items).await;
@@ -1604,8 +1614,8 @@ impl StickMirror {
 /// A catalog as loaded from the newest valid root.
 struct Loaded {
     root: RootRec,
-    /// The root was of format 1.
-    legacy: bool,
+    /// The root's format.
+    format: u32,
     /// blake3 of the root file.
     digest: [u8; 32],
     /// The parts the other slot's root lists.
@@ -1754,6 +1764,96 @@ impl Pending {
 /// A slice of a file's chunks: each one's reference and bytes.
 type Slice = std::io::Result<Vec<(ChunkRef, Vec<u8>)>>;
 
+/// The chunk list of `it` if the stick can take it instead of cutting the file itself: a local
+/// file's list cut with the stick's own sizes, every chunk of a length FastCDC makes with them
+/// (1 to `max` bytes). Otherwise (another caller's sizes, a stick with sizes of its own) the
+/// stick cuts the file as always.
+fn given_chunks(it: &PutItem, params: ChunkParams) -> Option<Vec<ChunkRef>> {
+    let c = it.chunks.as_ref()?;
+    let usable = matches!(it.source, PutSource::File(_))
+        && c.params == params
+        && c.chunks.iter().all(|r| r.len > 0 && r.len <= params.max);
+    usable.then(|| c.chunks.clone())
+}
+
+/// The error [`read_given`] ends with when the file does not hold the chunks of its list.
+#[derive(Debug)]
+struct Changed;
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file no longer holds the chunks of its list")
+    }
+}
+
+impl std::error::Error for Changed {}
+
+/// Whether `e` is [`read_given`]'s "the file changed".
+fn is_changed(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<Changed>())
+}
+
+/// Reads `source` along the chunk list `list` (the caller's FastCDC cut, not computed again),
+/// hashing each chunk as it is read, and sends them as [`cut`] does. A chunk that does not hash
+/// to its entry, a file that ends early or goes on after the last chunk: the error [`Changed`]
+/// (nothing sent after it; what was sent is referenced by nothing).
+fn read_given(source: PutSource, list: Vec<ChunkRef>, tx: &tokio::sync::mpsc::Sender<Slice>) {
+    let changed = || std::io::Error::new(std::io::ErrorKind::InvalidData, Changed);
+    let PutSource::File(path) = source else {
+        let _ = tx.blocking_send(Err(changed()));
+        return;
+    };
+    let mut reader = match std::fs::File::open(&path) {
+        Ok(f) => std::io::BufReader::with_capacity(1 << 20, f),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    let mut slice = Vec::new();
+    let mut bytes = 0usize;
+    for want in list {
+        let mut data = vec![0u8; want.len as usize];
+        match reader.read_exact(&mut data) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                let _ = tx.blocking_send(Err(changed()));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+        if ContentHash::of(&data) != want.hash {
+            let _ = tx.blocking_send(Err(changed()));
+            return;
+        }
+        bytes += data.len();
+        slice.push((want, data));
+        if bytes >= 8 << 20 {
+            if tx.blocking_send(Ok(std::mem::take(&mut slice))).is_err() {
+                return;
+            }
+            bytes = 0;
+        }
+    }
+    match reader.read(&mut [0u8; 1]) {
+        Ok(0) => {}
+        Ok(_) => {
+            let _ = tx.blocking_send(Err(changed()));
+            return;
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    }
+    if !slice.is_empty() {
+        let _ = tx.blocking_send(Ok(slice));
+    }
+}
+
 /// Cuts `source` into FastCDC chunks, sending them in slices of ~8 MiB.
 fn cut(source: PutSource, p: ChunkParams, tx: &tokio::sync::mpsc::Sender<Slice>) {
     let reader: Box<dyn Read> = match source {
@@ -1876,12 +1976,16 @@ fn unseal<'a>(key: &[u8; 32], magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'a [u
         .ok_or_else(|| "not a briefcase stick file (bad magic)".into())
 }
 
-/// Decodes a decrypted root: format 2 (MAC checked) or format 1 (marked legacy).
+/// Decodes a decrypted root: format 3 or 2 (MAC checked; the same record) or format 1 (no
+/// MAC).
 fn decode_root(secret: &StickSecret, plain: &[u8]) -> Result<ReadRoot, String> {
-    if plain.starts_with(ROOT_MAGIC) {
-        let body = unseal(&secret.mac_key, ROOT_MAGIC, plain)?;
-        let rec: RootRec = postcard::from_bytes(body).map_err(|e| format!("undecodable ({e})"))?;
-        return Ok(ReadRoot { rec, legacy: false });
+    for (magic, format) in [(ROOT_MAGIC, 3), (ROOT_MAGIC_V2, 2)] {
+        if plain.starts_with(magic) {
+            let body = unseal(&secret.mac_key, magic, plain)?;
+            let rec: RootRec =
+                postcard::from_bytes(body).map_err(|e| format!("undecodable ({e})"))?;
+            return Ok(ReadRoot { rec, format });
+        }
     }
     let v1: RootRecV1 = decode_magic(ROOT_MAGIC_V1, plain)?;
     Ok(ReadRoot {
@@ -1893,20 +1997,37 @@ fn decode_root(secret: &StickSecret, plain: &[u8]) -> Result<ReadRoot, String> {
             recipients_known: false,
             passphrase: false,
         },
-        legacy: true,
+        format: 1,
     })
 }
 
-/// Decodes a decrypted segment: format 2 (MAC checked), or format 1 under a format 1 root.
-fn decode_segment(secret: &StickSecret, plain: &[u8], legacy: bool) -> Result<Delta, String> {
-    if plain.starts_with(SEGMENT_MAGIC) {
-        let body = unseal(&secret.mac_key, SEGMENT_MAGIC, plain)?;
-        return postcard::from_bytes(body).map_err(|e| format!("undecodable ({e})"));
+/// Decodes a decrypted segment of the format of the root that lists it: 3 or 2 (MAC checked;
+/// splices only in format 3), or 1 (no MAC).
+fn decode_segment(secret: &StickSecret, plain: &[u8], root_format: u32) -> Result<Delta, String> {
+    let delta: Delta = match root_format {
+        3 | 2 => {
+            let magic = if root_format == 3 {
+                SEGMENT_MAGIC
+            } else {
+                SEGMENT_MAGIC_V2
+            };
+            if !plain.starts_with(magic) {
+                return Err(format!(
+                    "not a format {root_format} segment (bad magic) under a format {root_format} root"
+                ));
+            }
+            let body = unseal(&secret.mac_key, magic, plain)?;
+            postcard::from_bytes(body).map_err(|e| format!("undecodable ({e})"))?
+        }
+        1 => decode_magic(SEGMENT_MAGIC_V1, plain)?,
+        other => return Err(format!("format {other} is not one this briefcase reads")),
+    };
+    if root_format < 3 && delta.has_splices() {
+        return Err(format!(
+            "a format {root_format} segment holds splices, which format 3 introduced"
+        ));
     }
-    if legacy {
-        return decode_magic(SEGMENT_MAGIC_V1, plain);
-    }
-    Err("not a format 2 segment (bad magic) under a format 2 root".into())
+    Ok(delta)
 }
 
 fn encode_magic<T: Serialize>(magic: &[u8; 8], v: &T) -> Result<Vec<u8>, String> {
@@ -1962,10 +2083,12 @@ impl Mirror for StickMirror {
         self.location.clone()
     }
 
-    /// A virtual tree in an encrypted catalog: everything is kept, whatever the medium.
+    /// A virtual tree in an encrypted catalog: everything is kept, whatever the medium; changes
+    /// are kept by the next catalog commit, with the state (one log).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             removable: true,
+            atomic_commit: true,
             ..Capabilities::default()
         }
     }
@@ -2219,8 +2342,8 @@ impl Mirror for StickMirror {
             return Ok(0);
         };
         // A STICK someone edited is put back as the authenticated root says (a stick still in
-        // format 1 gets its new STICK with the migrating commit).
-        if !o.legacy {
+        // an older format gets its new STICK with the migrating commit).
+        if o.format == format::FORMAT {
             if let Err(e) = self.fix_stick_file(o).await {
                 tracing::warn!(stick = %self.location, "cannot rewrite its STICK file ({e}); it is tried again at the next sync");
             }
@@ -2513,7 +2636,22 @@ pub mod fuzz {
     use super::{ExposeSecret, StickId};
     use crate::catalog::Catalog;
     use crate::keys::StickSecret;
-    use crate::{format, PartRef, ROOT_MAGIC, SEGMENT_MAGIC};
+    use crate::{
+        format, PartRef, ROOT_MAGIC, ROOT_MAGIC_V1, ROOT_MAGIC_V2, SEGMENT_MAGIC, SEGMENT_MAGIC_V1,
+        SEGMENT_MAGIC_V2,
+    };
+
+    /// The magic of a root (`root`) or segment of `format` (1 to 3).
+    fn magic(format: u32, root: bool) -> &'static [u8; 8] {
+        match (format, root) {
+            (1, true) => ROOT_MAGIC_V1,
+            (1, false) => SEGMENT_MAGIC_V1,
+            (2, true) => ROOT_MAGIC_V2,
+            (2, false) => SEGMENT_MAGIC_V2,
+            (_, true) => ROOT_MAGIC,
+            (_, false) => SEGMENT_MAGIC,
+        }
+    }
 
     /// A stick secret: the record a key file holds once decrypted.
     pub struct Secret(StickSecret);
@@ -2557,23 +2695,76 @@ pub mod fuzz {
                 .map_err(super::explain_decrypt)
         }
 
-        /// The magic, `body` and the MAC: a root (`root`) or segment as a holder of the
-        /// secret seals it.
+        /// Encrypts `plain` to the stick, as it writes its roots, segments and chunks.
+        ///
+        /// # Errors
+        /// Why it cannot be encrypted.
+        pub fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>, String> {
+            super::encrypt_to(&[&self.0.recipient as &dyn age::Recipient], plain)
+        }
+
+        /// The magic, `body` and the MAC: a root (`root`) or segment of the current format as
+        /// a holder of the secret seals it.
         pub fn seal(&self, root: bool, body: &[u8]) -> Vec<u8> {
-            let mut out = if root { ROOT_MAGIC } else { SEGMENT_MAGIC }.to_vec();
+            self.seal_as(format::FORMAT, root, body)
+        }
+
+        /// [`Secret::seal`] in `format` (1: the magic and `body`, no MAC).
+        pub fn seal_as(&self, format: u32, root: bool, body: &[u8]) -> Vec<u8> {
+            let mut out = magic(format, root).to_vec();
             out.extend_from_slice(body);
-            super::seal(&self.0.mac_key, &mut out);
+            if format > 1 {
+                super::seal(&self.0.mac_key, &mut out);
+            }
             out
         }
 
-        /// The postcard body of a sealed root (`root`) or segment, its magic and MAC checked.
+        /// The format and postcard body of a sealed root (`root`) or segment of format 2 or 3,
+        /// its magic and MAC checked.
         ///
         /// # Errors
         /// A bad magic or MAC, or too short.
-        pub fn unseal<'a>(&self, root: bool, plain: &'a [u8]) -> Result<&'a [u8], String> {
-            let magic = if root { ROOT_MAGIC } else { SEGMENT_MAGIC };
-            super::unseal(&self.0.mac_key, magic, plain)
+        pub fn unseal<'a>(&self, root: bool, plain: &'a [u8]) -> Result<(u32, &'a [u8]), String> {
+            let format = if plain.starts_with(magic(2, root)) {
+                2
+            } else {
+                format::FORMAT
+            };
+            super::unseal(&self.0.mac_key, magic(format, root), plain).map(|b| (format, b))
         }
+    }
+
+    /// The postcard body of a root of `folder` and `generation` listing `parts` (name, length
+    /// and blake3 of each encrypted segment file), this machine's `recipients` (key, label):
+    /// what [`Secret::seal`] makes a root of (seed corpora of the current format).
+    pub fn root_body(
+        folder: FolderId,
+        generation: u64,
+        parts: &[(String, u64, [u8; 32])],
+        recipients: &[(String, String)],
+    ) -> Vec<u8> {
+        let rec = super::RootRec {
+            folder,
+            generation,
+            parts: parts
+                .iter()
+                .map(|(name, len, hash)| PartRef {
+                    name: name.clone(),
+                    len: *len,
+                    hash: *hash,
+                })
+                .collect(),
+            recipients: recipients
+                .iter()
+                .map(|(key, label)| super::RecipientLine {
+                    key: key.clone(),
+                    label: label.clone(),
+                })
+                .collect(),
+            recipients_known: true,
+            passphrase: false,
+        };
+        postcard::to_stdvec(&rec).unwrap_or_default()
     }
 
     /// A decoded root, as far as loading it goes before its parts are read.
@@ -2583,16 +2774,16 @@ pub mod fuzz {
         pub folder: FolderId,
         /// Its generation.
         pub generation: u64,
-        /// Format 1 (no MAC).
-        pub legacy: bool,
+        /// Its format (1: no MAC).
+        pub format: u32,
         /// Each listed part's path on the medium (or why it is refused), and its length.
         pub parts: Vec<(Result<RelPath, String>, u64)>,
         /// The recipients it lists (key, label).
         pub recipients: Vec<(String, String)>,
     }
 
-    /// Decodes a decrypted root (format 2 with its MAC, or format 1) and checks the part names
-    /// it lists, as [`super::StickMirror`] does when it loads a catalog.
+    /// Decodes a decrypted root (format 3 or 2 with its MAC, or format 1) and checks the part
+    /// names it lists, as [`super::StickMirror`] does when it loads a catalog.
     ///
     /// # Errors
     /// What is wrong with it.
@@ -2602,7 +2793,7 @@ pub mod fuzz {
         Ok(Root {
             folder,
             generation: r.rec.generation,
-            legacy: r.legacy,
+            format: r.format,
             parts: r
                 .rec
                 .parts
@@ -2619,7 +2810,7 @@ pub mod fuzz {
     }
 
     /// Decodes decrypted segments (base first) and applies them to a catalog of `folder`, as
-    /// loading a root's parts does (`legacy`: under a format 1 root).
+    /// loading a root's parts does under a root of format `root_format`.
     ///
     /// # Errors
     /// What is wrong with the first bad segment, or with the whole.
@@ -2627,11 +2818,11 @@ pub mod fuzz {
         secret: &Secret,
         folder: FolderId,
         plains: &[&[u8]],
-        legacy: bool,
+        root_format: u32,
     ) -> Result<Catalog, String> {
         let mut cat = Catalog::new(folder);
         for plain in plains {
-            let delta = super::decode_segment(&secret.0, plain, legacy)?;
+            let delta = super::decode_segment(&secret.0, plain, root_format)?;
             cat.apply(delta)?;
         }
         cat.finish_load()?;
@@ -2683,6 +2874,7 @@ pub mod fuzz {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::catalog::ContentRec;
     use briefcase_mirror::MirrorExt;
 
     const FOLDER: FolderId = FolderId(0x5eed);
@@ -2785,7 +2977,10 @@ mod tests {
         // Migrated by the next commit.
         s.write_state("state.0", b"two").await.unwrap();
         let stick_text = std::fs::read_to_string(dir.join(STICK_FILE)).unwrap();
-        assert!(stick_text.contains("format = 2"), "{stick_text}");
+        assert!(
+            stick_text.contains(&format!("format = {}", format::FORMAT)),
+            "{stick_text}"
+        );
         assert!(
             stick_text.contains(&home.recipient().to_string()),
             "the display lines are kept while the list is unknown: {stick_text}"
@@ -2832,6 +3027,234 @@ mod tests {
         assert_eq!(s.read_state("state.0").await.unwrap().unwrap(), b"two");
     }
 
+    /// The chunks of the file at `path` as the open catalog lists them.
+    async fn chunks_at(s: &StickMirror, path: &RelPath) -> Vec<ChunkRef> {
+        let g = s.open.lock().await;
+        let o = g.as_ref().unwrap();
+        o.cat.chunks_of(&o.cat.node(path).unwrap().content).unwrap()
+    }
+
+    /// A pushed file's chunk list is taken as given when it was cut with the stick's sizes (a
+    /// cut FastCDC would never make proves it was not cut again), each chunk still hashed as it
+    /// is read: a list the file no longer matches stores nothing (`SourceChanged`); a list cut
+    /// with other sizes is ignored and the stick cuts the file itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_given_chunk_list_is_taken_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let mount = d.path().join("usb");
+        std::fs::create_dir(&mount).unwrap();
+        let key = MachineKey::generate();
+        let s = stick(&mount, &key, true);
+        s.init(FOLDER).await.unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let src = d.path().join("src");
+        std::fs::write(&src, &content).unwrap();
+        // Cut at 1,000 and 200,000 bytes: below FastCDC's 16 KiB minimum.
+        let list: Vec<ChunkRef> = [0..1_000, 1_000..200_000, 200_000..300_000]
+            .into_iter()
+            .map(|r| ChunkRef {
+                hash: ContentHash::of(&content[r.clone()]),
+                len: r.len() as u32,
+            })
+            .collect();
+        let item = |path: &str, chunks: Vec<ChunkRef>, params: ChunkParams| PutItem {
+            path: RelPath::try_from(path).unwrap(),
+            source: PutSource::File(src.clone()),
+            meta: FileMeta {
+                mode: 0o644,
+                mtime_ns: 1,
+            },
+            expect: Some(ContentHash::of(&content)),
+            chunks: Some(briefcase_mirror::Chunking { params, chunks }),
+        };
+        let taken = RelPath::try_from("taken").unwrap();
+        let r = s
+            .put_batch(vec![item("taken", list.clone(), ChunkParams::default())])
+            .await;
+        assert_eq!(r[0].as_ref().unwrap().size, 300_000);
+        assert_eq!(chunks_at(&s, &taken).await, list, "the given cut is kept");
+        let out = d.path().join("out");
+        s.get(&taken, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), content);
+
+        // Another cut of the same sizes: each chunk is hashed as read, so a stale list (the
+        // file was saved again since it was cut) stores nothing.
+        let mut stale = list.clone();
+        stale[1].hash = ContentHash::of(b"what the file held when it was cut");
+        let mut longer = list.clone();
+        longer.push(list[0]);
+        let mut shorter = list.clone();
+        shorter.pop();
+        for (name, bad) in [("stale", stale), ("longer", longer), ("shorter", shorter)] {
+            let r = s
+                .put_batch(vec![item(name, bad, ChunkParams::default())])
+                .await;
+            assert!(
+                matches!(r[0], Err(MirrorError::SourceChanged { .. })),
+                "{name}: {:?}",
+                r[0]
+            );
+            let p = RelPath::try_from(name).unwrap();
+            assert!(
+                s.stat(&p).await.unwrap().is_none(),
+                "{name}: nothing stored"
+            );
+        }
+
+        // Cut with other sizes: ignored, the stick cuts the file itself.
+        let other = ChunkParams {
+            min: 1 << 10,
+            ..ChunkParams::default()
+        };
+        let r = s.put_batch(vec![item("own", list.clone(), other)]).await;
+        assert!(r[0].is_ok(), "{:?}", r[0]);
+        let own = chunks_at(&s, &RelPath::try_from("own").unwrap()).await;
+        assert_ne!(own, list);
+        assert_eq!(own.iter().map(|c| c.len as usize).sum::<usize>(), 300_000);
+    }
+
+    /// Rewrites the stick at `mount` as briefcase wrote format 2: its catalog as one
+    /// authenticated base of format 2 (no splices) under a format 2 root in slot 1 (slot 0
+    /// removed), `STICK` of format 2.
+    async fn downgrade_to_format_2(s: &StickMirror, mount: &Path) {
+        let g = s.open.lock().await;
+        let o = g.as_ref().unwrap();
+        let dir = mount.join(format::folder_dir(FOLDER));
+        let mut plain = encode_magic(SEGMENT_MAGIC_V2, &o.cat.base()).unwrap();
+        seal(&o.secret.mac_key, &mut plain);
+        let seg = encrypt_to(&[&o.secret.recipient as &dyn age::Recipient], &plain).unwrap();
+        let name = "segments/000000000099-00000002.age";
+        std::fs::write(dir.join(name), &seg).unwrap();
+        let root = RootRec {
+            folder: FOLDER,
+            generation: 99,
+            parts: vec![PartRef {
+                name: name.into(),
+                len: seg.len() as u64,
+                hash: *blake3::hash(&seg).as_bytes(),
+            }],
+            recipients: o.recipients.clone(),
+            recipients_known: true,
+            passphrase: false,
+        };
+        let mut plain = encode_magic(ROOT_MAGIC_V2, &root).unwrap();
+        seal(&o.secret.mac_key, &mut plain);
+        let cipher = encrypt_to(&[&o.secret.recipient as &dyn age::Recipient], &plain).unwrap();
+        std::fs::write(dir.join(ROOTS[1]), cipher).unwrap();
+        std::fs::remove_file(dir.join(ROOTS[0])).unwrap();
+        let mut f = o.stick.clone();
+        f.format = 2;
+        std::fs::write(dir.join(STICK_FILE), f.render()).unwrap();
+    }
+
+    /// A format 2 stick (pages of ~64 chunks, whole lists in every segment) is read as it is,
+    /// its `STICK` left alone until the next commit migrates it (a new base and a format 3
+    /// root, `STICK` of format 3); the pages of a big file are kept by an edit after that, which
+    /// commits as a splice. The stick ID does not change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn format_2_is_read_and_migrated() {
+        let d = tempfile::tempdir().unwrap();
+        let mount = d.path().join("usb");
+        std::fs::create_dir(&mount).unwrap();
+        let office = MachineKey::generate();
+        let small = ChunkParams {
+            min: 256,
+            avg: 1024,
+            max: 4096,
+        };
+        let s = stick(&mount, &office, true).with_chunk_params(small);
+        s.init(FOLDER).await.unwrap();
+        let content: Vec<u8> = (0..600_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let src = d.path().join("src");
+        std::fs::write(&src, &content).unwrap();
+        let meta = FileMeta {
+            mode: 0o644,
+            mtime_ns: 1,
+        };
+        let f = RelPath::try_from("big.bin").unwrap();
+        s.put(&f, &src, meta).await.unwrap();
+        s.write_state("part.1.00000001", b"engine state")
+            .await
+            .unwrap();
+        let id = s.stick_id().await.unwrap();
+        downgrade_to_format_2(&s, &mount).await;
+        drop(s);
+        let dir = mount.join(format::folder_dir(FOLDER));
+
+        let s = stick(&mount, &office, false)
+            .with_pin(Some(id))
+            .with_chunk_params(small);
+        assert_eq!(s.sweep().await.unwrap(), 0);
+        let stick_text = std::fs::read_to_string(dir.join(STICK_FILE)).unwrap();
+        assert!(
+            stick_text.contains("format = 2"),
+            "not rewritten before the catalog: {stick_text}"
+        );
+        assert_eq!(
+            s.read_state("part.1.00000001").await.unwrap().unwrap(),
+            b"engine state"
+        );
+        let out = d.path().join("out");
+        s.get(&f, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), content);
+        let pages_before = match &s
+            .open
+            .lock()
+            .await
+            .as_ref()
+            .unwrap()
+            .cat
+            .node(&f)
+            .unwrap()
+            .content
+        {
+            Content::Paged(ids) => ids.clone(),
+            other => panic!("paged: {other:?}"),
+        };
+        // Migrated by the next commit.
+        s.write_state("part.2.00000002", b"more").await.unwrap();
+        let stick_text = std::fs::read_to_string(dir.join(STICK_FILE)).unwrap();
+        assert!(stick_text.contains("format = 3"), "{stick_text}");
+        // An edit in the middle keeps the other pages.
+        let mut edited = content.clone();
+        edited[300_000..300_100].fill(7);
+        std::fs::write(&src, &edited).unwrap();
+        s.put(&f, &src, meta).await.unwrap();
+        {
+            let g = s.open.lock().await;
+            let o = g.as_ref().unwrap();
+            let Content::Paged(now) = &o.cat.node(&f).unwrap().content else {
+                panic!("paged")
+            };
+            let kept = now.iter().filter(|id| pages_before.contains(id)).count();
+            assert!(
+                kept + 4 >= pages_before.len(),
+                "{kept} of {} pages kept",
+                pages_before.len()
+            );
+            let seg = o.cat.segment();
+            assert!(
+                matches!(seg.nodes[0].1.content, ContentRec::PagedSplice(_)),
+                "{:?}",
+                seg.nodes[0].1.content
+            );
+        }
+        s.write_state("part.3.00000003", b"after the edit")
+            .await
+            .unwrap();
+        drop(s);
+        let s = stick(&mount, &office, false).with_pin(Some(id));
+        assert_eq!(s.stick_id().await.unwrap(), id);
+        s.get(&f, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), edited);
+        assert_eq!(
+            s.read_state("part.3.00000003").await.unwrap().unwrap(),
+            b"after the edit"
+        );
+    }
+
     /// A format 2 root or segment sealed with another key (made by someone who knows the stick's
     /// public recipient but not its secret) is refused.
     #[test]
@@ -2860,12 +3283,19 @@ mod tests {
         }
         let mut seg = encode_magic(SEGMENT_MAGIC, &Catalog::new(FOLDER).base()).unwrap();
         seal(&other.mac_key, &mut seg);
-        assert!(decode_segment(&s, &seg, false).is_err());
+        assert!(decode_segment(&s, &seg, 3).is_err());
         let v1 = encode_magic(SEGMENT_MAGIC_V1, &Catalog::new(FOLDER).base()).unwrap();
-        assert!(decode_segment(&s, &v1, true).is_ok());
+        assert!(decode_segment(&s, &v1, 1).is_ok());
         assert!(
-            decode_segment(&s, &v1, false).is_err(),
-            "no format 1 segment under a format 2 root"
+            decode_segment(&s, &v1, 3).is_err() && decode_segment(&s, &v1, 2).is_err(),
+            "no format 1 segment under an authenticated root"
+        );
+        let mut v2 = encode_magic(SEGMENT_MAGIC_V2, &Catalog::new(FOLDER).base()).unwrap();
+        seal(&s.mac_key, &mut v2);
+        assert!(decode_segment(&s, &v2, 2).is_ok());
+        assert!(
+            decode_segment(&s, &v2, 3).is_err(),
+            "each root format lists segments of its own"
         );
     }
 }

@@ -1,13 +1,14 @@
 //! Fuzz targets for the stick's decoders of untrusted bytes (issue 9, DESIGN.md invariants 6
 //! and 8; docs/stick-format.md, "Protected: the reader"): the plain `STICK` file, the key record
-//! a key file holds once decrypted, the catalog's roots and segments (format 2, MAC checked;
-//! format 1), and the names of the files listed on a stick (chunks, segments, the parts a root
-//! lists). Each must answer any input with a value or an error, never a panic, a hang or an
+//! a key file holds once decrypted, the catalog's roots and segments (formats 3 and 2, MAC
+//! checked; format 1), and the names of the files listed on a stick (chunks, segments, the parts
+//! a root lists). Each must answer any input with a value or an error, never a panic, a hang or an
 //! allocation far beyond the input.
 //!
 //! Each target is a `#[test]` around `bolero::check!()`: under `cargo test` it replays its
-//! committed corpus (`tests/__fuzz__/<target>/corpus/`, real files of a stick the crate wrote,
-//! see `write_seed_corpus`) and then random inputs for bolero's default of one second
+//! committed corpus (`tests/__fuzz__/<target>/corpus/`: real files of a format 2 stick an
+//! earlier version wrote, and `v3-*` files of format 3 that `write_seed_corpus` made from them
+//! with the same stick secret) and then random inputs for bolero's default of one second
 //! (`BOLERO_RANDOM_TEST_TIME_MS` / `BOLERO_RANDOM_ITERATIONS` change that). The decoders are
 //! private; `briefcase_stick::fuzz` exposes thin wrappers.
 //!
@@ -20,14 +21,13 @@
 //! run longer (`BOLERO_RANDOM_TEST_TIME_MS`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use briefcase_mirror::MirrorExt;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bolero::{check, TypeGenerator};
 use briefcase_mirror::{ChunkRef, ContentHash, EntryKind, FolderId, RelPath};
-use briefcase_stick::catalog::{Catalog, Content, Delta, Node};
+use briefcase_stick::catalog::{Catalog, Content, Delta, Node, NodeRec};
 use briefcase_stick::format::{self, StickFile};
 use briefcase_stick::fuzz::{self as entry, Secret};
 use briefcase_stick::StickId;
@@ -65,12 +65,24 @@ fn plaintext(secret: &Secret, bytes: &[u8], limit: u64) -> Option<Vec<u8>> {
     }
 }
 
-/// The real catalog: the plaintexts of the parts the newest real root lists, base first.
-fn real_parts(secret: &Secret) -> Vec<Vec<u8>> {
+/// The corpora's two real stick catalogs: the prefix of their files' names, and their format.
+const REAL: [(&str, u32); 2] = [("", 2), ("v3-", 3)];
+
+/// The plaintexts of the two real roots whose corpus files' names start with `prefix`.
+fn real_roots(prefix: &str) -> Vec<Vec<u8>> {
     let roots = corpus_files("root");
-    let newest = ["state.0", "state.1"]
+    ["state.0", "state.1"]
         .iter()
-        .filter_map(|n| entry::decode_root(secret, &roots[*n]).ok())
+        .map(|n| roots[&format!("{prefix}{n}")].clone())
+        .collect()
+}
+
+/// A real catalog: the plaintexts of the parts the newest real root (corpus files named
+/// `prefix…`) lists, base first.
+fn real_parts(secret: &Secret, prefix: &str) -> Vec<Vec<u8>> {
+    let newest = real_roots(prefix)
+        .iter()
+        .filter_map(|r| entry::decode_root(secret, r).ok())
         .max_by_key(|r| r.generation)
         .unwrap();
     let segments = corpus_files("segment");
@@ -80,7 +92,7 @@ fn real_parts(secret: &Secret) -> Vec<Vec<u8>> {
         .map(|(p, _)| {
             let p = p.as_ref().unwrap().to_string();
             let file = p.rsplit('/').next().unwrap().trim_end_matches(".age");
-            segments[file].clone()
+            segments[&format!("{prefix}{file}")].clone()
         })
         .collect()
 }
@@ -207,26 +219,34 @@ fn root() {
 
 static SEGMENTS_LOADED: AtomicUsize = AtomicUsize::new(0);
 
-/// The bytes as a segment (`segments/*.age`, or its plaintext): alone, and after the real
-/// stick's other parts, under a format 2 and a format 1 root; a loaded catalog is used.
+/// The bytes as a segment (`segments/*.age`, or its plaintext): alone under a root of each
+/// format, and in place of the newest part of the real catalogs of formats 2 and 3; a loaded
+/// catalog is used.
 #[test]
 fn segment() {
     let secret = real_secret();
     let folder = secret.folder();
-    let parts = real_parts(&secret);
+    let real: Vec<(u32, Vec<Vec<u8>>)> = REAL
+        .iter()
+        .map(|(prefix, f)| (*f, real_parts(&secret, prefix)))
+        .collect();
     check!(name = "segment").for_each(|bytes: &[u8]| {
         let plain = plaintext(&secret, bytes, format::MAX_SEGMENT);
         let plain = plain.as_deref().unwrap_or(bytes);
-        let total = bytes.len() + parts.iter().map(Vec::len).sum::<usize>();
-        for legacy in [false, true] {
+        for root_format in [1, 2, 3] {
             let alone = bounded(bytes.len(), || {
-                entry::load_segments(&secret, folder, &[plain], legacy)
+                entry::load_segments(&secret, folder, &[plain], root_format)
             });
+            let parts = real
+                .iter()
+                .find(|(f, _)| *f == root_format)
+                .map_or(&[][..], |(_, p)| p.as_slice());
+            let total = bytes.len() + parts.iter().map(Vec::len).sum::<usize>();
             let mut after: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             after.pop();
             after.push(plain);
             let after = bounded(total, || {
-                entry::load_segments(&secret, folder, &after, legacy)
+                entry::load_segments(&secret, folder, &after, root_format)
             });
             for mut cat in [alone, after].into_iter().flatten() {
                 SEGMENTS_LOADED.fetch_add(1, Ordering::Relaxed);
@@ -299,33 +319,36 @@ fn apply_edits(body: &mut Vec<u8>, edits: &[Edit]) {
 
 static EDITS_DECODED: AtomicUsize = AtomicUsize::new(0);
 
-/// Structure-aware: edits of the postcard body of a real root or segment, sealed again with the
-/// real stick's MAC key, so that edited records pass the MAC and reach the decoder (and a
-/// segment, the catalog's loading). `which` picks the record: the roots, then the parts.
+/// Structure-aware: edits of the postcard body of a real root or segment (of either real
+/// catalog, format 2 or 3), sealed again with the real stick's MAC key in its format, so that
+/// edited records pass the MAC and reach the decoder (and a segment, the catalog's loading).
+/// `which` picks the record: the catalog, then its roots, then its parts.
 #[test]
 fn catalog_edits() {
     let secret = real_secret();
     let folder = secret.folder();
-    let roots = corpus_files("root");
-    let roots: Vec<Vec<u8>> = ["state.0", "state.1"]
+    // Per real catalog: its roots and its parts.
+    type Records = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+    let real: Vec<Records> = REAL
         .iter()
-        .map(|n| roots[*n].clone())
+        .map(|(prefix, _)| (real_roots(prefix), real_parts(&secret, prefix)))
         .collect();
-    let parts = real_parts(&secret);
     check!()
         .with_type::<(u8, Vec<Edit>)>()
         .for_each(|(which, edits): &(u8, Vec<Edit>)| {
+            let (roots, parts) = &real[*which as usize % real.len()];
             let n = roots.len() + parts.len();
-            let i = *which as usize % n;
+            let i = (*which as usize / real.len()) % n;
             let is_root = i < roots.len();
             let record = if is_root {
                 &roots[i]
             } else {
                 &parts[i - roots.len()]
             };
-            let mut body = secret.unseal(is_root, record).unwrap().to_vec();
+            let (format, body) = secret.unseal(is_root, record).unwrap();
+            let mut body = body.to_vec();
             apply_edits(&mut body, edits);
-            let sealed = secret.seal(is_root, &body);
+            let sealed = secret.seal_as(format, is_root, &body);
             if is_root {
                 let r = bounded(sealed.len(), || entry::decode_root(&secret, &sealed));
                 if let Ok(r) = r {
@@ -339,10 +362,10 @@ fn catalog_edits() {
                 list[k] = &sealed;
                 let total: usize = list.iter().map(|p| p.len()).sum();
                 let cat = bounded(total, || {
-                    entry::load_segments(&secret, folder, &list[k..], false)
+                    entry::load_segments(&secret, folder, &list[k..], format)
                 });
                 let cat_all = bounded(total, || {
-                    entry::load_segments(&secret, folder, &list, false)
+                    entry::load_segments(&secret, folder, &list, format)
                 });
                 for mut cat in [cat, cat_all].into_iter().flatten() {
                     EDITS_DECODED.fetch_add(1, Ordering::Relaxed);
@@ -445,144 +468,133 @@ fn chunk_name() {
 // ---------------------------------------------------------------------------------------------
 // The seed corpus
 
-/// Writes the seed corpora from a real stick: a stick made with the crate's own API in a temp
-/// dir (small chunks, so a file spans pages; several commits, so the catalog is a base and
-/// segments), then its files as on the medium and, for roots and segments, their plaintexts
-/// (the key record is stored decrypted: the targets need the stick's MAC key). Run with
+/// Writes the format 3 seed corpora (`v3-*` files) from the committed format 2 catalog, with the
+/// committed stick secret (so that one key record opens every corpus file): the catalog as a
+/// format 3 base, then segments of edits a stick makes (a big file edited in the middle and at
+/// its end, a small file written then edited, renames of a file and of a directory with an
+/// edit on top, a touch, a removal, engine state parts), each sealed and encrypted as the
+/// stick writes them, and the two roots of the last two generations. Run with
 /// `cargo test -p briefcase-stick --test fuzz -- --ignored write_seed_corpus`; it replaces the
-/// generated files (a `regression-*` input stays).
+/// `v3-*` files (the format 2 files, written by a real stick of an earlier version, stay).
 #[test]
 #[ignore = "writes the committed seed corpus"]
 fn write_seed_corpus() {
-    use briefcase_mirror::{FileMeta, Mirror};
-    use briefcase_stick::{ChunkParams, MachineKey, Recipient, Recipients, StickMirror, Unlock};
+    let secret = real_secret();
+    let folder = secret.folder();
+    let parts2 = real_parts(&secret, "");
+    let plains2: Vec<&[u8]> = parts2.iter().map(Vec::as_slice).collect();
+    let mut cat = entry::load_segments(&secret, folder, &plains2, 2).unwrap();
+    let path = |p: &str| RelPath::try_from(p).unwrap();
+    let big = path("docs/big.bin");
+    let mut segments = vec![postcard::to_stdvec(&cat.base()).unwrap()];
+    let mut commit = |cat: &mut Catalog| {
+        segments.push(postcard::to_stdvec(&cat.segment()).unwrap());
+        cat.clear_changes();
+    };
+    let file = |cat: &mut Catalog, at: &RelPath, chunks: Vec<ChunkRef>| {
+        let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+        let content = cat.content_replacing(at, chunks);
+        Node {
+            size,
+            ino: cat.next_ino(),
+            ..node(content)
+        }
+    };
+    let mut list = cat.chunks_of(&cat.node(&big).unwrap().content).unwrap();
+    // 1. A big file edited in the middle; a small file written.
+    let mid = list.len() / 2;
+    list[mid] = chunk(9_001);
+    let n = file(&mut cat, &big, list.clone());
+    cat.set_node(big.clone(), n);
+    let n = file(&mut cat, &path("docs/n.txt"), (0..5).map(chunk).collect());
+    cat.set_node(path("docs/n.txt"), n);
+    cat.set_meta("part.2.0000beef", b"engine state part".to_vec());
+    commit(&mut cat);
+    // 2. The small file edited, the big one grown at its end, the link touched.
+    let n = file(
+        &mut cat,
+        &path("docs/n.txt"),
+        vec![chunk(0), chunk(9_002), chunk(2)],
+    );
+    cat.set_node(path("docs/n.txt"), n);
+    list.extend((0..20).map(|i| chunk(9_100 + i)));
+    let n = file(&mut cat, &big, list.clone());
+    cat.set_node(big.clone(), n);
+    cat.touch(&path("link"), 0o777, 1_700_000_000_000_000_001);
+    commit(&mut cat);
+    // 3. The directory renamed (its files move as splices), the big file edited on top; a
+    //    state part replaced; the symlink removed.
+    cat.rename(&path("docs"), &path("papers"));
+    list[3] = chunk(9_003);
+    let moved = path("papers/big.bin");
+    let n = file(&mut cat, &moved, list.clone());
+    cat.set_node(moved, n);
+    cat.remove_meta("part.2.0000beef");
+    cat.set_meta("part.3.0000cafe", b"engine state part".to_vec());
+    cat.remove_node(&path("link"));
+    commit(&mut cat);
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let tmp = tempfile::tempdir().unwrap();
-        let mount = tmp.path().join("mount");
-        std::fs::create_dir(&mount).unwrap();
-        let key = MachineKey::generate();
-        let folder = FolderId(0x5a89_7c11_eaf8_0a82_a2c6_f998_6054_3bfe);
-        let s = StickMirror::new(
-            mount.clone(),
-            Some(folder),
-            Unlock {
-                machine: Some(key.clone()),
-                passphrase: None,
-            },
-            Some(Recipients {
-                machines: vec![Recipient {
-                    key: key.recipient(),
-                    label: "office".into(),
-                }],
-                passphrase: None,
-            }),
-        )
-        .with_chunk_params(ChunkParams {
-            min: 1 << 10,
-            avg: 4 << 10,
-            max: 16 << 10,
-        });
-        s.init(folder).await.unwrap();
-        let meta = FileMeta {
-            mode: 0o644,
-            mtime_ns: 1_700_000_000_000_000_000,
-        };
-        let src = tmp.path().join("src");
-        let path = |p: &str| RelPath::try_from(p).unwrap();
-        s.mkdir(
-            &path("docs"),
-            FileMeta {
-                mode: 0o755,
-                ..meta
-            },
-        )
-        .await
-        .unwrap();
-        std::fs::write(&src, b"hello stick\n").unwrap();
-        s.put(&path("docs/a.txt"), &src, meta).await.unwrap();
-        s.write_state("state.0", b"first state").await.unwrap();
-        // A file of ~100 small chunks: its chunk list is paged.
-        let big: Vec<u8> = (0..400_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        std::fs::write(&src, &big).unwrap();
-        s.put(&path("docs/big.bin"), &src, meta).await.unwrap();
-        s.symlink(&path("link"), b"docs/a.txt").await.unwrap();
-        s.write_state("intents", b"some intents").await.unwrap();
-        s.remove(&path("docs/a.txt")).await.unwrap();
-        s.write_state("state.1", b"second state").await.unwrap();
-        drop(s);
-
-        let fdir = mount.join(format::folder_dir(folder));
-        let write = |target: &str, name: &str, bytes: &[u8]| {
-            let d = corpus_dir(target);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join(name), bytes).unwrap();
-        };
+    let roots2 = real_roots("");
+    let recipients = entry::decode_root(&secret, &roots2[0]).unwrap().recipients;
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let d = corpus_dir(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), bytes).unwrap();
+    };
+    let mut listed = Vec::new();
+    for (i, body) in segments.iter().enumerate() {
+        let plain = secret.seal(false, body);
+        let cipher = secret.encrypt(&plain).unwrap();
+        let stem = format!("{:012}-{:08x}", 100 + i, i + 1);
+        write("segment", &format!("v3-{stem}.age"), &cipher);
+        write("segment", &format!("v3-{stem}"), &plain);
+        let name = format!("segments/{stem}.age");
+        write("chunk_name", &format!("v3-name-{i:03}"), name.as_bytes());
+        listed.push((name, cipher.len() as u64, *blake3::hash(&cipher).as_bytes()));
+    }
+    let generation = 99 + listed.len() as u64;
+    for (g, n) in [
+        (generation - 1, listed.len() - 1),
+        (generation, listed.len()),
+    ] {
+        let body = entry::root_body(folder, g, &listed[..n], &recipients);
+        let plain = secret.seal(true, &body);
+        let slot = g % 2;
         write(
-            "stick_file",
-            "STICK",
-            &std::fs::read(fdir.join("STICK")).unwrap(),
+            "root",
+            &format!("v3-state.{slot}.age"),
+            &secret.encrypt(&plain).unwrap(),
         );
-        let keys = std::fs::read(fdir.join("keys.0.age")).unwrap();
-        let record = entry::decrypt_key_file(&key, &keys).unwrap();
-        write("key_record", "keys.0", &record);
-        let secret = Secret::decode(&record).unwrap();
-        for slot in ["state.0", "state.1"] {
-            let Ok(file) = std::fs::read(fdir.join(format!("{slot}.age"))) else {
-                continue;
-            };
-            write("root", &format!("{slot}.age"), &file);
-            write(
-                "root",
-                slot,
-                &secret.decrypt(&file, format::MAX_ROOT).unwrap(),
-            );
-        }
-        let mut names = Vec::new();
-        for e in walk(&fdir) {
-            let local = e
-                .strip_prefix(&fdir)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if let Some(seg) = local.strip_prefix("segments/") {
-                let file = std::fs::read(&e).unwrap();
-                write("segment", seg, &file);
-                let plain = secret.decrypt(&file, format::MAX_SEGMENT).unwrap();
-                write("segment", seg.trim_end_matches(".age"), &plain);
-            }
-            names.push(local);
-        }
-        names.sort();
-        for (i, n) in names.iter().enumerate() {
-            write("chunk_name", &format!("name-{i:03}"), n.as_bytes());
-        }
-    });
+        write("root", &format!("v3-state.{slot}"), &plain);
+    }
+    // The catalog they make is the one built here.
+    let made: Vec<Vec<u8>> = segments.iter().map(|b| secret.seal(false, b)).collect();
+    let made: Vec<&[u8]> = made.iter().map(Vec::as_slice).collect();
+    let loaded = entry::load_segments(&secret, folder, &made, 3).unwrap();
+    assert_eq!(loaded.tree(), cat.tree());
 }
 
 /// A page of `n` chunks that one file lists `n` times: a chunk list of n² entries from a
-/// segment of about 70·n bytes (before the fix, 2000 made a 160 MB list from 140 KB).
-fn repeated_page_segment(secret: &Secret, n: u32) -> Vec<u8> {
+/// segment of about 70·n bytes (before the fix, 2000 made a 160 MB list from 140 KB), sealed
+/// in `format` (the committed input is of format 2).
+fn repeated_page_segment(secret: &Secret, n: u32, format: u32) -> Vec<u8> {
     let chunks: Vec<ChunkRef> = (0..n).map(chunk).collect();
     let id = *blake3::hash(&postcard::to_stdvec(&chunks).unwrap()).as_bytes();
     let mut d = delta(secret.folder());
     d.pages.push((id, chunks));
     d.nodes.push((
         RelPath::try_from("big").unwrap(),
-        node(Content::Paged(vec![id; n as usize])),
+        NodeRec::full(&node(Content::Paged(vec![id; n as usize]))),
     ));
-    secret.seal(false, &postcard::to_stdvec(&d).unwrap())
+    secret.seal_as(format, false, &postcard::to_stdvec(&d).unwrap())
 }
 
 /// A base whose next inode number is the largest: the next write's `next_ino` overflowed
 /// (a panic in a debug build, inode numbers reused in release).
-fn next_ino_segment(secret: &Secret) -> Vec<u8> {
+fn next_ino_segment(secret: &Secret, format: u32) -> Vec<u8> {
     let mut d = delta(secret.folder());
     d.next_ino = u64::MAX;
-    secret.seal(false, &postcard::to_stdvec(&d).unwrap())
+    secret.seal_as(format, false, &postcard::to_stdvec(&d).unwrap())
 }
 
 /// Regression: a page may hold at most `PAGE_MAX` chunks (what a writer makes); before, one
@@ -590,26 +602,32 @@ fn next_ino_segment(secret: &Secret) -> Vec<u8> {
 #[test]
 fn regression_a_page_listed_many_times() {
     let secret = real_secret();
-    let seg = repeated_page_segment(&secret, 2000);
-    let r = bounded(seg.len(), || {
-        entry::load_segments(&secret, secret.folder(), &[&seg], false)
-    });
-    let e = r.expect_err("a page of 2000 chunks is refused");
-    assert!(e.contains("chunks"), "{e}");
-    // Pages of the largest honest size, listed many times, load (a file of repeated content).
-    let seg = repeated_page_segment(&secret, briefcase_stick::catalog::PAGE_MAX as u32);
-    let cat = entry::load_segments(&secret, secret.folder(), &[&seg], false).unwrap();
-    let big = cat.node(&RelPath::try_from("big").unwrap()).unwrap();
-    assert_eq!(cat.chunks_of(&big.content).unwrap().len(), 256 * 256);
+    for format in [2, 3] {
+        let seg = repeated_page_segment(&secret, 2000, format);
+        let r = bounded(seg.len(), || {
+            entry::load_segments(&secret, secret.folder(), &[&seg], format)
+        });
+        let e = r.expect_err("a page of 2000 chunks is refused");
+        assert!(e.contains("chunks"), "{e}");
+        // Pages of the largest honest size, listed many times, load (a file of repeated
+        // content).
+        let max = briefcase_stick::catalog::PAGE_MAX as u32;
+        let seg = repeated_page_segment(&secret, max, format);
+        let cat = entry::load_segments(&secret, secret.folder(), &[&seg], format).unwrap();
+        let big = cat.node(&RelPath::try_from("big").unwrap()).unwrap();
+        assert_eq!(cat.chunks_of(&big.content).unwrap().len(), 256 * 256);
+    }
 }
 
 /// Regression: a catalog's next inode number is at most 2^62, so that writes never overflow it.
 #[test]
 fn regression_next_ino_overflow() {
     let secret = real_secret();
-    let seg = next_ino_segment(&secret);
-    let r = entry::load_segments(&secret, secret.folder(), &[&seg], false);
-    assert!(r.as_ref().is_err_and(|e| e.contains("inode")), "{r:?}");
+    for format in [2, 3] {
+        let seg = next_ino_segment(&secret, format);
+        let r = entry::load_segments(&secret, secret.folder(), &[&seg], format);
+        assert!(r.as_ref().is_err_and(|e| e.contains("inode")), "{r:?}");
+    }
 }
 
 /// Writes `segment/corpus/regression-*` (the inputs of the two regressions above). Run with
@@ -621,24 +639,10 @@ fn write_regression_inputs() {
     let d = corpus_dir("segment");
     std::fs::write(
         d.join("regression-page-listed-many-times"),
-        repeated_page_segment(&secret, 2000),
+        repeated_page_segment(&secret, 2000, 2),
     )
     .unwrap();
-    std::fs::write(d.join("regression-next-ino"), next_ino_segment(&secret)).unwrap();
-}
-
-/// Every file below `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+    std::fs::write(d.join("regression-next-ino"), next_ino_segment(&secret, 2)).unwrap();
 }
 
 /// A chunk reference for hand-built records.

@@ -13,7 +13,7 @@ use std::io;
 
 use briefcase_mirror::beneath::ParentDir;
 use briefcase_mirror::fsutil;
-use briefcase_mirror::{EntryKind, MirrorError, PutItem, PutSource};
+use briefcase_mirror::{ChunkParams, Chunking, EntryKind, MirrorError, PutItem, PutSource};
 
 use super::local::{keep_dir, local_entry, local_unchanged, source};
 use super::mirror::{meta, mirror_entry};
@@ -131,16 +131,19 @@ pub(super) async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> Re
     if cx.queued.is_empty() {
         return Ok(());
     }
-    let queued = std::mem::take(&mut cx.queued);
+    let mut queued = std::mem::take(&mut cx.queued);
     cx.queued_bytes = 0;
     let mut items = Vec::with_capacity(queued.len());
-    for l in &queued {
+    for l in &mut queued {
         match source(cx, &l.path) {
             Ok(from) => items.push(PutItem {
                 path: l.path.clone(),
                 source: PutSource::File(from),
                 meta: meta(l),
                 expect: l.hash,
+                // The scanner's chunk list, so that a chunk store (the stick) does not cut the
+                // file again; the mirror's entry drops it anyway (`mirror_entry`).
+                chunks: journal_chunks(l),
             }),
             Err(e) => {
                 report.failed.push(e.at(&l.path)?);
@@ -178,6 +181,23 @@ pub(super) async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> Re
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The chunk list the journal holds for the local file `l` (cut by the scanner with its FastCDC
+/// sizes), taken out of `l`; `None` when it holds none for content (an entry pulled from a
+/// mirror whose state keeps no chunk lists).
+fn journal_chunks(l: &mut briefcase_mirror::Entry) -> Option<Chunking> {
+    if l.chunks.is_empty() || l.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() != l.size {
+        return None;
+    }
+    Some(Chunking {
+        params: ChunkParams {
+            min: crate::scan::CHUNK_MIN,
+            avg: crate::scan::CHUNK_AVG,
+            max: crate::scan::CHUNK_MAX,
+        },
+        chunks: std::mem::take(&mut l.chunks),
+    })
 }
 
 /// Makes the batch's local removals durable (one fsync per directory), then journals the pulled
