@@ -897,7 +897,9 @@ impl Inner {
                     continue;
                 }
                 let full = de.path();
-                let m = match fs::symlink_metadata(&full) {
+                // `fstatat` through the directory handle being read: the entry's name only, never
+                // followed, and no walk of its path again.
+                let m = match de.metadata() {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(self.io("stat", &rel, e)),
