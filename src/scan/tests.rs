@@ -23,12 +23,12 @@ fn entry_from(o: &Observed) -> Entry {
     }
 }
 
-fn known_after(root: &Path) -> Vec<Entry> {
+fn known_after(root: &Path) -> Vec<Known> {
     scan(root, None, &[], &IgnoreRules::defaults())
         .unwrap()
         .into_iter()
         .filter_map(|c| match c {
-            Change::Upsert(o) => Some(entry_from(&o)),
+            Change::Upsert(o) => Some(Known::from(&entry_from(&o))),
             Change::Remove(_) => None,
         })
         .collect()
@@ -101,4 +101,29 @@ fn missing_root_is_an_error_not_a_deletion() {
         scan(&gone, None, &[], &IgnoreRules::defaults()),
         Err(ScanError::RootMissing(_))
     ));
+}
+
+#[test]
+fn whole_tree_walk_names_leftover_temp_files_and_skips_them() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("a/.briefcase-tmp-dir/inner")).unwrap();
+    fs::write(d.path().join("a/.briefcase-tmp-1"), b"half").unwrap();
+    fs::write(d.path().join(".briefcase-tmp-2"), b"").unwrap();
+    fs::write(d.path().join("a/.briefcase-tmp-dir/inner/x"), b"").unwrap();
+    fs::write(d.path().join("a/kept"), b"data").unwrap();
+    // briefcase's own files are reserved, not leftovers.
+    fs::write(d.path().join(".briefcase-folder"), b"marker").unwrap();
+    let w = scan_tree(d.path(), &[], &IgnoreRules::defaults()).unwrap();
+    let mut left: Vec<String> = w.leftovers.iter().map(RelPath::display).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ".briefcase-tmp-2",
+            "a/.briefcase-tmp-1",
+            "a/.briefcase-tmp-dir"
+        ]
+    );
+    let paths: Vec<String> = w.changes.iter().map(|c| c.path().display()).collect();
+    assert_eq!(paths, ["a", "a/kept"]);
 }
