@@ -609,20 +609,25 @@ async fn sync_held(
     for _round in 0..opts.max_rounds.max(1) {
         let kl = local.journal.knowledge()?;
         let kr = st.knowledge.clone();
-        let mut candidates: BTreeMap<RelPath, ()> = BTreeMap::new();
+        // Each candidate with its local entry: those above the mirror's knowledge come with it;
+        // the mirror's own candidates look theirs up.
+        let mut candidates: BTreeMap<RelPath, Option<briefcase_mirror::Entry>> = BTreeMap::new();
         for e in local.journal.changes_since(&kr)? {
-            candidates.insert(e.path, ());
+            candidates.insert(e.path.clone(), Some(e));
         }
         if !opts.send_only {
             for e in st.entries().values() {
                 if !kl.covers(e.stamp) {
-                    candidates.insert(e.path.clone(), ());
+                    candidates.entry(e.path.clone()).or_insert(None);
                 }
             }
         }
         let mut items = Vec::with_capacity(candidates.len());
-        for p in candidates.into_keys() {
-            let l = local.journal.entry(&p)?;
+        for (p, l) in candidates {
+            let l = match l {
+                Some(l) => Some(l),
+                None => local.journal.entry(&p)?,
+            };
             let r = st.entry(&p).cloned();
             items.push((p, l, r));
         }

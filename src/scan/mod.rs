@@ -466,8 +466,36 @@ fn observe(root: &Path, rel: RelPath, mut m: fs::Metadata) -> Result<Option<Obse
 /// # Errors
 /// I/O errors.
 pub fn hash_file(path: &Path) -> io::Result<(ContentHash, Vec<ChunkRef>)> {
-    let f = File::open(path)?;
+    let mut f = File::open(path)?;
+    // A file of at most CHUNK_MIN bytes is one chunk (FastCDC never cuts below its minimum),
+    // whose hash is the file's: one read and one hash, without FastCDC's 256 KiB buffer (most
+    // files of a source tree are this small).
+    if f.metadata()?.len() <= u64::from(CHUNK_MIN) {
+        let mut data = Vec::with_capacity(CHUNK_MIN as usize + 1);
+        (&mut f)
+            .take(u64::from(CHUNK_MIN) + 1)
+            .read_to_end(&mut data)?;
+        if data.len() <= CHUNK_MIN as usize {
+            return Ok(hash_small(&data));
+        }
+        // Grew meanwhile: what was read, then the rest.
+        return hash_reader(io::Cursor::new(data).chain(f));
+    }
     hash_reader(f)
+}
+
+/// [`hash_reader`] of content that fits in one chunk (at most [`CHUNK_MIN`] bytes).
+fn hash_small(data: &[u8]) -> (ContentHash, Vec<ChunkRef>) {
+    let hash = ContentHash::of(data);
+    let chunks = if data.is_empty() {
+        Vec::new()
+    } else {
+        vec![ChunkRef {
+            hash,
+            len: data.len() as u32,
+        }]
+    };
+    (hash, chunks)
 }
 
 /// As [`hash_file`] for any reader.

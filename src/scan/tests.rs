@@ -127,3 +127,28 @@ fn whole_tree_walk_names_leftover_temp_files_and_skips_them() {
     let paths: Vec<String> = w.changes.iter().map(|c| c.path().display()).collect();
     assert_eq!(paths, ["a", "a/kept"]);
 }
+
+/// A file that fits in one chunk is hashed without FastCDC: the same hash and chunk list.
+#[test]
+fn small_files_hash_as_fastcdc_would() {
+    let d = tempfile::tempdir().unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let min = CHUNK_MIN as usize;
+    for len in [0, 1, 100, 4096, min - 1, min, min + 1, 3 * min] {
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let p = d.path().join(format!("f{len}"));
+        fs::write(&p, &data).unwrap();
+        assert_eq!(
+            hash_file(&p).unwrap(),
+            hash_reader(&data[..]).unwrap(),
+            "{len} bytes"
+        );
+    }
+}
