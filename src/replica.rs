@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
+use briefcase_mirror::beneath::Beneath;
 use briefcase_mirror::{Entry, FolderId, RelPath, ReplicaId, Stamp};
 
 use crate::journal::{Journal, JournalError};
-use crate::scan::{self, Change, IgnoreRules, Observed, ScanError};
+use crate::scan::{self, Change, IgnoreRules, Known, Observed, ScanError, Walked};
 
 /// Name of the marker file at a local folder root.
 pub const MARKER: &str = ".briefcase-folder";
@@ -271,7 +273,8 @@ impl LocalReplica {
     }
 
     /// Rescans the whole tree (`None`) or the given subtrees, and journals the differences in one
-    /// transaction.
+    /// transaction. A whole-tree rescan also removes the temp files an interrupted write left
+    /// ([`LocalReplica::finish_rescan`]).
     ///
     /// # Errors
     /// Offline, scan and journal errors; nothing is recorded then.
@@ -290,23 +293,92 @@ impl LocalReplica {
     /// # Errors
     /// As [`LocalReplica::rescan`].
     pub fn rescan_as(&mut self, scopes: Option<&[RelPath]>, how: Seen) -> ReplicaResult<Recorded> {
+        let Some(scopes) = scopes else {
+            let walk = self.begin_rescan()?;
+            return self.finish_rescan(walk.run(), how);
+        };
         self.ensure_online()?;
         let mut changes = Vec::new();
-        match scopes {
-            None => {
-                let known = self.journal.entries_under(None)?;
-                changes = scan::scan(&self.root, None, &known, &self.rules)?;
-            }
-            Some(scopes) => {
-                for s in minimal_scopes(scopes) {
-                    let known = self.journal.entries_under(Some(&s))?;
-                    changes.extend(scan::scan(&self.root, Some(&s), &known, &self.rules)?);
-                }
-            }
+        for s in minimal_scopes(scopes) {
+            let known = self.journal.known_under(Some(&s))?;
+            changes.extend(scan::scan(&self.root, Some(&s), &known, &self.rules)?);
         }
         // Re-check the marker: a root unmounted during the scan must not turn into deletions.
         self.ensure_online()?;
         self.record_as(changes, how)
+    }
+
+    /// The first half of a whole-tree rescan, for a caller that does other work while the tree
+    /// is walked (a one-shot sync lists the mirror meanwhile): checks the marker and takes what
+    /// the journal knows. Walk with [`TreeWalk::run`] on any thread, then journal what it found
+    /// with [`LocalReplica::finish_rescan`]; nothing else may write the journal in between.
+    ///
+    /// # Errors
+    /// Offline and journal errors.
+    pub fn begin_rescan(&self) -> ReplicaResult<TreeWalk> {
+        self.ensure_online()?;
+        Ok(TreeWalk {
+            root: self.root.clone(),
+            known: self.journal.known_under(None)?,
+            rules: self.rules.clone(),
+        })
+    }
+
+    /// The second half of a whole-tree rescan ([`LocalReplica::begin_rescan`]): re-checks the
+    /// marker (a root unmounted during the walk must not turn into deletions, invariant 4),
+    /// removes the temp files of an interrupted write that the walk came across (so that a
+    /// one-shot sync needs no walk of its own for them), and journals the changes in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// The walk's error; offline and journal errors. Nothing is recorded then.
+    pub fn finish_rescan(
+        &mut self,
+        walked: Result<Walked, ScanError>,
+        how: Seen,
+    ) -> ReplicaResult<Recorded> {
+        let walked = walked?;
+        self.ensure_online()?;
+        self.remove_leftovers(&walked.leftovers);
+        self.record_as(walked.changes, how)
+    }
+
+    /// Removes the temp files (`.briefcase-tmp-*`) of an interrupted write that a walk came
+    /// across (invariant 2: they are garbage; nothing of this process is being written while it
+    /// rescans). Each is reached beneath the root without following symlinks. Best effort: one
+    /// that cannot be removed is logged and tried again at the next rescan.
+    fn remove_leftovers(&self, paths: &[RelPath]) {
+        if paths.is_empty() {
+            return;
+        }
+        let b = match Beneath::open(&self.root) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(folder = %self.root.display(), error = %e, "cannot open the folder to remove leftover temp files");
+                return;
+            }
+        };
+        let mut removed = 0;
+        for p in paths {
+            let r = b.resolve(p).map_err(io::Error::other).and_then(|a| {
+                match fs::symlink_metadata(a.path()) {
+                    // `remove_dir_all` does not follow symlinks inside what it removes.
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(a.path()),
+                    Ok(_) => fs::remove_file(a.path()),
+                    Err(e) => Err(e),
+                }
+            });
+            match r {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %p, error = %e, "cannot remove a leftover temp file; it is tried again at the next scan");
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(folder = %self.root.display(), count = removed, "removed leftover temp files of an interrupted sync");
+        }
     }
 
     /// Journals scanner findings in one transaction: new OSNs, version vectors bumped from the
@@ -400,6 +472,27 @@ impl LocalReplica {
         }
         batch.commit()?;
         Ok(out)
+    }
+}
+
+/// A walk of a whole local tree, detached from its [`LocalReplica`] so that it can run on
+/// another thread ([`LocalReplica::begin_rescan`]): the root, the ignore rules, and the journal's
+/// entries when it began. It only reads the tree.
+#[derive(Debug)]
+pub struct TreeWalk {
+    root: PathBuf,
+    known: Vec<Known>,
+    rules: IgnoreRules,
+}
+
+impl TreeWalk {
+    /// Walks the tree against the entries (stat first, hash only what changed;
+    /// [`scan::scan_tree`]).
+    ///
+    /// # Errors
+    /// As [`scan::scan`].
+    pub fn run(self) -> Result<Walked, ScanError> {
+        scan::scan_tree(&self.root, &self.known, &self.rules)
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `mass_delete_stops_and_asks`: more than half deleted → stop until `--allow-mass-delete` (inv. 7).
 //! - `malicious_manifest_is_refused`: `../` paths in a mirror's state, garbage state (inv. 6).
 //! - `planted_symlink_is_not_followed`: a mirror dir swapped for a symlink to outside (inv. 6).
+//! - `leftover_local_temp_files_are_removed_by_the_next_sync`: what a killed pull left (inv. 2).
 //! - `kill_9_during_sync_converges`: SIGKILL while a large sync writes the mirror, 6 times, then
 //!   two syncs converge without temp files or conflict copies (inv. 2, 3; see also `crash.rs`).
 
@@ -260,6 +261,28 @@ fn planted_symlink_is_not_followed() {
         kept.contains(&"new secret content".to_string()),
         "the local edit is kept: {kept:?}"
     );
+}
+
+/// A `briefcase sync` killed while it pulled leaves `.briefcase-tmp-*` files in the folder: the
+/// next sync removes them (invariant 2), found by its rescan of the folder, and sends none.
+#[test]
+fn leftover_local_temp_files_are_removed_by_the_next_sync() {
+    let m = Machine::new("office");
+    let d = tempfile::tempdir().unwrap();
+    let (work, nas) = (d.path().join("work"), d.path().join("nas"));
+    write(&work.join("sub/f"), "data");
+    let (w, n) = (work.to_str().unwrap(), nas.to_str().unwrap());
+    m.ok(&["init", w]);
+    m.ok(&["mirror", "add", w, n, "--name", "nas"]);
+    write(
+        &work.join("sub/.briefcase-tmp-0123456789abcdef"),
+        "half a pull",
+    );
+    write(&work.join(".briefcase-tmp-dir/x"), "");
+    m.ok(&["sync", w]);
+    assert_eq!(temp_files(&work), Vec::<String>::new());
+    assert_eq!(temp_files(&nas), Vec::<String>::new());
+    assert_eq!(tree(&nas).get("sub/f").map(String::as_str), Some("data"));
 }
 
 /// SIGKILL of `briefcase sync` at varied points of the push phase of a 400-file tree, 6 times;

@@ -1,9 +1,10 @@
 //! Invariant 1 (no lost writes) against the exact race it is about: the user saves a file while
 //! a sync is bringing in another version of it. A wrapper mirror edits the local file at chosen
 //! moments of a real sync (while the incoming file is fetched, while a batch of fetched files
-//! waits to land, while a batch of pushes is being written), on a real `dir` mirror and real
-//! local folders. Every version must survive: the local edit under its name or as a conflict
-//! copy, and the incoming version too; after a few more rounds both machines agree.
+//! waits to land, while a batch of pushes is being written; and a file made on the mirror in a
+//! directory the sync just made there), on a real `dir` mirror and real local folders. Every
+//! version must survive: the local edit under its name or as a conflict copy, and the incoming
+//! version too; after a few more rounds both machines agree.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,13 @@ enum Trigger {
     /// Before a `put_batch` reads its sources, write `content` to local `edit` (a save landing
     /// while the file is being sent).
     BeforePut { edit: PathBuf, content: Vec<u8> },
+    /// After the mirror's `mkdir` of `on` returns, write `content` to `edit` on the mirror
+    /// (someone on the NAS puts a file into a directory the sync has just made).
+    AfterMkdir {
+        on: &'static str,
+        edit: PathBuf,
+        content: Vec<u8>,
+    },
 }
 
 /// A `dir` mirror that plays the user at the moments listed in `triggers` (each fires once).
@@ -63,6 +71,18 @@ impl Racing {
         {
             if let Trigger::BeforePut { edit, content } = t.remove(i) {
                 std::fs::write(edit, content).expect("user edit");
+            }
+        }
+    }
+
+    fn fire_mkdir(&self, path: &RelPath) {
+        let mut t = self.triggers.lock().expect("lock");
+        if let Some(i) = t
+            .iter()
+            .position(|x| matches!(x, Trigger::AfterMkdir { on, .. } if path.display() == *on))
+        {
+            if let Trigger::AfterMkdir { edit, content, .. } = t.remove(i) {
+                std::fs::write(edit, content).expect("edit on the mirror");
             }
         }
     }
@@ -124,9 +144,19 @@ impl Mirror for Racing {
         if puts {
             self.fire_before_put();
         }
+        let made: Vec<RelPath> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Mkdir { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
         let r = self.inner.write(ops).await;
         if puts {
             self.fire_put();
+        }
+        for p in &made {
+            self.fire_mkdir(p);
         }
         r
     }
@@ -321,5 +351,50 @@ fn save_during_a_batched_push_is_not_stored_and_sent_next() {
             !have.iter().any(|(p, _)| p.contains(".conflict-")),
             "{have:?}"
         );
+    }
+}
+
+/// A file written on the mirror into a directory the sync has just made there, before the batch
+/// of the directory's new files is sent (they are checked with one listing of the directory,
+/// not a stat each): that file is not overwritten, its push is deferred, and both versions
+/// survive.
+#[test]
+fn file_made_on_the_mirror_in_a_new_directory_is_not_overwritten() {
+    let mut w = Two::new(racing);
+    std::fs::create_dir(w.a.root.join("new")).expect("mkdir");
+    for i in 0..12 {
+        write(&w.a.root, &format!("new/f{i:02}"), &format!("from a {i}"));
+    }
+    let edit = w.mirror_root().join("new/f03");
+    w.m.triggers
+        .lock()
+        .expect("lock")
+        .push(Trigger::AfterMkdir {
+            on: "new",
+            edit: edit.clone(),
+            content: b"made on the mirror".to_vec(),
+        });
+    let r = w.sync(false);
+    assert!(w.m.triggers.lock().expect("lock").is_empty(), "fired");
+    assert_eq!(r.deferred.len(), 1, "{:?}", r.deferred);
+    assert!(r.deferred[0].starts_with("new/f03"), "{:?}", r.deferred);
+    assert_eq!(
+        std::fs::read_to_string(&edit).expect("read"),
+        "made on the mirror"
+    );
+    assert_eq!(r.pushed, 11 + 1, "the other files and the directory");
+    for _ in 0..3 {
+        w.sync(false);
+        w.sync(true);
+    }
+    for root in [&w.a.root, &w.b.root] {
+        let mut have = BTreeSet::new();
+        for e in std::fs::read_dir(root.join("new")).expect("read_dir") {
+            let e = e.expect("entry");
+            have.insert(std::fs::read_to_string(e.path()).expect("read"));
+        }
+        assert!(have.contains("made on the mirror"), "{have:?}");
+        assert!(have.contains("from a 3"), "{have:?}");
+        assert_eq!(have.len(), 13, "{have:?}");
     }
 }

@@ -101,17 +101,9 @@ pub async fn run(dirs: &Dirs, a: Args) -> Result<u8> {
     if let Some(outcomes) = through_daemon(dirs, &root, &a, tty).await? {
         return report_all(outcomes, &a);
     }
+    // Temp files of a sync killed mid-pull are garbage (invariant 2): the sync's rescan of the
+    // folder removes those it comes across.
     let mut rep = LocalReplica::open(&root, &dirs.data)?;
-    if !a.dry_run {
-        // Temp files of a sync killed mid-pull are garbage (invariant 2), as at `watch` start.
-        let removed = briefcase_mirror::fsutil::remove_temp_files_under(&rep.root).unwrap_or(0);
-        if removed > 0 {
-            tracing::info!(
-                count = removed,
-                "removed leftover temp files of an interrupted sync"
-            );
-        }
-    }
     let cfg = super::load_config(dirs)?;
     let mirrors: Vec<MirrorConfig> = cfg
         .folder(&rep.root)

@@ -111,6 +111,16 @@ fn entries_under_is_a_subtree() {
         .map(|e| e.path.display())
         .collect();
     assert_eq!(under, ["a", "a/b", "a/b/c"]);
+    // What a scan reads: the same rows, only the columns it compares.
+    for scope in [None, Some(RelPath::try_from("a").unwrap())] {
+        let full: Vec<crate::scan::Known> = j
+            .entries_under(scope.as_ref())
+            .unwrap()
+            .iter()
+            .map(crate::scan::Known::from)
+            .collect();
+        assert_eq!(j.known_under(scope.as_ref()).unwrap(), full, "{scope:?}");
+    }
 }
 
 #[test]

@@ -41,7 +41,8 @@ pub struct SyncOptions {
     pub allow_mass_delete: bool,
     /// Push local changes but never pull (the mirror is a copy).
     pub send_only: bool,
-    /// Rescan the whole local tree first (one-shot sync; the watcher keeps it fresh otherwise).
+    /// Rescan the whole local tree (one-shot sync; the watcher keeps it fresh otherwise), while
+    /// the mirror is read.
     pub rescan_local: bool,
     /// Most rounds (settle conflicts, then push the settled state).
     pub max_rounds: usize,
@@ -477,37 +478,75 @@ pub async fn sync_session(
     session: &mut Session,
 ) -> ReconcileResult<SyncReport> {
     if opts.dry_run {
-        return sync_held(local, mirror, name, opts, session, None).await;
+        return sync_held(local, mirror, name, opts, session, None, &mut None).await;
     }
-    // The local tree is scanned before the mirror is taken: the other machine need not wait
-    // for it.
-    if opts.rescan_local {
-        local.rescan(None)?;
-    }
-    let lease = lease::acquire(
-        mirror,
-        name,
-        local.journal.replica_id(),
-        local.journal.name(),
-        opts.lease,
-    )
-    .await?;
-    let opts = SyncOptions {
-        rescan_local: false,
-        ..opts.clone()
+    // The local tree is walked on its own thread while the mirror's lease is taken and the
+    // mirror is read and listed: the two walks are independent (rsync, too, walks both sides
+    // at once), and on two cores the sync then costs the longer of them, not their sum.
+    let mut walk = if opts.rescan_local {
+        Some(LocalWalk::start(local)?)
+    } else {
+        None
     };
-    let fence = lease.as_ref().map(|l| l.fence(mirror, name));
-    lease::hold(
-        mirror,
-        name,
-        lease,
-        sync_held(local, mirror, name, &opts, session, fence.as_ref()),
-    )
-    .await
+    let synced = async {
+        let lease = lease::acquire(
+            mirror,
+            name,
+            local.journal.replica_id(),
+            local.journal.name(),
+            opts.lease,
+        )
+        .await?;
+        let fence = lease.as_ref().map(|l| l.fence(mirror, name));
+        lease::hold(
+            mirror,
+            name,
+            lease,
+            sync_held(
+                local,
+                mirror,
+                name,
+                opts,
+                session,
+                fence.as_ref(),
+                &mut walk,
+            ),
+        )
+        .await
+    }
+    .await;
+    // The mirror failed before the walk was joined (offline, busy): what the walk found is
+    // journaled all the same, as when it ran first.
+    if let Some(w) = walk.take() {
+        w.finish(local).await?;
+    }
+    synced
+}
+
+/// A whole-tree rescan of the local folder ([`SyncOptions::rescan_local`]) walking on a
+/// blocking thread while the sync reads the mirror; joined, and its changes journaled, before
+/// anything is planned.
+struct LocalWalk(tokio::task::JoinHandle<Result<crate::scan::Walked, crate::scan::ScanError>>);
+
+impl LocalWalk {
+    fn start(local: &LocalReplica) -> ReconcileResult<LocalWalk> {
+        let walk = local.begin_rescan()?;
+        Ok(LocalWalk(tokio::task::spawn_blocking(move || walk.run())))
+    }
+
+    async fn finish(self, local: &mut LocalReplica) -> ReconcileResult<()> {
+        let walked = self.0.await.map_err(|e| ReconcileError::Local {
+            path: local.root.clone(),
+            source: std::io::Error::other(format!("the scan of the folder stopped: {e}")),
+        })?;
+        local.finish_rescan(walked, crate::replica::Seen::FoundByScan)?;
+        Ok(())
+    }
 }
 
 /// [`sync_session`] once the mirror's lease is held (or needs none): `fence` is checked before
-/// each write of the mirror's state.
+/// each write of the mirror's state; `walk`, the local rescan running meanwhile, is joined once
+/// the mirror has been read (a dry run neither rescans nor writes).
 async fn sync_held(
     local: &mut LocalReplica,
     mirror: &dyn Mirror,
@@ -515,15 +554,13 @@ async fn sync_held(
     opts: &SyncOptions,
     session: &mut Session,
     fence: Option<&lease::Fence>,
+    walk: &mut Option<LocalWalk>,
 ) -> ReconcileResult<SyncReport> {
     let fenced = || fence.map_or(Ok(()), lease::Fence::check);
     let mut report = SyncReport {
         mirror: name.to_string(),
         ..Default::default()
     };
-    if opts.rescan_local && !opts.dry_run {
-        local.rescan(None)?;
-    }
     // Within a session every write is followed by this process's own store (or the error that
     // empties the session), so intents need checking only after a fresh load.
     let fresh = session.cached.is_none();
@@ -557,6 +594,9 @@ async fn sync_held(
             stored = state::store(mirror, &stored, &mut st).await?;
         }
     }
+    if let Some(w) = walk.take() {
+        w.finish(local).await?;
+    }
     let mut names_changed = st
         .replica_names
         .insert(local.journal.replica_id(), local.journal.name().to_string())
@@ -584,20 +624,25 @@ async fn sync_held(
     for _round in 0..opts.max_rounds.max(1) {
         let kl = local.journal.knowledge()?;
         let kr = st.knowledge.clone();
-        let mut candidates: BTreeMap<RelPath, ()> = BTreeMap::new();
+        // Each candidate with its local entry: those above the mirror's knowledge come with it;
+        // the mirror's own candidates look theirs up.
+        let mut candidates: BTreeMap<RelPath, Option<briefcase_mirror::Entry>> = BTreeMap::new();
         for e in local.journal.changes_since(&kr)? {
-            candidates.insert(e.path, ());
+            candidates.insert(e.path.clone(), Some(e));
         }
         if !opts.send_only {
             for e in st.entries().values() {
                 if !kl.covers(e.stamp) {
-                    candidates.insert(e.path.clone(), ());
+                    candidates.entry(e.path.clone()).or_insert(None);
                 }
             }
         }
         let mut items = Vec::with_capacity(candidates.len());
-        for p in candidates.into_keys() {
-            let l = local.journal.entry(&p)?;
+        for (p, l) in candidates {
+            let l = match l {
+                Some(l) => Some(l),
+                None => local.journal.entry(&p)?,
+            };
             let r = st.entry(&p).cloned();
             items.push((p, l, r));
         }

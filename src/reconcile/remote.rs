@@ -84,12 +84,23 @@ pub async fn scan_mirror_scoped(
             .is_none_or(|set| set.contains(p) || p.ancestors().iter().any(|a| set.contains(a)))
     };
     let mut seen = HashSet::with_capacity(listing.len());
+    // Listed directories found not ignored: a listing names parents before children, so a path
+    // whose directory is among them is ignored only by a rule matching the path itself (one
+    // match instead of one per level).
+    let mut kept_dirs: HashSet<RelPath> = HashSet::new();
     let mut found = 0;
-    let tmpdir = tempfile::tempdir()
-        .map_err(|e| MirrorError::io(&mirror.location(), "create temp dir for", "hashing", e))?;
+    let mut tmpdir = None;
     for s in listing {
-        if rules.is_ignored(&s.path, s.kind == EntryKind::Dir) {
+        let is_dir = s.kind == EntryKind::Dir;
+        let ignored = match s.path.parent() {
+            Some(d) if !kept_dirs.contains(&d) => rules.is_ignored(&s.path, is_dir),
+            _ => rules.is_ignored_itself(&s.path, is_dir),
+        };
+        if ignored {
             continue;
+        }
+        if is_dir {
+            kept_dirs.insert(s.path.clone());
         }
         seen.insert(s.path.clone());
         if st.entry(&s.path).is_some_and(|e| remote_matches(e, &s, &g)) {
@@ -99,7 +110,14 @@ pub async fn scan_mirror_scoped(
         let old = old.as_ref();
         let (hash, chunks) = match s.kind {
             EntryKind::File => {
-                let dest = tmpdir.path().join("probe");
+                // Made for the first file to hash: a sync with nothing new makes none.
+                let dir = match &mut tmpdir {
+                    Some(d) => d,
+                    None => tmpdir.insert(tempfile::tempdir().map_err(|e| {
+                        MirrorError::io(&mirror.location(), "create temp dir for", "hashing", e)
+                    })?),
+                };
+                let dest = dir.path().join("probe");
                 let got = mirror.get(&s.path, &dest).await?;
                 let r = crate::scan::hash_file(&dest)
                     .map_err(|e| MirrorError::io(&mirror.location(), "hash", &s.path, e))?;

@@ -97,6 +97,18 @@ impl IgnoreRules {
         }
     }
 
+    /// Whether `path` (a directory if `is_dir`) is ignored by a rule that matches the path
+    /// itself: [`IgnoreRules::is_ignored`] for a walker that never enters an ignored directory,
+    /// so that none of the path's parents is ignored. Costs one match, not one per level.
+    pub fn is_ignored_itself(&self, path: &RelPath, is_dir: bool) -> bool {
+        if path.is_reserved() {
+            return true;
+        }
+        self.matcher
+            .matched(Path::new(path.as_os_str()), is_dir)
+            .is_ignore()
+    }
+
     /// Whether `path` (a directory if `is_dir`) is ignored, itself or through an ignored parent.
     pub fn is_ignored(&self, path: &RelPath, is_dir: bool) -> bool {
         if path.is_reserved() {
@@ -167,11 +179,11 @@ mod tests {
             ("proj/.svn/wc.db-journal", true),
             ("proj/.svn/wc.db", false),
         ] {
-            assert_eq!(
-                r.is_ignored(&RelPath::try_from(p).unwrap(), false),
-                want,
-                "{p}"
-            );
+            let p = RelPath::try_from(p).unwrap();
+            assert_eq!(r.is_ignored(&p, false), want, "{p}");
+            if !p.ancestors().iter().any(|a| r.is_ignored(a, true)) {
+                assert_eq!(r.is_ignored_itself(&p, false), want, "{p}, itself");
+            }
         }
     }
 
@@ -186,5 +198,10 @@ mod tests {
         assert!(r.is_ignored(&p("a.o"), false));
         assert!(!r.is_ignored(&p("keep.o"), false));
         assert!(!r.is_ignored(&p("src/main.c"), false));
+        // What a walker asks once it entered a directory that is not ignored.
+        assert!(r.is_ignored_itself(&p("build"), true));
+        assert!(r.is_ignored_itself(&p("src/a.o"), false));
+        assert!(!r.is_ignored_itself(&p("src/keep.o"), false));
+        assert!(!r.is_ignored_itself(&p("src/build.rs"), false));
     }
 }

@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use briefcase_mirror::fsutil::{kind_of, mtime_ns};
-use briefcase_mirror::{ChunkRef, ContentHash, Entry, EntryKind, RelPath};
+use briefcase_mirror::{ChunkRef, ContentHash, Entry, EntryKind, RelPath, TMP_PREFIX};
 use rayon::prelude::*;
 
 pub use ignore_rules::IgnoreRules;
@@ -84,25 +84,86 @@ pub enum ScanError {
     RootMissing(PathBuf),
 }
 
-/// Whether `e` (a live journal entry) still matches the stat data `m`, without hashing.
-pub fn stat_matches(e: &Entry, m: &fs::Metadata) -> bool {
-    let Some(kind) = kind_of(m) else { return false };
-    if e.deleted || e.kind != kind {
-        return false;
-    }
-    match kind {
-        EntryKind::Dir => true,
-        EntryKind::Symlink => e.inode == m.ino() && e.observed_mtime_ns == mtime_ns(m),
-        EntryKind::File => {
-            e.size == m.len()
-                && e.observed_mtime_ns == mtime_ns(m)
-                && e.inode == m.ino()
-                && e.mode == m.mode() & 0o7777
+/// What the scanner needs of a journal entry: enough to tell from a stat whether the path still
+/// holds what was recorded, and whether it is live. The journal reads only these columns for a
+/// scan ([`crate::journal::Journal::known_under`]), not the hash, chunk list and version vector
+/// of every path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// The path.
+    pub path: RelPath,
+    /// File, dir or symlink.
+    pub kind: EntryKind,
+    /// A tombstone.
+    pub deleted: bool,
+    /// Bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Local inode when recorded.
+    pub inode: u64,
+    /// Local mtime when recorded, ns.
+    pub observed_mtime_ns: i64,
+}
+
+impl From<&Entry> for Known {
+    fn from(e: &Entry) -> Known {
+        Known {
+            path: e.path.clone(),
+            kind: e.kind,
+            deleted: e.deleted,
+            size: e.size,
+            mode: e.mode,
+            inode: e.inode,
+            observed_mtime_ns: e.observed_mtime_ns,
         }
     }
 }
 
-/// Scans `root` (or only the subtree `scope`) against `known` (journal entries of that scope) and
+impl Known {
+    /// Whether the path (a live entry) still matches the stat data `m`, without hashing.
+    pub fn matches(&self, m: &fs::Metadata) -> bool {
+        same_stat(
+            (self.kind, self.deleted, self.size, self.mode),
+            (self.inode, self.observed_mtime_ns),
+            m,
+        )
+    }
+}
+
+/// Whether `e` (a live journal entry) still matches the stat data `m`, without hashing.
+pub fn stat_matches(e: &Entry, m: &fs::Metadata) -> bool {
+    same_stat(
+        (e.kind, e.deleted, e.size, e.mode),
+        (e.inode, e.observed_mtime_ns),
+        m,
+    )
+}
+
+/// [`stat_matches`] on the fields it compares: kind, tombstone, size, mode; inode, observed mtime.
+fn same_stat(
+    (kind, deleted, size, mode): (EntryKind, bool, u64, u32),
+    (inode, observed_mtime_ns): (u64, i64),
+    m: &fs::Metadata,
+) -> bool {
+    let Some(now) = kind_of(m) else { return false };
+    if deleted || kind != now {
+        return false;
+    }
+    match now {
+        EntryKind::Dir => true,
+        EntryKind::Symlink => inode == m.ino() && observed_mtime_ns == mtime_ns(m),
+        EntryKind::File => {
+            size == m.len()
+                && observed_mtime_ns == mtime_ns(m)
+                && inode == m.ino()
+                && mode == m.mode() & 0o7777
+        }
+    }
+}
+
+/// Scans `root` (or only the subtree `scope`) against `known` (journal entries of that scope, as
+/// [`Known`]) and
 /// returns the changes, parents before children for upserts.
 ///
 /// # Errors
@@ -113,14 +174,44 @@ pub fn stat_matches(e: &Entry, m: &fs::Metadata) -> bool {
 pub fn scan(
     root: &Path,
     scope: Option<&RelPath>,
-    known: &[Entry],
+    known: &[Known],
     rules: &IgnoreRules,
+) -> Result<Vec<Change>, ScanError> {
+    scan_collecting(root, scope, known, rules, &mut Vec::new())
+}
+
+/// What a walk of a whole tree found ([`scan_tree`]).
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// The differences with the journal, as [`scan`] returns them.
+    pub changes: Vec<Change>,
+    /// The `.briefcase-tmp-*` files (or directories) an interrupted write left, which the walk
+    /// skipped: garbage for the caller to remove (invariant 2), without a walk of its own.
+    pub leftovers: Vec<RelPath>,
+}
+
+/// [`scan`] of the whole tree, also naming the temp files it came across.
+///
+/// # Errors
+/// As [`scan`].
+pub fn scan_tree(root: &Path, known: &[Known], rules: &IgnoreRules) -> Result<Walked, ScanError> {
+    let mut leftovers = Vec::new();
+    let changes = scan_collecting(root, None, known, rules, &mut leftovers)?;
+    Ok(Walked { changes, leftovers })
+}
+
+fn scan_collecting(
+    root: &Path,
+    scope: Option<&RelPath>,
+    known: &[Known],
+    rules: &IgnoreRules,
+    leftovers: &mut Vec<RelPath>,
 ) -> Result<Vec<Change>, ScanError> {
     match fs::symlink_metadata(root) {
         Ok(m) if m.is_dir() => {}
         _ => return Err(ScanError::RootMissing(root.to_path_buf())),
     }
-    let known: BTreeMap<&RelPath, &Entry> = known.iter().map(|e| (&e.path, e)).collect();
+    let known: BTreeMap<&RelPath, &Known> = known.iter().map(|e| (&e.path, e)).collect();
     let mut seen: HashSet<RelPath> = HashSet::new();
     let mut to_hash: Vec<(RelPath, fs::Metadata)> = Vec::new();
     let mut changes = Vec::new();
@@ -137,7 +228,7 @@ pub fn scan(
                 {
                     return Ok(Vec::new());
                 }
-                visit(s.clone(), &start, m, &known, &mut seen, &mut to_hash)?;
+                visit(s.clone(), m, &known, &mut seen, &mut to_hash)?;
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
@@ -155,7 +246,13 @@ pub fn scan(
             .map(|m| m.is_dir())
             .unwrap_or(false)
     {
-        walk(root, &start, scope, rules, &known, &mut seen, &mut to_hash)?;
+        let mut found = Found {
+            known: &known,
+            seen: &mut seen,
+            to_hash: &mut to_hash,
+            leftovers,
+        };
+        walk(root, &start, scope, rules, &mut found)?;
     }
 
     // Hash what changed, on all cores; a file that changes while hashed is retried.
@@ -188,17 +285,15 @@ pub fn scan(
 
 fn visit(
     rel: RelPath,
-    full: &Path,
     m: fs::Metadata,
-    known: &BTreeMap<&RelPath, &Entry>,
+    known: &BTreeMap<&RelPath, &Known>,
     seen: &mut HashSet<RelPath>,
     to_hash: &mut Vec<(RelPath, fs::Metadata)>,
 ) -> Result<(), ScanError> {
-    let _ = full;
     if kind_of(&m).is_none() {
         return Ok(()); // sockets, fifos, devices: never synced
     }
-    let unchanged = known.get(&rel).is_some_and(|e| stat_matches(e, &m));
+    let unchanged = known.get(&rel).is_some_and(|e| e.matches(&m));
     seen.insert(rel.clone());
     if !unchanged {
         to_hash.push((rel, m));
@@ -206,18 +301,31 @@ fn visit(
     Ok(())
 }
 
+/// What a walk collects as it goes.
+struct Found<'a, 'k> {
+    /// The journal's entries of the walked scope.
+    known: &'a BTreeMap<&'k RelPath, &'k Known>,
+    /// Every path seen (the others are gone).
+    seen: &'a mut HashSet<RelPath>,
+    /// Paths whose stat differs from their entry.
+    to_hash: &'a mut Vec<(RelPath, fs::Metadata)>,
+    /// Temp files left by an interrupted write.
+    leftovers: &'a mut Vec<RelPath>,
+}
+
 fn walk(
     root: &Path,
     start: &Path,
     scope: Option<&RelPath>,
     rules: &IgnoreRules,
-    known: &BTreeMap<&RelPath, &Entry>,
-    seen: &mut HashSet<RelPath>,
-    to_hash: &mut Vec<(RelPath, fs::Metadata)>,
+    found: &mut Found<'_, '_>,
 ) -> Result<(), ScanError> {
-    let _ = scope;
-    let mut stack = vec![start.to_path_buf()];
-    while let Some(dir) = stack.pop() {
+    let known = found.known;
+    // Each directory with its path relative to the root (`None`: the root): a child's path is
+    // its directory's joined with its name, and it is stat'ed through the directory's open
+    // handle (`fstatat`), not by walking its whole path again.
+    let mut stack = vec![(start.to_path_buf(), scope.cloned())];
+    while let Some((dir, dir_rel)) = stack.pop() {
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -225,7 +333,7 @@ fn walk(
                 // Unreadable (permissions, I/O error): skip it, and keep what the journal knows
                 // below it, so nothing there is taken for deleted.
                 tracing::warn!(path = %dir.display(), error = %e, "cannot list this directory; its contents are kept as they were and not synced until it is readable (check its permissions)");
-                keep_known_below(root, &dir, known, seen);
+                keep_known_below(root, &dir, known, found.seen);
                 continue;
             }
         };
@@ -234,36 +342,45 @@ fn walk(
                 Ok(de) => de,
                 Err(e) => {
                     tracing::warn!(path = %dir.display(), error = %e, "listing this directory failed midway; its contents are kept as they were");
-                    keep_known_below(root, &dir, known, seen);
+                    keep_known_below(root, &dir, known, found.seen);
                     break;
                 }
             };
-            let full = de.path();
-            let rel_os = match full.strip_prefix(root) {
-                Ok(r) => r,
-                Err(_) => continue,
+            let name = de.file_name();
+            let rel = match &dir_rel {
+                None => RelPath::new(name.as_encoded_bytes()),
+                Some(d) => d.join(name.as_encoded_bytes()),
             };
-            let Ok(rel) = RelPath::from_path(rel_os) else {
-                tracing::warn!(path = %full.display(), "name cannot be synced (too long or invalid); skipped");
+            let Ok(rel) = rel else {
+                tracing::warn!(path = %de.path().display(), "name cannot be synced (too long or invalid); skipped");
                 continue;
             };
-            let m = match fs::symlink_metadata(&full) {
+            if rel.is_reserved() {
+                if name.as_encoded_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+                    found.leftovers.push(rel);
+                }
+                continue;
+            }
+            let m = match de.metadata() {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
+                    let full = de.path();
                     tracing::warn!(path = %full.display(), error = %e, "cannot stat this path; it is kept as it was and not synced until readable");
-                    keep_known_below(root, &full, known, seen);
+                    keep_known_below(root, &full, known, found.seen);
                     continue;
                 }
             };
-            if rel.is_reserved() || rules.is_ignored(&rel, m.is_dir()) {
+            // Its directory was not ignored (or the walk would not be here): only the rules
+            // matching the path itself are left to ask.
+            if rules.is_ignored_itself(&rel, m.is_dir()) {
                 continue;
             }
             let is_dir = m.is_dir();
-            visit(rel, &full, m, known, seen, to_hash)?;
             if is_dir {
-                stack.push(full);
+                stack.push((de.path(), Some(rel.clone())));
             }
+            visit(rel, m, known, found.seen, found.to_hash)?;
         }
     }
     Ok(())
@@ -274,7 +391,7 @@ fn walk(
 fn keep_known_below(
     root: &Path,
     full: &Path,
-    known: &BTreeMap<&RelPath, &Entry>,
+    known: &BTreeMap<&RelPath, &Known>,
     seen: &mut HashSet<RelPath>,
 ) {
     let Ok(rel) = full
@@ -349,8 +466,36 @@ fn observe(root: &Path, rel: RelPath, mut m: fs::Metadata) -> Result<Option<Obse
 /// # Errors
 /// I/O errors.
 pub fn hash_file(path: &Path) -> io::Result<(ContentHash, Vec<ChunkRef>)> {
-    let f = File::open(path)?;
+    let mut f = File::open(path)?;
+    // A file of at most CHUNK_MIN bytes is one chunk (FastCDC never cuts below its minimum),
+    // whose hash is the file's: one read and one hash, without FastCDC's 256 KiB buffer (most
+    // files of a source tree are this small).
+    if f.metadata()?.len() <= u64::from(CHUNK_MIN) {
+        let mut data = Vec::with_capacity(CHUNK_MIN as usize + 1);
+        (&mut f)
+            .take(u64::from(CHUNK_MIN) + 1)
+            .read_to_end(&mut data)?;
+        if data.len() <= CHUNK_MIN as usize {
+            return Ok(hash_small(&data));
+        }
+        // Grew meanwhile: what was read, then the rest.
+        return hash_reader(io::Cursor::new(data).chain(f));
+    }
     hash_reader(f)
+}
+
+/// [`hash_reader`] of content that fits in one chunk (at most [`CHUNK_MIN`] bytes).
+fn hash_small(data: &[u8]) -> (ContentHash, Vec<ChunkRef>) {
+    let hash = ContentHash::of(data);
+    let chunks = if data.is_empty() {
+        Vec::new()
+    } else {
+        vec![ChunkRef {
+            hash,
+            len: data.len() as u32,
+        }]
+    };
+    (hash, chunks)
 }
 
 /// As [`hash_file`] for any reader.

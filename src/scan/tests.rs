@@ -23,12 +23,12 @@ fn entry_from(o: &Observed) -> Entry {
     }
 }
 
-fn known_after(root: &Path) -> Vec<Entry> {
+fn known_after(root: &Path) -> Vec<Known> {
     scan(root, None, &[], &IgnoreRules::defaults())
         .unwrap()
         .into_iter()
         .filter_map(|c| match c {
-            Change::Upsert(o) => Some(entry_from(&o)),
+            Change::Upsert(o) => Some(Known::from(&entry_from(&o))),
             Change::Remove(_) => None,
         })
         .collect()
@@ -101,4 +101,54 @@ fn missing_root_is_an_error_not_a_deletion() {
         scan(&gone, None, &[], &IgnoreRules::defaults()),
         Err(ScanError::RootMissing(_))
     ));
+}
+
+#[test]
+fn whole_tree_walk_names_leftover_temp_files_and_skips_them() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("a/.briefcase-tmp-dir/inner")).unwrap();
+    fs::write(d.path().join("a/.briefcase-tmp-1"), b"half").unwrap();
+    fs::write(d.path().join(".briefcase-tmp-2"), b"").unwrap();
+    fs::write(d.path().join("a/.briefcase-tmp-dir/inner/x"), b"").unwrap();
+    fs::write(d.path().join("a/kept"), b"data").unwrap();
+    // briefcase's own files are reserved, not leftovers.
+    fs::write(d.path().join(".briefcase-folder"), b"marker").unwrap();
+    let w = scan_tree(d.path(), &[], &IgnoreRules::defaults()).unwrap();
+    let mut left: Vec<String> = w.leftovers.iter().map(RelPath::display).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ".briefcase-tmp-2",
+            "a/.briefcase-tmp-1",
+            "a/.briefcase-tmp-dir"
+        ]
+    );
+    let paths: Vec<String> = w.changes.iter().map(|c| c.path().display()).collect();
+    assert_eq!(paths, ["a", "a/kept"]);
+}
+
+/// A file that fits in one chunk is hashed without FastCDC: the same hash and chunk list.
+#[test]
+fn small_files_hash_as_fastcdc_would() {
+    let d = tempfile::tempdir().unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let min = CHUNK_MIN as usize;
+    for len in [0, 1, 100, 4096, min - 1, min, min + 1, 3 * min] {
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let p = d.path().join(format!("f{len}"));
+        fs::write(&p, &data).unwrap();
+        assert_eq!(
+            hash_file(&p).unwrap(),
+            hash_reader(&data[..]).unwrap(),
+            "{len} bytes"
+        );
+    }
 }

@@ -398,10 +398,13 @@ fn write_temp_at(
 ///
 /// Targets are [`Anchored`] entries: each temp file is made, and renamed over its target,
 /// through the directory handle the anchor holds, which the batch keeps open until it is done.
+///
+/// [`BatchReplace::stage`] takes `&self`: several threads may write their temp files into one
+/// batch at once (a batch of thousands of small files spends its time creating inodes).
 #[derive(Debug)]
 pub struct BatchReplace {
     root: PathBuf,
-    staged: Vec<(Anchored, Anchored)>,
+    staged: std::sync::Mutex<Vec<(Anchored, Anchored)>>,
 }
 
 impl BatchReplace {
@@ -409,18 +412,23 @@ impl BatchReplace {
     pub fn new(root: &Path) -> Self {
         BatchReplace {
             root: root.to_path_buf(),
-            staged: Vec::new(),
+            staged: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The staged items (a panic of another stager leaves them usable: each push is whole).
+    fn staged(&self) -> std::sync::MutexGuard<'_, Vec<(Anchored, Anchored)>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many files are staged.
     pub fn len(&self) -> usize {
-        self.staged.len()
+        self.staged().len()
     }
 
     /// Whether nothing is staged.
     pub fn is_empty(&self) -> bool {
-        self.staged.is_empty()
+        self.staged().is_empty()
     }
 
     /// Writes the future content of `target` (produced by `fill`) to a temp file beside it, with
@@ -430,22 +438,24 @@ impl BatchReplace {
     /// # Errors
     /// I/O errors (the temp file is removed).
     pub fn stage(
-        &mut self,
+        &self,
         target: &Anchored,
         meta: Option<FileMeta>,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<usize> {
         let tmp = target.sibling(&temp_name())?;
         write_temp_at(tmp.path().to_path_buf(), meta, fill)?;
-        self.staged.push((tmp, target.clone()));
-        Ok(self.staged.len() - 1)
+        let mut staged = self.staged();
+        staged.push((tmp, target.clone()));
+        Ok(staged.len() - 1)
     }
 
     /// Takes a temp file already written beside `target` (by someone else, e.g. a mirror's
     /// `get`) into the batch; it is removed if not committed. Returns its index.
     pub fn adopt(&mut self, tmp: Anchored, target: Anchored) -> usize {
-        self.staged.push((tmp, target));
-        self.staged.len() - 1
+        let staged = self.staged.get_mut().unwrap_or_else(|p| p.into_inner());
+        staged.push((tmp, target));
+        staged.len() - 1
     }
 
     /// Makes every staged file durable, renames each over its target and makes the renames
@@ -471,7 +481,7 @@ impl BatchReplace {
         mut self,
         mut check: impl FnMut(usize, &Path) -> bool,
     ) -> Vec<io::Result<Option<Metadata>>> {
-        let staged = std::mem::take(&mut self.staged);
+        let staged = std::mem::take(self.staged.get_mut().unwrap_or_else(|p| p.into_inner()));
         if staged.is_empty() {
             return Vec::new();
         }
@@ -526,7 +536,12 @@ impl BatchReplace {
 
 impl Drop for BatchReplace {
     fn drop(&mut self) {
-        for (tmp, _) in &self.staged {
+        for (tmp, _) in self
+            .staged
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let _ = fs::remove_file(tmp.path());
         }
     }

@@ -8,15 +8,18 @@
 //! pulled file is journaled only once it has landed (after the invariant 1 re-check); local
 //! removals are durable before the journal records them.
 
-use briefcase_mirror::MirrorExt;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 
 use briefcase_mirror::beneath::ParentDir;
 use briefcase_mirror::fsutil;
-use briefcase_mirror::{ChunkParams, Chunking, EntryKind, MirrorError, PutItem, PutSource};
+use briefcase_mirror::MirrorExt;
+use briefcase_mirror::{
+    ChunkParams, Chunking, EntryKind, MirrorError, PutItem, PutSource, RelPath,
+};
 
-use super::local::{keep_dir, local_entry, local_unchanged, source};
-use super::mirror::{meta, mirror_entry};
+use super::local::{keep_dir, local_entry, local_unchanged, source_in_batch};
+use super::mirror::{meta, mirror_entry, remote_unchanged};
 use super::{note, Ctx, Outcome, StepError};
 use crate::reconcile::{
     FailureKind, PathFailure, ReconcileError, ReconcileResult, Side, SyncReport,
@@ -126,34 +129,79 @@ pub(super) async fn send_removals(
 /// Writes the queued file pushes with one [`Mirror::put_batch`] and records each in the mirror's
 /// state. Each item carries the journal's hash ([`PutItem::expect`]): a file saved again while
 /// it was sent is not stored at all (the step is deferred), so whatever the mirror holds is
-/// always recorded in its state.
+/// always recorded in its state. Files new to the mirror are first checked to be still absent
+/// there ([`still_absent`]); one that appeared meanwhile is deferred, never overwritten.
 pub(super) async fn send_queued(cx: &mut Ctx<'_>, report: &mut SyncReport) -> ReconcileResult<()> {
     if cx.queued.is_empty() {
         return Ok(());
     }
-    let mut queued = std::mem::take(&mut cx.queued);
+    let queued = std::mem::take(&mut cx.queued);
     cx.queued_bytes = 0;
+    let new_files: Vec<&RelPath> = queued
+        .iter()
+        .filter(|q| q.new_file)
+        .map(|q| &q.entry.path)
+        .collect();
+    let absent = match still_absent(cx, &new_files).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Nothing of the batch is written: each path fails (or the sync stops) as a
+            // failed check of its own would.
+            let mut fatal = None;
+            for q in &queued {
+                let r = match &e {
+                    StepError::Fatal(_) => continue,
+                    StepError::Path {
+                        side,
+                        kind,
+                        message,
+                    } => Err(StepError::Path {
+                        side: *side,
+                        kind: *kind,
+                        message: message.clone(),
+                    }),
+                };
+                if let Some(f) = note(report, &q.entry.path, r) {
+                    fatal.get_or_insert(f);
+                }
+            }
+            return match (e, fatal) {
+                (StepError::Fatal(f), _) | (_, Some(f)) => Err(f),
+                (StepError::Path { .. }, None) => Ok(()),
+            };
+        }
+    };
+    let mut checked = std::collections::HashSet::new();
+    let mut sent = Vec::with_capacity(queued.len());
     let mut items = Vec::with_capacity(queued.len());
-    for l in &mut queued {
-        match source(cx, &l.path) {
+    let mut absent = absent.into_iter();
+    for q in queued {
+        if q.new_file && !absent.next().unwrap_or(false) {
+            let why = format!("changed on mirror {} during the sync", cx.mirror.location());
+            note(report, &q.entry.path, Ok(Outcome::Deferred(why)));
+            continue;
+        }
+        let mut l = q.entry;
+        match source_in_batch(cx, &l.path, &mut checked) {
             Ok(from) => items.push(PutItem {
                 path: l.path.clone(),
                 source: PutSource::File(from),
-                meta: meta(l),
+                meta: meta(&l),
                 expect: l.hash,
                 // The scanner's chunk list, so that a chunk store (the stick) does not cut the
                 // file again; the mirror's entry drops it anyway (`mirror_entry`).
-                chunks: journal_chunks(l),
+                chunks: journal_chunks(&mut l),
             }),
             Err(e) => {
                 report.failed.push(e.at(&l.path)?);
                 return Ok(());
             }
         }
+        sent.push(l);
     }
     let results = cx.mirror.put_batch(items).await;
     let mut fatal = None;
-    for (l, r) in queued.into_iter().zip(results) {
+    for (l, r) in sent.into_iter().zip(results) {
         let p = l.path.clone();
         let outcome = match r {
             // The backend checked that what it stored hashes to `l` (`PutItem::expect`): the
@@ -198,6 +246,49 @@ fn journal_chunks(l: &mut briefcase_mirror::Entry) -> Option<Chunking> {
         },
         chunks: std::mem::take(&mut l.chunks),
     })
+}
+
+/// Whether each of `paths` (files the mirror's state holds nothing live at) is still absent on
+/// the mirror, as [`remote_unchanged`] would say. The files of one directory below which the
+/// state records nothing live (a directory this sync made, typically) are looked up with one
+/// listing of it; the others with a stat each.
+async fn still_absent(cx: &Ctx<'_>, paths: &[&RelPath]) -> Result<Vec<bool>, StepError> {
+    let mut by_dir: BTreeMap<Option<RelPath>, Vec<usize>> = BTreeMap::new();
+    for (i, p) in paths.iter().enumerate() {
+        by_dir.entry(p.parent()).or_default().push(i);
+    }
+    let mut out = vec![false; paths.len()];
+    for (dir, idx) in by_dir {
+        let listed = match &dir {
+            Some(d) if idx.len() > 1 && !records_below(cx, d) => Some(
+                cx.mirror
+                    .list_under(d)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.path)
+                    .collect::<HashSet<_>>(),
+            ),
+            _ => None,
+        };
+        for i in idx {
+            let p = paths[i];
+            out[i] = match &listed {
+                Some(there) => !there.contains(p),
+                None => remote_unchanged(cx, p, None).await?,
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the mirror's state records anything live strictly below the directory `d`.
+fn records_below(cx: &Ctx<'_>, d: &RelPath) -> bool {
+    use std::ops::Bound;
+    cx.st
+        .entries()
+        .range::<RelPath, _>((Bound::Excluded(d), Bound::Unbounded))
+        .take_while(|(p, _)| p.as_bytes().starts_with(d.as_bytes()))
+        .any(|(p, e)| !e.deleted && p.starts_with(d))
 }
 
 /// Makes the batch's local removals durable (one fsync per directory), then journals the pulled

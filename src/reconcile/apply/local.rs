@@ -76,11 +76,39 @@ fn refused_local(cx: &Ctx<'_>, p: &RelPath, e: ResolveError) -> StepError {
     )
 }
 
-/// The path of a local file to send: checked like [`full`], but a plain path, read later by the
-/// mirror. Safe for reads only because what is read is checked against the journaled hash
-/// ([`PutItem::expect`]): nothing else can be stored under that name.
-pub(super) fn source(cx: &Ctx<'_>, p: &RelPath) -> Result<PathBuf, StepError> {
-    fsutil::resolve(&cx.local.root, p).map_err(|e| refused_local(cx, p, e))
+/// The path of a local file to send, checked like [`full`] (no ancestor may be a symlink), but
+/// a plain path, read later by the mirror. Safe for reads only because what is read is checked
+/// against the journaled hash ([`PutItem::expect`]): nothing else can be stored under that
+/// name. For the files of one batch: each directory among their ancestors is looked at once
+/// (`checked` holds those found to be real directories), not once per file in it.
+///
+/// [`PutItem::expect`]: briefcase_mirror::PutItem::expect
+pub(super) fn source_in_batch(
+    cx: &Ctx<'_>,
+    p: &RelPath,
+    checked: &mut std::collections::HashSet<RelPath>,
+) -> Result<PathBuf, StepError> {
+    for anc in p.ancestors() {
+        if checked.contains(&anc) {
+            continue;
+        }
+        match fs::symlink_metadata(anc.under(&cx.local.root)) {
+            Ok(m) if m.file_type().is_dir() => {
+                checked.insert(anc);
+            }
+            Ok(_) => {
+                return Err(refused_local(
+                    cx,
+                    p,
+                    ResolveError::UnsafeParent(anc.display()),
+                ))
+            }
+            // Gone: the read fails, and the item with it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(refused_local(cx, p, e.into())),
+        }
+    }
+    Ok(p.under(&cx.local.root))
 }
 
 /// A local I/O error at `p` while doing `what`.
@@ -98,6 +126,16 @@ pub(super) fn local_unchanged(
     recorded: Option<&Entry>,
 ) -> Result<bool, StepError> {
     let path = full(cx, p)?;
+    local_unchanged_at(cx, p, &path, recorded)
+}
+
+/// [`local_unchanged`] of `p` already resolved to `path`.
+pub(super) fn local_unchanged_at(
+    cx: &Ctx<'_>,
+    p: &RelPath,
+    path: &Anchored,
+    recorded: Option<&Entry>,
+) -> Result<bool, StepError> {
     match (fs::symlink_metadata(path.path()), recorded) {
         (Err(e), _) if e.kind() == io::ErrorKind::NotFound => {
             Ok(recorded.is_none_or(|e| e.deleted))

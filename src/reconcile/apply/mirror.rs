@@ -9,13 +9,13 @@ use briefcase_mirror::MirrorExt;
 use briefcase_mirror::{Entry, EntryKind, FileMeta, RelPath, RemoteStat};
 
 use super::batch::send_removals;
-use super::local::local_unchanged;
-use super::{Ctx, Outcome, StepError, StepResult};
+use super::local::{full, local_unchanged_at};
+use super::{Ctx, Outcome, Queued, StepError, StepResult};
 use crate::reconcile::remote::remote_matches;
 use crate::reconcile::{FailureKind, SyncReport};
 
 /// The mirror-side counterpart: does the mirror still hold what its state says?
-async fn remote_unchanged(
+pub(super) async fn remote_unchanged(
     cx: &Ctx<'_>,
     p: &RelPath,
     recorded: Option<&Entry>,
@@ -129,7 +129,10 @@ pub(super) async fn push(
     // An earlier step of this sync may have written the path already (a parent directory made
     // for a child): what the state says now is what the mirror holds.
     let r = cx.st.entry(&p).cloned().or(r);
-    if !remote_unchanged(cx, &p, r.as_ref()).await? {
+    // A file new to the mirror is checked to be still absent there when its batch is sent
+    // (send_queued: one listing for a directory of new files, not a stat each).
+    let new_file = l.kind == EntryKind::File && !l.deleted && r.as_ref().is_none_or(|e| e.deleted);
+    if !new_file && !remote_unchanged(cx, &p, r.as_ref()).await? {
         return Ok(Outcome::Deferred(format!(
             "changed on mirror {} during the sync",
             cx.mirror.location()
@@ -178,7 +181,10 @@ pub(super) async fn push(
             cx.mirror.symlink(&p, &target).await?
         }
         EntryKind::File => {
-            if !local_unchanged(cx, &p, Some(&l))? {
+            // The local file's directory stays open while the batch waits (the next files
+            // there are resolved through it).
+            let here = full(cx, &p)?;
+            if !local_unchanged_at(cx, &p, &here, Some(&l))? {
                 return Ok(Outcome::Deferred(
                     "changed here during the sync; it will be sent with its new content".into(),
                 ));
@@ -197,7 +203,11 @@ pub(super) async fn push(
             }
             // Sent in a batch (one flush for many small files); recorded there.
             cx.queued_bytes += l.size;
-            cx.queued.push(l);
+            cx.queued.push(Queued {
+                entry: l,
+                new_file,
+                _here: here,
+            });
             return Ok(Outcome::Done);
         }
     };

@@ -124,7 +124,7 @@ struct Ctx<'a> {
     pending: Vec<Entry>,
     names: HashMap<briefcase_mirror::ReplicaId, String>,
     /// File pushes waiting for [`send_queued`], and their size in bytes.
-    queued: Vec<Entry>,
+    queued: Vec<Queued>,
     queued_bytes: u64,
     /// Fetched and verified files waiting for [`land_fetched`] (temp files in `fetched`, the
     /// incoming and recorded local entries in `fetched_entries`), and their size in bytes.
@@ -136,6 +136,17 @@ struct Ctx<'a> {
     /// Local directories whose entries were removed (held open, with the path to name them),
     /// fsynced once before the journal commit.
     dirty_dirs: std::collections::BTreeMap<ParentDir, PathBuf>,
+}
+
+/// A file push waiting for its batch.
+struct Queued {
+    /// The local entry to send.
+    entry: Entry,
+    /// New to the mirror (its state holds nothing live there): checked to be still absent
+    /// when the batch is sent.
+    new_file: bool,
+    /// The local file, its directory held open while the batch waits.
+    _here: briefcase_mirror::beneath::Anchored,
 }
 
 /// Most files, and bytes, in one [`Mirror::put_batch`].
